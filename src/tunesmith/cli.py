@@ -1,0 +1,187 @@
+"""The verbs. Each parses its flags into the one config, calls a recipe, and prints. Errors a user can act on
+are printed once here, as `tunesmith: ...` with exit code 2, never as a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tunesmith.errors import UserError
+
+app = typer.Typer(
+    help="Fine-tune a pretrained transformer on your own data, evaluate it against the base model, predict.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+)
+console = Console(stderr=False)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+@app.command()
+def train(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted overrides: train.epochs=5 method.rank=16")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
+    task: Annotated[str | None, typer.Option(help="classification")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Catalog name (see `tunesmith models`), local folder or hub id")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Training file: CSV, JSONL or Parquet")] = None,
+    validation: Annotated[Path | None, typer.Option(help="Validation file (else split off --data)")] = None,
+    test: Annotated[Path | None, typer.Option(help="Test file (else split off --data)")] = None,
+    method: Annotated[str | None, typer.Option(help="full, freeze or lora")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder to create")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder at --out")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Fine-tune a model; prints base vs tuned on the test split and where the run folder is."""
+    from tunesmith.config import build_config, read_yaml
+    from tunesmith.recipes.finetune import finetune
+
+    _quiet_libraries()
+    if resume:
+        if out is None:
+            raise UserError("--resume needs --out RUN_FOLDER")
+        if config or overrides or any(v is not None for v in (task, model, data, validation, test, method)):
+            raise UserError("--resume continues with the run's saved config; give only --out")
+        tree = read_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else {}
+    else:
+        tree = read_yaml(config) if config else {}
+    flags: list[str] = []
+    for section, name in (("task", task), ("method", method)):
+        if name is not None:
+            current = tree.get(section)
+            current_name = current.get("name") if isinstance(current, dict) else current
+            if current_name != name:
+                tree[section] = {"name": name}
+    for key, value in (
+        ("model.name", model),
+        ("data.train", data),
+        ("data.validation", validation),
+        ("data.test", test),
+        ("output_dir", out),
+    ):
+        if value is not None:
+            flags.append(f"{key}={json.dumps(str(value))}")
+    run_config = build_config(tree, [*flags, *(overrides or [])])
+    result = finetune(
+        run_config, Console(stderr=True) if as_json else console, resume=resume, overwrite=overwrite
+    )
+    if as_json:
+        print(
+            json.dumps(
+                {"run": str(result.run), "summary": result.summary, "evaluation": result.evaluation}, indent=2
+            )
+        )
+        return
+    if result.evaluation:
+        from tunesmith.evaluation.report import print_comparison
+
+        print_comparison(console, result.evaluation, "test set: base vs tuned")
+    console.print(f"run folder: [bold]{result.run}[/]")
+    console.print(
+        f'next: tunesmith predict {result.run} "some text"   |   tunesmith eval {result.run} --data FILE'
+    )
+
+
+@app.command("eval")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder")],
+    data: Annotated[Path, typer.Option(help="Labelled test file (same columns as training)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+) -> None:
+    """Evaluate a run on a labelled file: the tuned model and the base model side by side."""
+    from tunesmith.evaluation.report import print_comparison
+    from tunesmith.inference import load_run
+    from tunesmith.recipes.finetune import evaluate_examples
+
+    _quiet_libraries()
+    trained = load_run(run)
+    examples = trained.task.read(data, trained.config.data.format)
+    trained.task.check(examples)
+    report = evaluate_examples(trained, examples)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_comparison(console, report, f"{data.name}: base vs tuned")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder")],
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts to classify; none (or -) reads stdin, one per line")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="A .txt file (one text per line) or CSV/JSONL/Parquet with the text column"),
+    ] = None,
+    top: Annotated[int, typer.Option(help="Probabilities to show per text")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+) -> None:
+    """Predict labels with probabilities for texts, a file, or stdin (batched)."""
+    from tunesmith.inference import load_run
+    from tunesmith.recipes.predict import predict_texts, read_texts
+
+    _quiet_libraries()
+    trained = load_run(run)
+    inputs = read_texts(
+        texts, file, sys.stdin, text_column=getattr(trained.task.params, "text_column", "text")
+    )
+    for text, ranked in zip(inputs, predict_texts(trained, inputs), strict=True):
+        if as_json:
+            print(json.dumps({"text": text, "label": ranked[0][0], "probabilities": dict(ranked)}))
+        else:
+            shown = "  ".join(f"{name} {prob:.3f}" for name, prob in ranked[:top])
+            print(f"{ranked[0][0]}\t{shown}\t{text}")
+
+
+@app.command()
+def models() -> None:
+    """List the packaged models tunesmith knows by name."""
+    from rich.table import Table
+
+    from tunesmith.models.catalog import CATALOG
+
+    table = Table(title="model catalog (weights ship inside a package; nothing downloads)")
+    for col in ("name", "kind", "tasks", "params", "license", "package"):
+        table.add_column(col)
+    for e in CATALOG.values():
+        table.add_row(
+            e.name,
+            e.kind,
+            ", ".join(e.tasks),
+            e.params,
+            e.license,
+            f"{e.package.replace('_', '-')}=={e.version}",
+        )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return app(args=argv, standalone_mode=True)
+    except UserError as exc:
+        print(f"tunesmith: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("tunesmith: interrupted (a run can be continued with --resume)", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,231 @@
+"""The one typed run config: YAML file + CLI flags + dotted overrides -> RunConfig.
+
+Every field carries its default here, and the resolved config (with the learning rate a method picks) is
+written to the run folder, so a run can always be read back exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
+
+from tunesmith.errors import ConfigError
+from tunesmith.plugin import PluginParams, Section
+
+
+class ModelConfig(Section):
+    name: str = "minilm"
+    """A catalog name (`tunesmith models`), a local folder, or a Hugging Face hub id."""
+    max_length: int = Field(128, gt=0)
+    """Longest input in tokens; longer inputs are truncated (batches are padded only to their longest)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with a model folder. Off unless you trust its author."""
+    allow_download: bool = False
+    """Let a hub id download weights. Off: nothing downloads behind your back."""
+
+
+class DataConfig(Section):
+    train: Path | None = None
+    """Training file (CSV, JSONL or Parquet)."""
+    validation: Path | None = None
+    """Validation file; when absent, `validation_fraction` of train is split off (stratified)."""
+    test: Path | None = None
+    """Test file; when absent, `test_fraction` of train is split off (stratified)."""
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    """File format; `auto` goes by the file extension."""
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    split_seed: int = 42
+    """Seed of the stratified split, so the same files give the same splits."""
+
+
+class TrainConfig(Section):
+    epochs: int = Field(3, gt=0)
+    batch_size: int = Field(16, gt=0)
+    """Examples per optimizer micro-step; the effective batch is batch_size x gradient_accumulation."""
+    gradient_accumulation: int = Field(1, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    learning_rate: float | None = Field(None, gt=0)
+    """Peak learning rate; empty takes the method's recommended rate (written to the resolved config)."""
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    """Share of optimizer steps spent warming the learning rate up from 0."""
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    """Decay after warmup."""
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding, same randomness across epochs)."""
+    eval_every_steps: int | None = Field(None, gt=0)
+    """Validate every N optimizer steps; empty validates at the end of each epoch."""
+    log_every_steps: int = Field(10, gt=0)
+    """Write the training loss to metrics.jsonl every N optimizer steps (and at step 1)."""
+    metric: str = "macro_f1"
+    """Validation metric that picks the best checkpoint and drives early stopping."""
+    early_stopping_patience: int | None = Field(2, ge=1)
+    """Stop after this many validations without improvement; empty never stops early."""
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """`auto`: bf16 on a CUDA GPU that supports it, fp32 on CPU."""
+    threads: int | None = Field(None, gt=0)
+    """CPU threads for torch; empty uses all cores."""
+
+
+class RunConfig(Section):
+    task: SerializeAsAny[PluginParams] = Field(
+        default_factory=lambda: {"name": "classification"}, validate_default=True
+    )
+    """The task and its own keys, e.g. {name: classification, text_column: text}."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: SerializeAsAny[PluginParams] = Field(
+        default_factory=lambda: {"name": "lora"}, validate_default=True
+    )
+    """The method and its own keys, e.g. {name: lora, rank: 8}."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output_dir: Path | None = None
+    """Run folder: resolved config, metrics, checkpoints, best model, label map, evaluation."""
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_params(cls, value: Any) -> PluginParams:
+        from tunesmith.tasks import TASKS
+
+        return _plugin_params(value, lambda name: TASKS.get(name).Params, "task", "classification")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_params(cls, value: Any) -> PluginParams:
+        from tunesmith.methods import METHODS
+
+        return _plugin_params(value, lambda name: METHODS.get(name).Params, "method", "lora")
+
+    @model_validator(mode="after")
+    def _resolve_learning_rate(self) -> RunConfig:
+        if self.train.learning_rate is None:
+            from tunesmith.methods import METHODS
+
+            self.train.learning_rate = METHODS.get(self.method.name).default_learning_rate
+        return self
+
+
+def _plugin_params(value: Any, params_for: Any, section: str, default: str) -> PluginParams:
+    if isinstance(value, PluginParams):
+        value = value.model_dump()
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config: {section} must be a name or a mapping with a `name`")
+    value = {"name": default, **value}
+    params = params_for(value["name"])
+    try:
+        return params.model_validate(value)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join([section, *map(str, err["loc"])])
+            if err["type"] == "extra_forbidden":
+                valid = ", ".join(params.model_fields)
+                problems.append(f"unknown key {key!r} for {section} {value['name']!r}; valid keys: {valid}")
+            else:
+                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("config: " + "; ".join(problems)) from None
+
+
+# --- loading ------------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=5` -> (["train", "epochs"], 5). The value is read as YAML (numbers, true, null)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. train.epochs=5)")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: bad key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def set_dotted(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part in ("task", "method"):
+            child = {"name": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part} is not a section")
+        node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{Path(path).name}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{Path(path).name}: a config is a mapping of sections (task, model, data, ...)")
+    return tree
+
+
+def build_config(tree: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
+    """Apply dotted overrides to a config tree and validate it into a RunConfig."""
+    tree = copy.deepcopy(tree)
+    for text in overrides:
+        path, value = parse_override(text)
+        set_dotted(tree, path, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def load_config(path: Path | None, overrides: list[str] = ()) -> RunConfig:
+    return build_config(read_yaml(path) if path else {}, overrides)
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "config"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r}; valid keys: {', '.join(_valid_keys(loc[:-1]))}")
+        else:
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return "config: " + "; ".join(lines)
+
+
+def _valid_keys(section: list[str]) -> list[str]:
+    model: Any = RunConfig
+    for part in section:
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))

@@ -1,0 +1,156 @@
+"""Read records from CSV, TSV, JSONL and Parquet, each with the line (or row) it came from.
+
+Every problem becomes a DataError naming the file and line; nothing here raises a bare traceback on bad
+input. Files are streamed record by record.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import DataError
+
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input row: its fields and where it came from (line for text files, row for Parquet)."""
+
+    path: Path
+    line: int
+    fields: dict[str, Any]
+    unit: str = "line"
+
+    def error(self, message: str) -> DataError:
+        return DataError(self.path, self.line, message, self.unit)
+
+
+def detect_format(path: Path, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    found = FORMATS.get(path.suffix.lower())
+    if found is None:
+        known = ", ".join(sorted(FORMATS))
+        raise DataError(
+            path, None, f"unknown file type {path.suffix!r}; use one of {known} or set data.format"
+        )
+    return found
+
+
+def read_records(path: str | Path, fmt: str = "auto") -> Iterator[Record]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "file not found" if not path.exists() else "not a file")
+    kind = detect_format(path, fmt)
+    if kind in ("csv", "tsv"):
+        yield from _read_csv(path, "\t" if kind == "tsv" else ",")
+    elif kind == "jsonl":
+        yield from _read_jsonl(path)
+    else:
+        yield from _read_parquet(path)
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 file (a BOM is fine); a decoding error names its line and the likely encoding."""
+    line_no = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            line_no += 1
+            try:
+                text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(path, line_no, _encoding_problem(raw, exc)) from None
+            yield text
+
+
+def _encoding_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
+    bad = raw[exc.start : exc.start + 1].hex()
+    guess = "UTF-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw else "Latin-1/Windows-1252"
+    return (
+        f"not valid UTF-8 (byte 0x{bad} at column {exc.start + 1}); the file looks like {guess}: "
+        f"save it as UTF-8"
+    )
+
+
+def _read_csv(path: Path, delimiter: str) -> Iterator[Record]:
+    lines = _text_lines(path)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(path, None, "the file is empty (no header row)") from None
+    except csv.Error as exc:
+        raise DataError(path, 1, f"malformed header ({exc})") from None
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise DataError(path, 1, f"duplicate column names: {', '.join(dupes)}")
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "EOF" in str(exc) or "end of data" in str(exc):
+                raise DataError(path, start, "a quoted field opened on this line is never closed") from None
+            raise DataError(path, start, f"malformed CSV ({exc})") from None
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != len(header):
+            raise DataError(path, start, f"{len(row)} fields, but the header has {len(header)}")
+        yield Record(path, start, dict(zip(header, row, strict=True)))
+
+
+def _read_jsonl(path: Path) -> Iterator[Record]:
+    for line_no, text in enumerate(_text_lines(path), start=1):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, line_no, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(value, dict):
+            raise DataError(path, line_no, f"expected a JSON object, got {type(value).__name__}")
+        yield Record(path, line_no, value)
+
+
+def _read_parquet(path: Path) -> Iterator[Record]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(path, None, f"not a readable Parquet file ({exc})") from None
+    row = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=4096):
+            for fields in batch.to_pylist():
+                row += 1
+                yield Record(path, row, fields, unit="row")
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(path, row + 1, f"unreadable Parquet data ({exc})", unit="row") from None
+
+
+def require_field(record: Record, name: str) -> Any:
+    """The field's value, or an error listing the fields the record does have."""
+    if name not in record.fields:
+        found = ", ".join(str(k) for k in record.fields)
+        kind = "column" if record.path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq") else "field"
+        raise record.error(f'missing {kind} "{name}" ({kind}s found: {found})')
+    return record.fields[name]

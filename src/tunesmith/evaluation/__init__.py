@@ -1,0 +1,1 @@
+"""Metrics, the base-model baseline, and base-vs-tuned reports."""

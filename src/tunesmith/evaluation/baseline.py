@@ -1,0 +1,72 @@
+"""The base model's score on the same task: the frozen pretrained encoder with only a linear head trained.
+
+Texts are embedded by the untouched encoder (mean of the last hidden states, the pooling sentence encoders
+such as MiniLM were trained with), and a logistic-regression head is fitted on the training split. That is
+the best the base model does without fine-tuning its weights, so "tuned minus base" is what tuning bought.
+The head is stored as safetensors (no pickle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+DESCRIPTION = (
+    "base = the frozen pretrained encoder with only a linear head trained (logistic regression on "
+    "mean-pooled embeddings, fitted on the same training split)"
+)
+
+
+@torch.inference_mode()
+def embed(
+    encoder: torch.nn.Module, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 64
+) -> np.ndarray:
+    encoder.eval()
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        hidden = encoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float().numpy()
+    return out
+
+
+class LinearProbe:
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray):
+        self.coef, self.intercept, self.classes = coef, intercept, classes
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: Sequence[int], seed: int) -> LinearProbe:
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(max_iter=2000, random_state=seed).fit(features, np.asarray(labels))
+        return cls(
+            clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32), clf.classes_.astype(np.int64)
+        )
+
+    def predict(self, features: np.ndarray) -> list[int]:
+        scores = features @ self.coef.T + self.intercept
+        if self.coef.shape[0] == 1:  # binary: one score, positive means the second class
+            return self.classes[(scores[:, 0] > 0).astype(int)].tolist()
+        return self.classes[scores.argmax(1)].tolist()
+
+    def save(self, path: Path) -> None:
+        # safetensors writes raw bytes: sklearn's coef_ is Fortran-ordered, so make every array C-ordered.
+        arrays = {"coef": self.coef, "intercept": self.intercept, "classes": self.classes}
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> LinearProbe:
+        tensors = load_file(str(path))
+        return cls(tensors["coef"], tensors["intercept"], tensors["classes"])

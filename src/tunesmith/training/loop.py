@@ -1,0 +1,211 @@
+"""The training loop: plain PyTorch, read top to bottom. accelerate handles device and precision.
+
+The loop knows no task and no method: a task gives it `loss(model, batch) -> (summed loss, count)` and
+`evaluate`; a method has already decided which parameters are trainable; `save_best` writes the best model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from tunesmith.config import TrainConfig
+from tunesmith.evaluation.metrics import greater_is_better
+from tunesmith.tasks.base import Task
+from tunesmith.training.batching import epoch_batches
+from tunesmith.training.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
+from tunesmith.training.progress import MetricsLog, TrainProgress
+
+
+@dataclass
+class LoopResult:
+    state: LoopState
+    samples_per_second: float
+    seconds: float
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; biases and normalisation weights get no weight decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup"}.get(cfg.scheduler, cfg.scheduler)
+    return get_scheduler(
+        name,
+        optimizer,
+        num_warmup_steps=round(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+
+
+class TrainLoop:
+    def __init__(
+        self,
+        task: Task,
+        model: torch.nn.Module,
+        train_features: Sequence[dict[str, Any]],
+        val_features: Sequence[dict[str, Any]],
+        cfg: TrainConfig,
+        run_dir: Path,
+        save_best: Callable[[torch.nn.Module], None],
+        pad_id: int,
+        console: Console,
+        accelerator: Any,
+        on_step: Sequence[Callable[[LoopState, float], None]] = (),
+    ):
+        self.task, self.cfg, self.pad_id, self.console = task, cfg, pad_id, console
+        self.train_features, self.val_features = train_features, val_features
+        self.save_best = save_best
+        self.on_step = list(on_step)
+        """Called after every optimizer step with (state, loss): hooks for search, pruning, tests."""
+        self.accelerator = accelerator
+        self.checkpoints = run_dir / "checkpoints"
+        self.log = MetricsLog(run_dir / "metrics.jsonl")
+        self.lengths = [f["length"] for f in train_features]
+        batches = math.ceil(len(train_features) / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        optimizer = build_optimizer(model, cfg)
+        self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+
+    @property
+    def trained_model(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def run(self, resume: bool = False) -> LoopResult:
+        state = self._restore() if resume else LoopState()
+        with TrainProgress(self.console, self.total_steps, state.step) as progress:
+            for epoch in range(state.epoch, self.cfg.epochs):
+                batches = epoch_batches(
+                    self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, self.cfg.group_by_length
+                )
+                accum = self.cfg.gradient_accumulation
+                for start in range(state.batches_done, len(batches), accum):
+                    window = batches[start : start + accum]
+                    loss, samples = self.optimizer_step(window)
+                    state.step += 1
+                    state.batches_done = start + len(window)
+                    progress.advance(epoch, loss, samples)
+                    for hook in self.on_step:
+                        hook(state, loss)
+                    if state.step % self.cfg.log_every_steps == 0 or state.step == 1:
+                        self.log.write(
+                            {
+                                "event": "train",
+                                "step": state.step,
+                                "epoch": epoch + 1,
+                                "loss": loss,
+                                "lr": self.scheduler.get_last_lr()[0],
+                                "samples_per_second": progress.samples_per_second,
+                            }
+                        )
+                    end_of_epoch = state.batches_done >= len(batches)
+                    if end_of_epoch:
+                        state.epoch, state.batches_done = epoch + 1, 0
+                    if end_of_epoch or (
+                        self.cfg.eval_every_steps and state.step % self.cfg.eval_every_steps == 0
+                    ):
+                        self.validate(state, progress)
+                        if self._should_stop(state):
+                            state.stopped_early = True
+                            break
+                if state.stopped_early:
+                    progress.say(
+                        f"early stopping: no gain in {self.cfg.metric} for {state.evals_without_improvement} validations"
+                    )
+                    break
+            state.finished = True
+            save_checkpoint(self.checkpoints, self.model, self.optimizer, self.scheduler, state)
+            seconds = time.perf_counter() - progress.started
+            return LoopResult(state, progress.samples_per_second, seconds)
+
+    def optimizer_step(self, window: list[list[int]]) -> tuple[float, int]:
+        """One optimizer step over `window` micro-batches. Gradients are of summed losses, divided by the
+        window's total count (examples or target tokens), so accumulation equals one big batch exactly."""
+        self.model.train()
+        total_loss, total_count, samples = 0.0, 0, 0
+        for i, indices in enumerate(window):
+            batch = self.task.collate([self.train_features[j] for j in indices], self.pad_id)
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            # Skip the gradient all-reduce on all but the last micro-batch (matters under DDP only).
+            sync = i == len(window) - 1
+            with self.accelerator.no_sync(self.model) if not sync else nullcontext():
+                loss_sum, count = self.task.loss(self.model, batch)
+                self.accelerator.backward(loss_sum)
+            total_loss += loss_sum.item()
+            total_count += count
+            samples += len(indices)
+        for p in self.trainable:
+            if p.grad is not None:
+                p.grad.div_(total_count)
+        if self.cfg.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total_loss / max(total_count, 1), samples
+
+    def validate(self, state: LoopState, progress: TrainProgress) -> None:
+        """Validate, keep the best model on the chosen metric, and write a resumable checkpoint."""
+        model = self.trained_model
+        if self.val_features:
+            result = self.task.evaluate(model, self.val_features, self.cfg.eval_batch_size, self.pad_id)
+            metrics = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
+            if self.cfg.metric not in metrics:
+                raise ValueError(
+                    f"train.metric {self.cfg.metric!r} is not computed; choose from {', '.join(metrics)}"
+                )
+            value = metrics[self.cfg.metric]
+            better = state.best is None or (
+                value > state.best if greater_is_better(self.cfg.metric) else value < state.best
+            )
+        else:
+            metrics, value, better = {}, None, True
+        if better:
+            state.best, state.best_step, state.evals_without_improvement = value, state.step, 0
+            self.save_best(model)
+        else:
+            state.evals_without_improvement += 1
+        self.log.write(
+            {"event": "validation", "step": state.step, "epoch": state.epoch, **metrics, "best": better}
+        )
+        shown = "  ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items() if k in ("loss", "accuracy", self.cfg.metric)
+        )
+        progress.say(
+            f"step {state.step} (epoch {state.epoch}): validation {shown}{'  [best]' if better else ''}"
+        )
+        save_checkpoint(self.checkpoints, self.model, self.optimizer, self.scheduler, state)
+
+    def _should_stop(self, state: LoopState) -> bool:
+        patience = self.cfg.early_stopping_patience
+        return (
+            bool(self.val_features) and patience is not None and state.evals_without_improvement >= patience
+        )
+
+    def _restore(self) -> LoopState:
+        folder = latest_checkpoint(self.checkpoints)
+        if folder is None:
+            return LoopState()
+        state = load_checkpoint(folder, self.trained_model, self.optimizer, self.scheduler)
+        self.log.truncate_after(state.step)
+        self.console.print(f"resuming from {folder.name}: epoch {state.epoch + 1}, step {state.step}")
+        return state

@@ -1,0 +1,77 @@
+"""Shared fixtures: real models (the packaged MiniLM and a tiny randomly initialised BERT built from a
+config, with MiniLM's real tokenizer) and real data files cut from the shipped demo dataset."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+# No test may reach a hub: the real loading path runs, offline.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "debian-sections"
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from tunesmith.models.catalog import resolve_model
+
+    return Path(resolve_model("minilm").source)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """A 2-layer, 32-wide BERT with random weights (seeded), saved as safetensors with a real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(folder)
+    return folder
+
+
+def demo_rows(
+    split: str, labels: tuple[str, ...] | None = None, limit: int | None = None
+) -> list[tuple[str, str]]:
+    with (DEMO / f"{split}.csv").open(encoding="utf-8") as handle:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(handle)]
+    if labels:
+        rows = [r for r in rows if r[1] in labels]
+    return rows[:limit] if limit else rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+SMALL_LABELS = ("doc", "libdevel", "net")
+
+
+@pytest.fixture()
+def small_data(tmp_path: Path) -> dict[str, Path]:
+    """A 3-class slice of the demo data: 120 train, 30 validation, 30 test rows."""
+    return {
+        "train": write_csv(tmp_path / "train.csv", demo_rows("train", SMALL_LABELS, 120)),
+        "validation": write_csv(tmp_path / "validation.csv", demo_rows("validation", SMALL_LABELS, 30)),
+        "test": write_csv(tmp_path / "test.csv", demo_rows("test", SMALL_LABELS, 30)),
+    }

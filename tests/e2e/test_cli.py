@@ -1,0 +1,145 @@
+"""The CLI as a user runs it: a subprocess, real files, real exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_csv
+
+
+def tunesmith(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "tunesmith", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, message: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("tunesmith: ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_file_gives_exit_2_and_the_line(tmp_path, small_data):
+    bad = tmp_path / "bad.csv"
+    bad.write_text('text,label\nfine,doc\n"unclosed,net\nmore,doc\n')
+    proc = tunesmith("train", "--data", bad, "--out", tmp_path / "run")
+    assert_user_error(proc, "bad.csv line 3: a quoted field opened on this line is never closed")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_input_leaves_an_existing_run_folder_untouched(tmp_path, small_data):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: classification\n")
+    (run / "precious.txt").write_text("earlier results")
+    before = sorted((p.name, p.read_bytes()) for p in run.iterdir())
+    missing = write_csv(tmp_path / "m.csv", [("some text", "")])
+    for args in (
+        ["--data", missing, "--out", run, "--overwrite"],
+        ["--data", small_data["train"], "--out", run, "--method", "nope", "--overwrite"],
+        ["--data", small_data["train"], "--out", run],
+    ):
+        proc = tunesmith("train", *args)
+        assert proc.returncode == 2, proc.stderr
+        assert sorted((p.name, p.read_bytes()) for p in run.iterdir()) == before
+    assert_user_error(tunesmith("train", "--data", missing, "--out", run), "m.csv line 2: empty label")
+    assert_user_error(
+        tunesmith("train", "--data", small_data["train"], "--out", run),
+        "is not empty; use --resume to continue it, --overwrite to replace it",
+    )
+
+
+def test_config_errors_list_valid_names(tmp_path, small_data):
+    assert_user_error(
+        tunesmith("train", "--data", small_data["train"], "--out", tmp_path / "r", "--method", "lorra"),
+        "unknown method 'lorra'; valid methods: freeze, full, lora",
+    )
+    assert_user_error(
+        tunesmith("train", "--data", small_data["train"], "--out", tmp_path / "r", "train.epoch=3"),
+        "unknown key 'train.epoch'; valid keys: epochs",
+    )
+
+
+def test_hub_id_offline_fails_with_how_to_give_a_local_path(tmp_path, small_data):
+    proc = tunesmith(
+        "train", "--data", small_data["train"], "--out", tmp_path / "r", "--model", "bert-base-uncased"
+    )
+    assert_user_error(proc, "Give a local folder instead: --model /path/to/model")
+
+
+def test_not_a_run_folder(tmp_path):
+    assert_user_error(tunesmith("predict", tmp_path, "hello"), "is not a tunesmith run folder")
+
+
+@pytest.mark.slow
+def test_train_eval_predict_journey(tmp_path, small_data):
+    run = tmp_path / "tickets"
+    proc = tunesmith(
+        "train",
+        "--task",
+        "classification",
+        "--model",
+        "minilm",
+        "--data",
+        small_data["train"],
+        "--validation",
+        small_data["validation"],
+        "--test",
+        small_data["test"],
+        "--method",
+        "lora",
+        "--out",
+        run,
+        "train.epochs=1",
+        "train.batch_size=8",
+        "train.learning_rate=0.003",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "base" in proc.stdout
+        and "tuned" in proc.stdout
+        and f"run folder: {run}" in proc.stdout.replace("\n", "")
+    )
+    assert "frozen pretrained encoder with only a linear head trained" in proc.stdout.replace("\n", " ")
+
+    proc = tunesmith("eval", run, "--data", small_data["test"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    saved = json.loads((run / "eval.json").read_text())
+    assert report["tuned"]["macro_f1"] == pytest.approx(saved["tuned"]["macro_f1"])
+    assert report["base"]["macro_f1"] == pytest.approx(saved["base"]["macro_f1"])
+
+    proc = tunesmith("predict", run, "development files for libfoo", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["label"] in {"doc", "libdevel", "net"} and sum(out["probabilities"].values()) == pytest.approx(
+        1, abs=1e-5
+    )
+
+    proc = tunesmith("predict", run, stdin="network time daemon\nmanual pages for foo\n")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.strip().splitlines()) == 2
+
+    proc = tunesmith("predict", run, "--file", small_data["test"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.strip().splitlines()) == 30
+
+    bad = write_csv(tmp_path / "unseen.csv", [("a text", "doc"), ("b text", "games")])
+    assert_user_error(
+        tunesmith("eval", run, "--data", bad),
+        'unseen.csv line 3: label "games" never occurs in the training data',
+    )

@@ -1,0 +1,166 @@
+"""Few-step fine-tuning runs on real models: the packaged MiniLM and a tiny random BERT."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+
+from tunesmith.config import build_config
+from tunesmith.inference import load_run
+from tunesmith.recipes.finetune import finetune
+from tunesmith.recipes.predict import predict_texts
+from tunesmith.training.checkpoint import latest_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO())
+
+
+def config(data: dict[str, Path], out: Path, model: str, method: dict, **train):
+    tree = {
+        "model": {"name": model, "max_length": 48},
+        "data": {k: str(v) for k, v in data.items()},
+        "method": method,
+        "train": {
+            "batch_size": 8,
+            "log_every_steps": 1,
+            "early_stopping_patience": None,
+            "warmup_ratio": 0.0,
+            **train,
+        },
+        "output_dir": str(out),
+    }
+    return build_config(tree)
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(latest_checkpoint(run / "checkpoints") / "trainable.safetensors")
+
+
+def test_lora_on_minilm_learns_and_reloads_identically(small_data, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "run"
+    cfg = config(
+        small_data, out, "minilm", {"name": "lora", "rank": 8}, epochs=1, learning_rate=3e-3, batch_size=4
+    )
+    result = finetune(cfg, quiet())
+
+    losses = [
+        r["loss"]
+        for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        if r["event"] == "train"
+    ]
+    assert len(losses) == 30
+    assert sum(losses[-6:]) / 6 < 0.75 * sum(losses[:6]) / 6, losses
+    for name in (
+        "config.yaml",
+        "task.json",
+        "run.json",
+        "eval.json",
+        "baseline_probe.safetensors",
+        "model/adapter_model.safetensors",
+        "model/adapter_config.json",
+        "model/tokenizer.json",
+    ):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report) == {"tuned", "base", "base_description", "delta"}
+    assert report["tuned"]["examples"] == 30 and len(report["tuned"]["confusion_matrix"]) == 3
+
+    # The reloaded run predicts exactly what the model in memory predicted (one epoch: best == last).
+    texts = ["development files for the foo library", "documentation for bar", "network daemon"]
+    trained = load_run(out)
+    reloaded = torch.tensor([[p for _, p in sorted(r)] for r in predict_texts(trained, texts)])
+    trained.model = result.model.eval()
+    in_memory = torch.tensor([[p for _, p in sorted(r)] for r in predict_texts(trained, texts)])
+    assert torch.allclose(reloaded, in_memory, atol=1e-6)
+
+    # The adapter is a plain peft adapter.
+    base = AutoModelForSequenceClassification.from_pretrained(_minilm(), num_labels=3)
+    plain = PeftModel.from_pretrained(base, out / "model").eval()
+    enc = trained.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(plain(**enc).logits, trained.model(**enc).logits, atol=1e-5)
+
+
+def _minilm() -> str:
+    from tunesmith.models.catalog import resolve_model
+
+    return resolve_model("minilm").source
+
+
+@pytest.mark.parametrize("method", [{"name": "full"}, {"name": "freeze", "layers": 1}])
+def test_whole_model_methods_save_a_plain_transformers_model(small_data, tmp_path, tiny_bert_dir, method):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "run"
+    finetune(config(small_data, out, str(tiny_bert_dir), method, epochs=1, learning_rate=1e-3), quiet())
+    trained = load_run(out)
+    plain = AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
+    assert plain.config.id2label == {0: "doc", 1: "libdevel", 2: "net"}
+    enc = trained.tokenizer(["a text", "another, longer text"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(plain(**enc).logits, trained.model(**enc).logits)
+
+
+def test_same_seed_same_result(small_data, tmp_path, tiny_bert_dir):
+    runs = []
+    for name in ("a", "b"):
+        cfg = config(
+            small_data,
+            tmp_path / name,
+            str(tiny_bert_dir),
+            {"name": "lora", "rank": 4},
+            epochs=2,
+            learning_rate=1e-3,
+        )
+        finetune(cfg, quiet())
+        runs.append(final_weights(tmp_path / name))
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_resume_after_a_crash_reaches_the_same_weights(small_data, tmp_path, tiny_bert_dir, accumulation):
+    def cfg(out):
+        return config(
+            small_data,
+            out,
+            str(tiny_bert_dir),
+            {"name": "lora", "rank": 4},
+            epochs=3,
+            learning_rate=1e-3,
+            gradient_accumulation=accumulation,
+        )
+
+    finetune(cfg(tmp_path / "straight"), quiet())
+
+    def crash(state, loss):
+        if state.epoch == 1 and state.batches_done >= 6:  # part-way through the second epoch
+            raise Crash()
+
+    with pytest.raises(Crash):
+        finetune(cfg(tmp_path / "crashed"), quiet(), on_step=[crash])
+    assert not (tmp_path / "crashed" / "run.json").exists()
+    finetune(cfg(tmp_path / "crashed"), quiet(), resume=True)
+
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "crashed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == sorted(steps), "a resumed log has no duplicated steps"

@@ -1,0 +1,54 @@
+"""Model resolution, on the real loading path, offline (HF_HUB_OFFLINE=1 is set in conftest)."""
+
+from pathlib import Path
+
+import pytest
+
+from tunesmith.config import ModelConfig
+from tunesmith.errors import UserError
+from tunesmith.models.catalog import resolve_model
+from tunesmith.models.loader import load_pretrained, load_tokenizer
+
+
+def test_catalog_name_points_into_the_installed_package():
+    resolved = resolve_model("minilm")
+    assert resolved.is_local and resolved.catalog.kind == "encoder"
+    assert (Path(resolved.source) / "model.safetensors").is_file()
+
+
+def test_local_folder(tiny_bert_dir):
+    resolved = resolve_model(str(tiny_bert_dir))
+    assert resolved.is_local and resolved.catalog is None
+    assert load_tokenizer(resolved, ModelConfig(name=str(tiny_bert_dir)))("hello")["input_ids"][0] == 101
+
+
+def test_folder_without_config_and_missing_folder(tmp_path):
+    with pytest.raises(UserError, match="has no config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_model(str(tmp_path / "nope"))
+
+
+def test_hub_id_offline_says_how_to_give_a_local_path():
+    from transformers import AutoModel
+
+    resolved = resolve_model("some-org/some-model-that-is-not-cached")
+    assert not resolved.is_local
+    with pytest.raises(UserError, match=r"Give a local folder instead: --model /path/to/model"):
+        load_pretrained(AutoModel, resolved, ModelConfig(name=resolved.source))
+
+
+def test_pickle_only_folder_is_refused(tmp_path, tiny_bert_dir):
+    """Weights are read with safetensors only: a folder with just pytorch_model.bin does not load."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_bert_dir, folder)
+    state = AutoModel.from_pretrained(tiny_bert_dir).state_dict()
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(UserError, match="cannot load the model"):
+        load_pretrained(AutoModel, resolve_model(str(folder)), ModelConfig(name=str(folder)))

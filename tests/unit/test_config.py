@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from tunesmith.config import build_config, dump_config, load_config, parse_override, read_yaml
+from tunesmith.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_complete_and_typed():
+    cfg = build_config({})
+    assert cfg.task.name == "classification" and cfg.task.text_column == "text"
+    assert cfg.method.name == "lora" and cfg.method.rank == 8
+    assert cfg.train.learning_rate == 5e-4  # the LoRA method's recommended rate, resolved
+
+
+def test_overrides_are_parsed_as_yaml_values():
+    cfg = build_config(
+        {}, ["train.epochs=5", "method.rank=16", "train.eval_every_steps=null", "data.train=x.csv"]
+    )
+    assert cfg.train.epochs == 5 and cfg.method.rank == 16 and cfg.train.eval_every_steps is None
+    assert cfg.data.train == Path("x.csv")
+    assert parse_override("model.name=minilm") == (["model", "name"], "minilm")
+
+
+def test_method_default_learning_rate_follows_method():
+    assert build_config({"method": "full"}).train.learning_rate == 5e-5
+    assert build_config({"method": {"name": "freeze", "layers": 1}}).train.learning_rate == 1e-4
+    assert build_config({"method": "full", "train": {"learning_rate": 1e-3}}).train.learning_rate == 1e-3
+
+
+def test_unknown_key_is_rejected_with_the_valid_names():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.epoch'; valid keys: epochs, batch_size"):
+        build_config({}, ["train.epoch=5"])
+    with pytest.raises(ConfigError, match=r"unknown key 'modle'; valid keys: task, model, data, method"):
+        build_config({"modle": {"name": "x"}})
+
+
+def test_method_keys_belong_to_their_method():
+    with pytest.raises(ConfigError, match=r"unknown key 'method.rank' for method 'full'; valid keys: name"):
+        build_config({"method": {"name": "full", "rank": 4}})
+    with pytest.raises(ConfigError, match="valid methods: freeze, full, lora"):
+        build_config({"method": "lorra"})
+
+
+def test_bad_values_name_the_key():
+    with pytest.raises(ConfigError, match=r"train.epochs: .*greater than 0"):
+        build_config({}, ["train.epochs=0"])
+    with pytest.raises(ConfigError, match=r"method.rank"):
+        build_config({}, ["method.rank=many"])
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: 3\n  batch_size: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line \d+: not valid YAML"):
+        read_yaml(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        read_yaml(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_parses(path):
+    cfg = load_config(path)
+    assert cfg.output_dir is not None
+    assert build_config(__import__("yaml").safe_load(dump_config(cfg))) == cfg  # round trip
