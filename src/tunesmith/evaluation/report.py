@@ -46,5 +46,16 @@ def print_comparison(console: Console, report: dict[str, Any], title: str) -> No
             name, *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")), str(scores["support"])
         )
     console.print(per_class)
+    names = list(tuned["per_class"])
+    if len(names) <= 20:
+        matrix = Table(title="tuned, confusion matrix (rows: true label, columns: predicted)")
+        matrix.add_column("")
+        for name in names:
+            matrix.add_column(name[:10], justify="right")
+        for name, row in zip(names, tuned["confusion_matrix"], strict=True):
+            matrix.add_row(
+                name, *(f"[bold]{n}[/]" if i == names.index(name) else str(n) for i, n in enumerate(row))
+            )
+        console.print(matrix)
     if base is not None:
         console.print(f"[dim]{report['base_description']}; {tuned['examples']} test examples[/]")

@@ -66,6 +66,8 @@ def prepare(config: RunConfig) -> Prepared:
     """All input checks: plugins, data, labels, model. Touches no file."""
     if config.output_dir is None:
         raise ConfigError("no run folder: give --out FOLDER or output_dir in the config")
+    if config.train.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda, but torch sees no CUDA GPU here; use train.device=auto or cpu")
     task = TASKS.get(config.task.name)(config.task, config.model)
     method = METHODS.get(config.method.name)(config.method)
     splits = load_splits(task, config)

@@ -107,16 +107,7 @@ class TrainLoop:
                     for hook in self.on_step:
                         hook(state, loss)
                     if state.step % self.cfg.log_every_steps == 0 or state.step == 1:
-                        self.log.write(
-                            {
-                                "event": "train",
-                                "step": state.step,
-                                "epoch": epoch + 1,
-                                "loss": loss,
-                                "lr": self.scheduler.get_last_lr()[0],
-                                "samples_per_second": progress.samples_per_second,
-                            }
-                        )
+                        self._log_train(state, epoch, loss, progress)
                     end_of_epoch = state.batches_done >= len(batches)
                     if end_of_epoch:
                         state.epoch, state.batches_done = epoch + 1, 0
@@ -136,6 +127,11 @@ class TrainLoop:
             save_checkpoint(self.checkpoints, self.model, self.optimizer, self.scheduler, state)
             seconds = time.perf_counter() - progress.started
             return LoopResult(state, progress.samples_per_second, seconds)
+
+    def _log_train(self, state: LoopState, epoch: int, loss: float, progress: TrainProgress) -> None:
+        lr = self.scheduler.get_last_lr()[0]
+        record = {"event": "train", "step": state.step, "epoch": epoch + 1, "loss": loss, "lr": lr}
+        self.log.write({**record, "samples_per_second": progress.samples_per_second})
 
     def optimizer_step(self, window: list[list[int]]) -> tuple[float, int]:
         """One optimizer step over `window` micro-batches. Gradients are of summed losses, divided by the
