@@ -138,6 +138,17 @@ def test_train_eval_predict_journey(tmp_path, small_data):
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 30
 
+    texts = tmp_path / "texts.txt"
+    texts.write_text("network time daemon\n\nmanual pages for foo\n")
+    proc = tunesmith("predict", run, "--file", texts)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split("\t")[-1] for line in proc.stdout.strip().splitlines()] == [
+        "network time daemon",
+        "manual pages for foo",
+    ]
+    texts.write_bytes("fine\ncaf\xe9\n".encode("latin-1"))
+    assert_user_error(tunesmith("predict", run, "--file", texts), "texts.txt line 2: not valid UTF-8")
+
     bad = write_csv(tmp_path / "unseen.csv", [("a text", "doc"), ("b text", "games")])
     assert_user_error(
         tunesmith("eval", run, "--data", bad),

@@ -64,7 +64,7 @@ def read_records(path: str | Path, fmt: str = "auto") -> Iterator[Record]:
         yield from _read_parquet(path)
 
 
-def _text_lines(path: Path) -> Iterator[str]:
+def text_lines(path: Path) -> Iterator[str]:
     """Lines of a UTF-8 file (a BOM is fine); a decoding error names its line and the likely encoding."""
     line_no = 0
     with path.open("rb") as handle:
@@ -87,7 +87,7 @@ def _encoding_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[Record]:
-    lines = _text_lines(path)
+    lines = text_lines(path)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -117,7 +117,7 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[Record]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Record]:
-    for line_no, text in enumerate(_text_lines(path), start=1):
+    for line_no, text in enumerate(text_lines(path), start=1):
         if not text.strip():
             continue
         try:

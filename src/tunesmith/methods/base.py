@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -62,8 +62,3 @@ def layer_stack(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
 def freeze_all(model: torch.nn.Module) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
-
-
-def describe(model: torch.nn.Module) -> dict[str, Any]:
-    trainable, total = count_parameters(model)
-    return {"trainable_parameters": trainable, "total_parameters": total}

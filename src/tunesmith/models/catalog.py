@@ -57,10 +57,6 @@ class ResolvedModel:
     is_local: bool
     catalog: CatalogEntry | None = None
 
-    @property
-    def model_type_hint(self) -> str:
-        return self.catalog.kind if self.catalog else "unknown"
-
 
 def resolve_model(name: str) -> ResolvedModel:
     """A catalog name, then a local folder, then (as a last resort) a hub id."""

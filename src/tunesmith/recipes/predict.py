@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TextIO
 
-from tunesmith.data.readers import read_records, require_field
+from tunesmith.data.readers import read_records, require_field, text_lines
 from tunesmith.errors import DataError, UserError
 from tunesmith.tasks.classification import LabelledText
 
@@ -19,8 +19,7 @@ def read_texts(
         if file.suffix.lower() == ".txt":
             if not file.is_file():
                 raise DataError(file, None, "file not found")
-            lines = file.read_text(encoding="utf-8", errors="strict").splitlines()
-            return [line for line in lines if line.strip()]
+            return [line.rstrip("\r\n") for line in text_lines(file) if line.strip()]
         out = []
         for record in read_records(file):
             value = require_field(record, text_column)

@@ -32,12 +32,6 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    @staticmethod
-    def read(path: Path) -> list[dict[str, Any]]:
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
 
 class TrainProgress:
     """A rich progress bar over optimizer steps showing the running loss and samples/s."""
