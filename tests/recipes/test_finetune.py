@@ -164,3 +164,46 @@ def test_resume_after_a_crash_reaches_the_same_weights(small_data, tmp_path, tin
         json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == sorted(steps), "a resumed log has no duplicated steps"
+
+
+def events(run: Path, kind: str) -> list[dict]:
+    return [
+        r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["event"] == kind
+    ]
+
+
+def test_early_stopping_on_the_chosen_metric(small_data, tmp_path, tiny_bert_dir):
+    # A learning rate this small leaves the metric flat, so nothing improves after the first validation.
+    out = tmp_path / "run"
+    cfg = config(
+        small_data,
+        out,
+        str(tiny_bert_dir),
+        {"name": "full"},
+        epochs=6,
+        learning_rate=1e-12,
+        early_stopping_patience=2,
+        metric="accuracy",
+    )
+    result = finetune(cfg, quiet())
+    assert result.summary["stopped_early"] and result.summary["best_step"] == 15
+    assert [e["epoch"] for e in events(out, "validation")] == [1, 2, 3]
+    assert [e["best"] for e in events(out, "validation")] == [True, False, False]
+
+
+def test_validation_every_n_steps(small_data, tmp_path, tiny_bert_dir):
+    out = tmp_path / "run"
+    cfg = config(
+        small_data,
+        out,
+        str(tiny_bert_dir),
+        {"name": "lora", "rank": 2},
+        epochs=1,
+        learning_rate=1e-3,
+        eval_every_steps=4,
+        metric="loss",
+    )
+    finetune(cfg, quiet())
+    validations = events(out, "validation")
+    assert [e["step"] for e in validations] == [4, 8, 12, 15]  # every 4 steps, and at the end of the epoch
+    assert all({"loss", "accuracy", "macro_f1"} <= set(e) for e in validations)
