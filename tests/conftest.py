@@ -14,6 +14,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Converted models (GGUF -> safetensors) go to a per-session folder, not the user's home."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    os.environ["TUNESMITH_CACHE"] = str(folder)
+    return folder
+
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "debian-sections"
 

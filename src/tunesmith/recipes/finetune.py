@@ -19,7 +19,7 @@ from tunesmith.data.splits import stratified_split
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.evaluation.report import comparison
 from tunesmith.methods import METHODS, Method, count_parameters
-from tunesmith.models.catalog import ResolvedModel, resolve_model
+from tunesmith.models.catalog import CATALOG, ResolvedModel, resolve_model
 from tunesmith.models.loader import load_tokenizer
 from tunesmith.runs import RunFolder
 from tunesmith.tasks import TASKS, Task
@@ -70,14 +70,16 @@ def prepare(config: RunConfig) -> Prepared:
         raise UserError("train.device=cuda, but torch sees no CUDA GPU here; use train.device=auto or cpu")
     task = TASKS.get(config.task.name)(config.task, config.model)
     method = METHODS.get(config.method.name)(config.method)
+    entry = CATALOG.get(config.model.name)
+    if entry and entry.kind not in task.model_kinds:
+        suited = ", ".join(e.name for e in CATALOG.values() if e.kind in task.model_kinds)
+        raise UserError(
+            f"model {entry.name!r} is a {entry.kind} model; the {task.name} task needs a model of kind "
+            f"{' or '.join(task.model_kinds)} (in the catalog: {suited})"
+        )
     splits = load_splits(task, config)
     task.fit(splits.train, {"validation": splits.validation, "test": splits.test})
     resolved = resolve_model(config.model.name)
-    if resolved.catalog and resolved.catalog.kind not in task.model_kinds:
-        raise UserError(
-            f"model {resolved.catalog.name!r} is a {resolved.catalog.kind} model; the {task.name} task needs "
-            f"a {' or '.join(task.model_kinds)} model"
-        )
     tokenizer = load_tokenizer(resolved, config.model)
     return Prepared(config, task, method, splits, resolved, tokenizer)
 

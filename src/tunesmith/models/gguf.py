@@ -1,0 +1,59 @@
+"""Packaged GGUF weights -> a plain safetensors model folder, converted once and cached.
+
+transformers can read a GGUF file (it dequantizes to float tensors, which is what LoRA and full fine-tuning
+need), but that takes 20-60 s and `save_pretrained` refuses a GGUF-loaded model. So the first use converts:
+load from GGUF, rebuild the model from its config without the GGUF quantization record, copy the weights,
+save as safetensors with the tokenizer. Later uses load the cached folder in about a second.
+The cache lives in $TUNESMITH_CACHE (default ~/.cache/tunesmith) and is written to a temporary folder and
+renamed, so an interrupted conversion never leaves a half folder behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNESMITH_CACHE", Path.home() / ".cache" / "tunesmith"))
+
+
+def _fingerprint(path: Path) -> str:
+    """Cheap identity of a GGUF file: its size and the hash of its first and last MiB."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(0, size - (1 << 20)))
+        digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:12]
+
+
+def converted_folder(name: str, gguf_path: Path) -> Path:
+    """The safetensors folder for `gguf_path`, converting it on first use."""
+    target = cache_root() / "models" / f"{name}-{_fingerprint(gguf_path)}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, filename = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
+    config = AutoConfig.from_pretrained(folder, gguf_file=filename)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+    model.load_state_dict(loaded.state_dict())
+    if getattr(loaded, "generation_config", None) is not None:
+        model.generation_config = loaded.generation_config
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
