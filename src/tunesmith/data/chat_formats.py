@@ -82,35 +82,46 @@ def _text(record: Record, value: Any, where: str) -> str:
     return value
 
 
-def _openai(record: Record) -> list[dict[str, str]]:
-    messages = require_field(record, "messages")
-    if not isinstance(messages, list):
-        raise record.error(f'"messages" must be a list of messages, got {type(messages).__name__}')
-    out = []
-    for i, message in enumerate(messages, start=1):
-        if not isinstance(message, dict):
-            raise record.error(f"message {i} must be an object with role and content")
-        role = message.get("role")
-        if role not in ROLES:
-            raise record.error(f"message {i}: unknown role {role!r} (roles: {', '.join(ROLES)})")
-        out.append({"role": role, "content": _text(record, message.get("content"), f"message {i} content")})
-    return out
-
-
-def _sharegpt(record: Record) -> list[dict[str, str]]:
-    turns = require_field(record, "conversations")
+def _turns(
+    record: Record,
+    key: str,
+    noun: str,
+    role_key: str,
+    content_key: str,
+    roles: dict[str, str],
+    role_word: str,
+    fold_case: bool = False,
+) -> list[dict[str, str]]:
+    """A list of turns under `key`, each an object whose `role_key` maps through `roles` to a role."""
+    turns = require_field(record, key)
     if not isinstance(turns, list):
-        raise record.error(f'"conversations" must be a list of turns, got {type(turns).__name__}')
+        raise record.error(f'"{key}" must be a list of {noun}s, got {type(turns).__name__}')
     out = []
     for i, turn in enumerate(turns, start=1):
         if not isinstance(turn, dict):
-            raise record.error(f"turn {i} must be an object with from and value")
-        speaker = turn.get("from")
-        role = SHAREGPT_ROLES.get(str(speaker).lower()) if isinstance(speaker, str) else None
+            raise record.error(f"{noun} {i} must be an object with {role_key} and {content_key}")
+        speaker = turn.get(role_key)
+        role = (
+            roles.get(speaker.lower() if key == "conversations" else speaker)
+            if isinstance(speaker, str)
+            else None
+        )
         if role is None:
-            raise record.error(f"turn {i}: unknown speaker {speaker!r} (known: {', '.join(SHAREGPT_ROLES)})")
-        out.append({"role": role, "content": _text(record, turn.get("value"), f"turn {i} value")})
+            raise record.error(
+                f"{noun} {i}: unknown {role_word} {speaker!r} ({role_word}s: {', '.join(roles)})"
+            )
+        out.append(
+            {"role": role, "content": _text(record, turn.get(content_key), f"{noun} {i} {content_key}")}
+        )
     return out
+
+
+def _openai(record: Record) -> list[dict[str, str]]:
+    return _turns(record, "messages", "message", "role", "content", {r: r for r in ROLES}, "role")
+
+
+def _sharegpt(record: Record) -> list[dict[str, str]]:
+    return _turns(record, "conversations", "turn", "from", "value", SHAREGPT_ROLES, "speaker", fold_case=True)
 
 
 def _alpaca(record: Record) -> list[dict[str, str]]:
