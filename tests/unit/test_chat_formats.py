@@ -121,3 +121,19 @@ def test_first_record_fixes_the_format(tmp_path):
         list(read_conversations(unknown))
     with pytest.raises(DataError, match="unknown chat format 'chatml'; valid formats: auto, openai"):
         list(read_conversations(path, "chatml"))
+
+
+def test_sharegpt_speakers_fold_case_openai_roles_do_not(tmp_path):
+    share = jsonl(
+        tmp_path,
+        "s.jsonl",
+        {"conversations": [{"from": "Human", "value": "q"}, {"from": "GPT", "value": "a"}]},
+    )
+    assert messages(share) == [[("user", "q"), ("assistant", "a")]]
+    openai = jsonl(
+        tmp_path,
+        "o.jsonl",
+        {"messages": [{"role": "User", "content": "q"}, {"role": "assistant", "content": "a"}]},
+    )
+    with pytest.raises(DataError, match=r"o.jsonl line 1: message 1: unknown role 'User'"):
+        list(read_conversations(openai))

@@ -101,11 +101,7 @@ def _turns(
         if not isinstance(turn, dict):
             raise record.error(f"{noun} {i} must be an object with {role_key} and {content_key}")
         speaker = turn.get(role_key)
-        role = (
-            roles.get(speaker.lower() if key == "conversations" else speaker)
-            if isinstance(speaker, str)
-            else None
-        )
+        role = roles.get(speaker.lower() if fold_case else speaker) if isinstance(speaker, str) else None
         if role is None:
             raise record.error(
                 f"{noun} {i}: unknown {role_word} {speaker!r} ({role_word}s: {', '.join(roles)})"

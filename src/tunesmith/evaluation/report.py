@@ -52,10 +52,8 @@ def print_comparison(console: Console, report: dict[str, Any], title: str) -> No
         matrix.add_column("")
         for name in names:
             matrix.add_column(name[:10], justify="right")
-        for name, row in zip(names, tuned["confusion_matrix"], strict=True):
-            matrix.add_row(
-                name, *(f"[bold]{n}[/]" if i == names.index(name) else str(n) for i, n in enumerate(row))
-            )
+        for r, (name, row) in enumerate(zip(names, tuned["confusion_matrix"], strict=True)):
+            matrix.add_row(name, *(f"[bold]{n}[/]" if c == r else str(n) for c, n in enumerate(row)))
         console.print(matrix)
     if base is not None:
         console.print(f"[dim]{report['base_description']}; {tuned['examples']} test examples[/]")

@@ -10,6 +10,7 @@ renamed, so an interrupted conversion never leaves a half folder behind.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import shutil
@@ -36,12 +37,12 @@ def converted_folder(name: str, gguf_path: Path) -> Path:
     target = cache_root() / "models" / f"{name}-{_fingerprint(gguf_path)}"
     if (target / "config.json").is_file():
         return target
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, filename = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
-    config = AutoConfig.from_pretrained(folder, gguf_file=filename)
+    config = copy.deepcopy(loaded.config)  # the loaded model already carries it: no third read of the GGUF
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
