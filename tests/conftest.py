@@ -84,3 +84,24 @@ def small_data(tmp_path: Path) -> dict[str, Path]:
         "validation": write_csv(tmp_path / "validation.csv", demo_rows("validation", SMALL_LABELS, 30)),
         "test": write_csv(tmp_path / "test.csv", demo_rows("test", SMALL_LABELS, 30)),
     }
+
+
+@pytest.fixture(scope="session")
+def smollm_dir() -> Path:
+    """The packaged SmolLM2-135M-Instruct, converted from GGUF once per test session."""
+    from tunesmith.models.catalog import resolve_model
+
+    return Path(resolve_model("smollm2-135m-instruct").source)
+
+
+@pytest.fixture(scope="session")
+def smollm_model(smollm_dir: Path):
+    """The real SmolLM2 in eval mode; tests must not train it (load their own copy for that)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(smollm_dir, use_safetensors=True).eval()
+
+
+def chat_rows(split: str, limit: int | None = None) -> list[str]:
+    lines = (ROOT / "data" / "debian-chat" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+    return lines[:limit] if limit else lines

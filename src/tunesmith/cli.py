@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tunesmith.errors import UserError
 
@@ -31,6 +32,9 @@ def _quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
 
 
 @app.command()
@@ -39,7 +43,7 @@ def train(
         list[str] | None, typer.Argument(help="Dotted overrides: train.epochs=5 method.rank=16")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
-    task: Annotated[str | None, typer.Option(help="classification")] = None,
+    task: Annotated[str | None, typer.Option(help="classification, chat, summarization or qa")] = None,
     model: Annotated[
         str | None, typer.Option(help="Catalog name (see `tunesmith models`), local folder or hub id")
     ] = None,
@@ -128,7 +132,10 @@ def evaluate(
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder")],
     texts: Annotated[
-        list[str] | None, typer.Argument(help="Texts to classify; none (or -) reads stdin, one per line")
+        list[str] | None,
+        typer.Argument(
+            help="Texts (to classify, answer or summarize); none (or -) reads stdin, one per line"
+        ),
     ] = None,
     file: Annotated[
         Path | None,
@@ -137,21 +144,81 @@ def predict(
     top: Annotated[int, typer.Option(help="Probabilities to show per text")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
-    """Predict labels with probabilities for texts, a file, or stdin (batched)."""
+    """Predict labels (classification) or generate answers (chat, summarization, QA), batched."""
     from tunesmith.inference import load_run
-    from tunesmith.recipes.predict import predict_texts, read_texts
+    from tunesmith.recipes.predict import answer_questions, generate_answers, predict_texts, read_texts
+    from tunesmith.tasks.generative import GenerativeTask
 
     _quiet_libraries()
     trained = load_run(run)
-    inputs = read_texts(
-        texts, file, sys.stdin, text_column=getattr(trained.task.params, "text_column", "text")
-    )
+    task = trained.task
+    if task.name == "qa":
+        if file is None:
+            raise UserError(
+                "a QA run answers from a context: give --file FILE with context and question fields"
+            )
+        for question, answer in answer_questions(trained, file):
+            print(
+                json.dumps({"question": question, "answer": answer}) if as_json else f"{answer}\t{question}"
+            )
+        return
+    inputs = read_texts(texts, file, sys.stdin, text_column=getattr(task.params, "text_column", "text"))
+    if isinstance(task, GenerativeTask):
+        for text, answer in zip(inputs, generate_answers(trained, inputs), strict=True):
+            print(json.dumps({"input": text, "output": answer}) if as_json else answer)
+        return
     for text, ranked in zip(inputs, predict_texts(trained, inputs), strict=True):
         if as_json:
             print(json.dumps({"text": text, "label": ranked[0][0], "probabilities": dict(ranked)}))
         else:
             shown = "  ".join(f"{name} {prob:.3f}" for name, prob in ranked[:top])
             print(f"{ranked[0][0]}\t{shown}\t{text}")
+
+
+@app.command()
+def chat(
+    run: Annotated[Path, typer.Argument(help="Run folder of a chat (or other text-writing) run")],
+    system: Annotated[
+        str | None, typer.Option(help="A system message to start the conversation with")
+    ] = None,
+) -> None:
+    """Talk to a tuned model: each line you type is a user turn, the reply is printed, and the conversation
+    carries on. The prompt is rendered with the run's own chat template, exactly as in training.
+    /reset starts over; an empty line, /quit or Ctrl-D ends. Lines piped into stdin work too."""
+    from tunesmith.inference import load_run
+    from tunesmith.tasks.generative import GenerativeTask
+
+    _quiet_libraries()
+    trained = load_run(run)
+    task = trained.task
+    if not isinstance(task, GenerativeTask) or task.encoder_decoder:
+        raise UserError(
+            f"{run} is a {task.name} run on a model without a chat template; `chat` needs a decoder run"
+        )
+    start = [{"role": "system", "content": system}] if system else []
+    messages = list(start)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        console.print(f"[dim]chatting with {run} ({trained.config.model.name}); /reset, /quit[/]")
+    while True:
+        if interactive:
+            console.print("[bold]you>[/] ", end="")
+        line = sys.stdin.readline()
+        text = line.strip()
+        if not line or text in ("/quit", "/exit") or (interactive and not text):
+            break
+        if not text:
+            continue
+        if text == "/reset":
+            messages = list(start)
+            continue
+        messages.append({"role": "user", "content": text})
+        reply = task.answer(trained.model, messages, trained.pad_id)
+        messages.append({"role": "assistant", "content": reply})
+        if interactive:
+            console.print(f"[bold green]bot>[/] {escape(reply)}")
+        else:
+            print(reply, flush=True)
 
 
 @app.command()

@@ -20,8 +20,9 @@ from tunesmith.plugin import PluginParams, Section
 class ModelConfig(Section):
     name: str = "minilm"
     """A catalog name (`tunesmith models`), a local folder, or a Hugging Face hub id."""
-    max_length: int = Field(128, gt=0)
-    """Longest input in tokens; longer inputs are truncated (batches are padded only to their longest)."""
+    max_length: int | None = Field(None, gt=0)
+    """Longest input in tokens; longer inputs are truncated (batches are padded only to their longest).
+    Empty takes the task's default (128 for classification, 512 for tasks that write text)."""
     trust_remote_code: bool = False
     """Run Python code shipped with a model folder. Off unless you trust its author."""
     allow_download: bool = False
@@ -63,8 +64,9 @@ class TrainConfig(Section):
     """Validate every N optimizer steps; empty validates at the end of each epoch."""
     log_every_steps: int = Field(10, gt=0)
     """Write the training loss to metrics.jsonl every N optimizer steps (and at step 1)."""
-    metric: str = "macro_f1"
-    """Validation metric that picks the best checkpoint and drives early stopping."""
+    metric: str | None = None
+    """Validation metric that picks the best checkpoint and drives early stopping; empty takes the task's
+    (macro_f1 for classification, rougeL for chat and summarization, f1 for QA)."""
     early_stopping_patience: int | None = Field(2, ge=1)
     """Stop after this many validations without improvement; empty never stops early."""
     seed: int = 42
@@ -105,11 +107,18 @@ class RunConfig(Section):
         return _plugin_params(value, lambda name: METHODS.get(name).Params, "method", "lora")
 
     @model_validator(mode="after")
-    def _resolve_learning_rate(self) -> RunConfig:
-        if self.train.learning_rate is None:
-            from tunesmith.methods import METHODS
+    def _resolve_defaults(self) -> RunConfig:
+        """Fill the defaults that depend on the method or task, so the saved config says what ran."""
+        from tunesmith.methods import METHODS
+        from tunesmith.tasks import TASKS
 
+        task = TASKS.get(self.task.name)
+        if self.train.learning_rate is None:
             self.train.learning_rate = METHODS.get(self.method.name).default_learning_rate
+        if self.train.metric is None:
+            self.train.metric = task.default_metric
+        if self.model.max_length is None:
+            self.model.max_length = task.default_max_length
         return self
 
 

@@ -12,7 +12,7 @@ from tunesmith.config import RunConfig, load_config
 from tunesmith.methods import METHODS
 from tunesmith.models.catalog import ResolvedModel, resolve_model
 from tunesmith.runs import RunFolder
-from tunesmith.tasks import TASKS, Task
+from tunesmith.tasks import Task, build_task
 
 
 @dataclass
@@ -34,7 +34,7 @@ def load_run(path: Path, device: str = "cpu") -> TrainedRun:
     run = RunFolder(path)
     run.require_run()
     config = load_config(run.config)
-    task = TASKS.get(config.task.name)(config.task, config.model)
+    task = build_task(config.task, config.model)
     task.restore(run.read_json(run.task))
     method = METHODS.get(config.method.name)(config.method)
     base = resolve_model(config.model.name)
@@ -43,5 +43,7 @@ def load_run(path: Path, device: str = "cpu") -> TrainedRun:
         return task.load_model(base if folder is None else ResolvedModel(folder, True))
 
     tokenizer = AutoTokenizer.from_pretrained(run.model)
+    task.use_tokenizer(tokenizer)
     model = method.load(run.model, load_base).to(device).eval()
+    task.prepare_model(model)
     return TrainedRun(run, config, task, tokenizer, model)

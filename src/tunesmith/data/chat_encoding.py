@@ -7,8 +7,10 @@ generation prompt, then with the answer, and the difference is the answer's span
 start inside a span get labels, all others -100. That works for any template that renders a conversation as
 a prefix of its continuation (ChatML, Llama, Gemma, ...); one that does not is refused with a clear error.
 
-A tokenizer without a chat template gets DEFAULT_TEMPLATE (ChatML), stored with the run so serving renders
-prompts exactly as training did.
+A tokenizer without a chat template gets DEFAULT_TEMPLATE (ChatML role markers, each turn closed by the
+tokenizer's own EOS token so generation stops on a token the model already has), stored with the run so
+`predict`, `chat` and the server render prompts exactly as training did: all of them go through
+`render_prompt` / `encode_prompt` below.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ IGNORE = -100
 
 DEFAULT_TEMPLATE = (
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + eos_token + '\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-"""ChatML, used when a tokenizer has no chat template of its own. Its end-of-turn marker is <|im_end|>."""
+"""ChatML layout, used when a tokenizer has no chat template of its own; a turn ends with the EOS token."""
 
 
 class TemplateError(ValueError):
@@ -44,10 +46,37 @@ class EncodedChat:
 
 
 def ensure_template(tokenizer: Any) -> str:
-    """The tokenizer's chat template, or the documented default set on it."""
+    """The tokenizer's chat template, or the documented default set on it (with an EOS token to end turns:
+    the tokenizer's own, else its separator token)."""
     if not getattr(tokenizer, "chat_template", None):
+        if tokenizer.eos_token is None:
+            if tokenizer.sep_token is None:
+                raise TemplateError("the tokenizer has no chat template and no EOS token to end a turn with")
+            tokenizer.eos_token = tokenizer.sep_token
         tokenizer.chat_template = DEFAULT_TEMPLATE
     return tokenizer.chat_template
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """Tokens that end an assistant turn: EOS, and the template's end-of-turn marker if it is one token."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for marker in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>"):
+        token_id = tokenizer.convert_tokens_to_ids(marker)
+        if marker in tokenizer.get_vocab() and token_id not in ids:
+            ids.append(token_id)
+    return ids
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """The text a model continues to answer `messages`: the conversation plus the assistant header. Training
+    (the prompts generated from during validation), `predict`, `chat` and the server all call this."""
+    return _render(tokenizer, messages, True)
+
+
+def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> list[int]:
+    """Token ids of `render_prompt`; an over-long prompt keeps its end (the question and the header)."""
+    ids = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    return ids[-max_length:]
 
 
 def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool) -> str:

@@ -35,4 +35,4 @@ HEADLINE = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted
 
 
 def greater_is_better(metric: str) -> bool:
-    return not metric.endswith("loss")
+    return not metric.endswith("loss") and metric != "perplexity"

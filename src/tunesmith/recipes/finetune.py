@@ -19,10 +19,10 @@ from tunesmith.data.splits import stratified_split
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.evaluation.report import comparison
 from tunesmith.methods import METHODS, Method, count_parameters
-from tunesmith.models.catalog import CATALOG, ResolvedModel, resolve_model
+from tunesmith.models.catalog import ResolvedModel, resolve_model
 from tunesmith.models.loader import load_tokenizer
 from tunesmith.runs import RunFolder
-from tunesmith.tasks import TASKS, Task
+from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
 from tunesmith.training.loop import TrainLoop
 
@@ -60,28 +60,28 @@ class Prepared:
     splits: Splits
     resolved: ResolvedModel
     tokenizer: Any
+    train_features: list[dict[str, Any]]
+    val_features: list[dict[str, Any]]
 
 
 def prepare(config: RunConfig) -> Prepared:
-    """All input checks: plugins, data, labels, model. Touches no file."""
+    """All input checks: plugins, data, labels, model, and encoding every example (an answer cut off by
+    max_length is an error naming its line). Touches no file."""
     if config.output_dir is None:
         raise ConfigError("no run folder: give --out FOLDER or output_dir in the config")
     if config.train.device == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda, but torch sees no CUDA GPU here; use train.device=auto or cpu")
-    task = TASKS.get(config.task.name)(config.task, config.model)
+    task = build_task(config.task, config.model)
     method = METHODS.get(config.method.name)(config.method)
-    entry = CATALOG.get(config.model.name)
-    if entry and entry.kind not in task.model_kinds:
-        suited = ", ".join(e.name for e in CATALOG.values() if e.kind in task.model_kinds)
-        raise UserError(
-            f"model {entry.name!r} is a {entry.kind} model; the {task.name} task needs a model of kind "
-            f"{' or '.join(task.model_kinds)} (in the catalog: {suited})"
-        )
     splits = load_splits(task, config)
     task.fit(splits.train, {"validation": splits.validation, "test": splits.test})
     resolved = resolve_model(config.model.name)
     tokenizer = load_tokenizer(resolved, config.model)
-    return Prepared(config, task, method, splits, resolved, tokenizer)
+    task.use_tokenizer(tokenizer)
+    train_features = task.encode(splits.train, tokenizer)
+    val_features = task.encode(splits.validation, tokenizer)
+    task.encode(splits.test, tokenizer)
+    return Prepared(config, task, method, splits, resolved, tokenizer, train_features, val_features)
 
 
 def _absolute_data_paths(config: RunConfig) -> RunConfig:
@@ -134,10 +134,10 @@ def finetune(
     set_seed(cfg.seed)
 
     model = p.method.apply(p.task.load_model(p.resolved), p.task.name)
+    p.task.prepare_model(model)
     trainable, total = count_parameters(model)
     pad_id = p.tokenizer.pad_token_id or 0
-    train_features = p.task.encode(p.splits.train, p.tokenizer)
-    val_features = p.task.encode(p.splits.validation, p.tokenizer)
+    train_features, val_features = p.train_features, p.val_features
     console.print(
         f"[bold]{p.task.name}[/] with [bold]{p.method.name}[/] on {config.model.name}: "
         f"{trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%); "
@@ -204,13 +204,23 @@ def finetune(
     return FinetuneResult(run.root, summary, report, loop.trained_model)
 
 
-def evaluate_examples(trained: Any, examples: list[Any]) -> dict[str, Any]:
-    """Tuned vs base on the same examples, with the same metric code."""
+def evaluate_examples(trained: Any, examples: list[Any], with_base: bool = True) -> dict[str, Any]:
+    """Tuned vs base on the same examples, with the same metric code, and a few example outputs."""
     task, cfg = trained.task, trained.config
     features = task.encode(examples, trained.tokenizer)
-    tuned = task.evaluate(trained.model, features, cfg.train.eval_batch_size, trained.pad_id).metrics
-    base = task.evaluate_baseline(resolve_model(cfg.model.name), examples, trained.run.probe)
-    return comparison(tuned, base, task.baseline_description)
+    tuned = task.evaluate(trained.model, features, cfg.train.eval_batch_size, trained.pad_id)
+    base = (
+        task.evaluate_baseline(resolve_model(cfg.model.name), examples, trained.run.probe)
+        if with_base
+        else None
+    )
+    return comparison(
+        tuned.metrics,
+        base.metrics if base else None,
+        task.baseline_description,
+        task.headline,
+        task.shown_examples(features, tuned, base),
+    )
 
 
 def _precision(name: str) -> str:

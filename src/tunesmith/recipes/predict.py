@@ -1,4 +1,5 @@
-"""Predict: texts from arguments, a file or stdin -> ranked labels with probabilities, in batches."""
+"""Predict: texts from arguments, a file or stdin -> ranked labels with probabilities (classification) or
+generated answers (chat, summarization, QA), in batches, with the prompts rendered exactly as in training."""
 
 from __future__ import annotations
 
@@ -47,3 +48,28 @@ def predict_texts(trained: Any, texts: list[str], batch_size: int = 64) -> list[
         [(task.labels[j], float(p)) for p, j in zip(values.tolist(), indices.tolist(), strict=True)]
         for values, indices in zip(ranked.values, ranked.indices, strict=True)
     ]
+
+
+def generate_answers(trained: Any, texts: list[str], batch_size: int = 16) -> list[str]:
+    """For each text (a user message for chat, a document for summarization), the model's answer."""
+    task = trained.task
+    prompts = [task.prompt_ids(task.messages_for_text(text)) for text in texts]
+    return task.generate_texts(trained.model, prompts, batch_size, trained.pad_id)
+
+
+def answer_questions(trained: Any, file: Path) -> list[tuple[str, str]]:
+    """QA runs: (question, answer) for each record of a file with context and question fields."""
+    from tunesmith.data.squad import read_qa
+    from tunesmith.tasks.qa_extractive import ExtractiveQA
+
+    task, p = trained.task, trained.task.params
+    examples = read_qa(
+        file, "auto", p.context_column, p.question_column, p.answers_column, need_answers=False
+    )
+    if isinstance(task, ExtractiveQA):
+        features = task.encode(examples, trained.tokenizer)
+        answers = task.evaluate(trained.model, features, 32, trained.pad_id).predictions
+    else:
+        prompts = [task.prompt_ids(task.prompt_for(ex.context, ex.question)) for ex in examples]
+        answers = task.generate_texts(trained.model, prompts, 16, trained.pad_id)
+    return [(ex.question, answer) for ex, answer in zip(examples, answers, strict=True)]

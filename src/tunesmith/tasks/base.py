@@ -35,10 +35,33 @@ class Task(ABC):
     Params: ClassVar[type[PluginParams]]
     model_kinds: ClassVar[tuple[str, ...]]
     """Model kinds (encoder, causal, seq2seq) this task can fine-tune."""
+    default_metric: ClassVar[str]
+    """Validation metric that picks the best checkpoint when train.metric is empty."""
+    default_max_length: ClassVar[int]
+    """model.max_length when the config leaves it empty."""
+    headline: ClassVar[tuple[str, ...]]
+    """Metrics shown in tables (base vs tuned); the JSON output carries everything."""
 
     def __init__(self, params: PluginParams, model_cfg: ModelConfig):
         self.params = params
         self.model_cfg = model_cfg
+        self.tokenizer: Any = None
+
+    @classmethod
+    def variant_for(cls, kind: str | None) -> type[Task]:
+        """The class that handles this task on a model of `kind` (a task may have one per kind)."""
+        return cls
+
+    def set_model_kind(self, kind: str) -> None:
+        """Told the model's kind (encoder, causal, seq2seq) before anything is encoded."""
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        """Called once with the tokenizer before encoding; a task may complete it (pad token, chat
+        template) and the completed tokenizer is what the run folder saves."""
+        self.tokenizer = tokenizer
+
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        """Called with the model (method applied) before training or inference."""
 
     # --- data ---
     @abstractmethod
@@ -78,8 +101,22 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(
-        self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
-    ) -> Evaluation: ...
+        self,
+        model: torch.nn.Module,
+        features: Sequence[dict[str, Any]],
+        batch_size: int,
+        pad_id: int,
+        *,
+        during_training: bool = False,
+    ) -> Evaluation:
+        """Metrics (and predictions) on encoded examples; `during_training` allows a cheaper version
+        (e.g. generating on a capped subset) for validation between steps."""
+
+    def shown_examples(
+        self, features: Sequence[dict[str, Any]], tuned: Evaluation, base: Evaluation | None
+    ) -> list[dict[str, Any]]:
+        """A few examples with the tuned (and base) outputs, for reports; none by default."""
+        return []
 
     # --- the base model, for "tuned vs base" ---
     baseline_description: ClassVar[str] = ""
@@ -87,8 +124,8 @@ class Task(ABC):
     def fit_baseline(self, resolved: Any, train: Sequence[Any], path: Path, seed: int) -> None:
         """Prepare what scoring the untuned base model needs (saved at `path`); nothing by default."""
 
-    def evaluate_baseline(self, resolved: Any, examples: Sequence[Any], path: Path) -> dict[str, Any] | None:
-        """The base model's metrics on `examples`, with the same metric code as `evaluate`; None if none."""
+    def evaluate_baseline(self, resolved: Any, examples: Sequence[Any], path: Path) -> Evaluation | None:
+        """The base model on `examples`, with the same metric code as `evaluate`; None if there is none."""
         return None
 
 

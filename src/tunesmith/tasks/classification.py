@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tunesmith.data.readers import Record, read_records, require_field
 from tunesmith.errors import DataError
 from tunesmith.evaluation import baseline
-from tunesmith.evaluation.metrics import classification_metrics
+from tunesmith.evaluation.metrics import HEADLINE, classification_metrics
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Evaluation, Task, length_sorted_batches, move
@@ -63,6 +63,9 @@ class Classification(Task):
     name = "classification"
     Params = ClassificationParams
     model_kinds = ("encoder",)
+    default_metric = "macro_f1"
+    default_max_length = 128
+    headline = HEADLINE
     params: ClassificationParams
 
     def __init__(self, params: PluginParams, model_cfg: Any):
@@ -173,7 +176,13 @@ class Classification(Task):
         return probs
 
     def evaluate(
-        self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
+        self,
+        model: torch.nn.Module,
+        features: Sequence[dict[str, Any]],
+        batch_size: int,
+        pad_id: int,
+        *,
+        during_training: bool = False,
     ) -> Evaluation:
         probs = self.probabilities(model, features, batch_size, pad_id)
         truth = torch.tensor([f["label"] for f in features])
@@ -200,8 +209,9 @@ class Classification(Task):
 
     def evaluate_baseline(
         self, resolved: Any, examples: Sequence[LabelledText], path: Path
-    ) -> dict[str, Any] | None:
+    ) -> Evaluation | None:
         if not path.is_file():
             return None
         preds = baseline.LinearProbe.load(path).predict(self._base_embeddings(resolved, examples))
-        return classification_metrics([self.label_id(ex.label) for ex in examples], preds, self.labels)
+        truth = [self.label_id(ex.label) for ex in examples]
+        return Evaluation(classification_metrics(truth, preds, self.labels), preds)

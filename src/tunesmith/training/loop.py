@@ -163,7 +163,9 @@ class TrainLoop:
         """Validate, keep the best model on the chosen metric, and write a resumable checkpoint."""
         model = self.trained_model
         if self.val_features:
-            result = self.task.evaluate(model, self.val_features, self.cfg.eval_batch_size, self.pad_id)
+            result = self.task.evaluate(
+                model, self.val_features, self.cfg.eval_batch_size, self.pad_id, during_training=True
+            )
             metrics = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
             if self.cfg.metric not in metrics:
                 raise ValueError(

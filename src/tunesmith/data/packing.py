@@ -1,0 +1,92 @@
+"""Batches for causal language models: packed (no padding) or padded.
+
+Packing puts several examples into one row, one after another, each with position ids counting from 0. With
+no attention mask, transformers reads those restarting position ids as sequence boundaries and builds a
+block-diagonal causal mask (`masking_utils.find_packed_sequence_indices`, used by the eager and SDPA attention
+of every model built on the shared masking code, e.g. Llama, Qwen, Gemma): a token attends only to earlier
+tokens of its own example. This holds only without a KV cache: the forward pass must get `use_cache=False`
+(transformers skips the detection when a cache exists), which the tasks' loss always passes.
+tests/unit/test_packing.py checks this on the real model: the logits of a packed row equal those of each
+example run alone, and the packed loss equals the padded one. Models that do not take `position_ids` (or build their own mask) must
+not be packed: `packing_supported` says which.
+
+The first label of every example is ignored (-100): nothing predicts an example's first token, and in a
+packed row the previous example's last token must not be trained to predict it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+IGNORE = -100
+
+
+def rows_first_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Group example indices into rows of at most `capacity` tokens (first fit, longest first). An example
+    longer than `capacity` gets a row of its own."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - lengths[i])
+    return rows
+
+
+def collate_packed(features: Sequence[dict[str, Any]], capacity: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, labels and position_ids of packed rows; a row's unused tail is one padding segment whose
+    labels are ignored (it forms its own block, so no real token attends to it)."""
+    rows = rows_first_fit([f["length"] for f in features], capacity)
+    width = max(sum(features[i]["length"] for i in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for i in row:
+            f = features[i]
+            n = f["length"]
+            ids[r, at : at + n] = torch.tensor(f["input_ids"])
+            labels[r, at : at + n] = torch.tensor(f["labels"])
+            labels[r, at] = IGNORE
+            positions[r, at : at + n] = torch.arange(n)
+            at += n
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
+def collate_padded(features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, labels and attention_mask, right-padded to the batch's longest example."""
+    width = max(f["length"] for f in features)
+    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    for r, f in enumerate(features):
+        n = f["length"]
+        ids[r, :n] = torch.tensor(f["input_ids"])
+        labels[r, :n] = torch.tensor(f["labels"])
+        labels[r, 0] = IGNORE
+        mask[r, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def packing_supported(model: torch.nn.Module) -> bool:
+    """True where the model's forward takes position_ids and its attention uses transformers' shared mask
+    code (eager or SDPA), which turns restarting position ids into per-example blocks."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or config.is_encoder_decoder:
+        return False
+    if getattr(config, "_attn_implementation", "eager") not in ("eager", "sdpa", None):
+        return False
+    return "position_ids" in inspect.signature(base.forward).parameters

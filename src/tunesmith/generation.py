@@ -1,0 +1,94 @@
+"""Text generation from token-id prompts, batched, for validation, evaluation, `predict` and `chat`.
+
+Greedy by default; beam search and sampling come from the task's `generation` settings. Decoder prompts are
+left-padded (the new tokens then line up at the right); encoder-decoder inputs are right-padded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from tunesmith.plugin import Section
+
+
+class GenerationSettings(Section):
+    max_new_tokens: int = Field(128, gt=0)
+    """Longest answer generated, in tokens."""
+    num_beams: int = Field(1, ge=1)
+    """1 is greedy (or sampling); more is beam search."""
+    do_sample: bool = False
+    """Sample instead of taking the most likely token (use temperature / top_p)."""
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    seed: int = 0
+    """Seed for sampling, so sampled outputs are reproducible."""
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module,
+    prompts: Sequence[list[int]],
+    settings: GenerationSettings,
+    *,
+    pad_id: int,
+    stop_ids: Sequence[int],
+    batch_size: int = 16,
+    encoder_decoder: bool = False,
+) -> list[list[int]]:
+    """New token ids for each prompt (without the prompt, cut at the first stop token), in input order."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[list[int]] = [[] for _ in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    if settings.do_sample:
+        torch.manual_seed(settings.seed)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "num_beams": settings.num_beams,
+        "do_sample": settings.do_sample,
+        "repetition_penalty": settings.repetition_penalty,
+        "pad_token_id": pad_id,
+        "eos_token_id": list(stop_ids) or None,
+    }
+    if settings.do_sample:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+    else:  # keep the model's generation_config sampling defaults from leaking into greedy/beam decoding
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = len(prompts[i])
+            cols = slice(0, n) if encoder_decoder else slice(width - n, width)
+            ids[row, cols] = torch.tensor(prompts[i])
+            mask[row, cols] = 1
+        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        new = generated if encoder_decoder else generated[:, width:]
+        for row, i in enumerate(idx):
+            tokens = new[row].tolist()
+            if (
+                encoder_decoder
+                and tokens
+                and tokens[0] == getattr(model.config, "decoder_start_token_id", None)
+            ):
+                tokens = tokens[1:]
+            out[i] = _cut(tokens, stop_ids, pad_id)
+    model.train(was_training)
+    return out
+
+
+def _cut(tokens: list[int], stop_ids: Sequence[int], pad_id: int) -> list[int]:
+    for n, token in enumerate(tokens):
+        if token in stop_ids:
+            return tokens[:n]
+    while tokens and tokens[-1] == pad_id:
+        tokens = tokens[:-1]
+    return tokens

@@ -1,0 +1,329 @@
+"""What every text-writing task shares: examples are conversations whose last assistant turn is the answer.
+
+A chat example is a conversation as read; summarization and generative QA build one from their columns (a
+user turn from a prompt template, the target as the assistant turn). From there:
+
+- decoder models: rendered with the chat template, loss only on assistant tokens (`encode_chat`), packed
+  several to a row (`data/packing.py`); generation starts from `encode_prompt`, the same call `predict`,
+  `chat` and the server use.
+- encoder-decoder models (T5, BART): the prompt text is the encoder input and the answer plus EOS the target.
+
+Validation computes the loss (and perplexity) on every example and generates on the first
+`eval_generate_examples` of them, so the best checkpoint can be chosen on ROUGE-L, BLEU or exact match
+without generation dominating training time; the final evaluation generates on all.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from tunesmith.data.chat_encoding import (
+    IGNORE,
+    TemplateError,
+    encode_chat,
+    encode_prompt,
+    ensure_template,
+    render_prompt,
+    stop_token_ids,
+)
+from tunesmith.data.chat_formats import Conversation
+from tunesmith.data.packing import collate_packed, collate_padded, packing_supported
+from tunesmith.errors import DataError, UserError
+from tunesmith.evaluation.text_metrics import perplexity
+from tunesmith.generation import GenerationSettings, generate
+from tunesmith.plugin import PluginParams
+from tunesmith.tasks.base import Evaluation, Task, length_sorted_batches, move
+
+EXAMPLES_SHOWN = 5
+"""Example outputs kept in an evaluation report (base and tuned side by side)."""
+
+
+class GenerativeParams(PluginParams):
+    train_on_prompt: bool = False
+    """Also train on system/user tokens and template glue (default: only assistant answers)."""
+    packing: bool = True
+    """Pack several examples into one row (no padding) where the model supports it; see data/packing.py."""
+    eval_generate_examples: int = Field(32, ge=0)
+    """Validation during training generates on at most this many examples (0: loss only)."""
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+
+
+class GenerativeTask(Task):
+    """A task whose answer is text. Subclasses read their files into conversations and score outputs."""
+
+    params: GenerativeParams
+    default_metric = "rougeL"
+    default_max_length = 512
+    headline = ("loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
+
+    def __init__(self, params: PluginParams, model_cfg: Any):
+        super().__init__(params, model_cfg)
+        self.encoder_decoder = False
+        self.pack = False
+        self.template = ""
+        self.decoder_start = 0
+
+    # --- what subclasses provide ---
+    @abstractmethod
+    def read(self, path: Path, fmt: str) -> list[Conversation]: ...
+
+    @abstractmethod
+    def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
+        """Task metrics of generated answers against each example's accepted answers."""
+
+    def turns(self, example: Any) -> list[dict[str, str]]:
+        """The conversation trained on, ending with the answer: a chat up to its last assistant turn (turns
+        after it have nothing to learn from); other tasks build it from their columns."""
+        last = max(i for i, m in enumerate(example.messages) if m["role"] == "assistant")
+        return list(example.messages[: last + 1])
+
+    def references(self, example: Any) -> list[str]:
+        """Accepted answers of an example (one by default: the answer turn)."""
+        return [self.turns(example)[-1]["content"]]
+
+    # --- data ---
+    def fit(self, train: list[Conversation], others: dict[str, list[Conversation]]) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        tok = self.tokenizer
+        return {
+            "chat_template": self.template,
+            "eos_token": tok.eos_token,
+            "stop_token_ids": stop_token_ids(tok),
+            "encoder_decoder": self.encoder_decoder,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.encoder_decoder = bool(state.get("encoder_decoder", False))
+        self.template = state.get("chat_template", "")
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        if tokenizer.eos_token is None and tokenizer.sep_token is not None:
+            tokenizer.eos_token = tokenizer.sep_token  # BERT-style vocabularies end a sequence with [SEP]
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if not self.encoder_decoder:
+            try:
+                saved = self.template
+                self.template = ensure_template(tokenizer)
+            except TemplateError as exc:
+                raise UserError(str(exc)) from None
+            if saved and saved != self.template:
+                raise UserError(
+                    "the run's tokenizer carries a different chat template than the one it was trained with; "
+                    "the model folder was modified"
+                )
+        super().use_tokenizer(tokenizer)
+
+    # --- model ---
+    def load_model(self, resolved: Any) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        from tunesmith.models.loader import load_pretrained
+
+        auto = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
+        model = load_pretrained(auto, resolved, self.model_cfg)
+        model.config.use_cache = False
+        return model
+
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        self.pack = self.params.packing and not self.encoder_decoder and packing_supported(model)
+        if self.encoder_decoder:
+            start = model.config.decoder_start_token_id
+            self.decoder_start = start if start is not None else self.tokenizer.pad_token_id
+
+    def set_model_kind(self, kind: str) -> None:
+        self.encoder_decoder = kind == "seq2seq"
+
+    # --- encoding ---
+    def prompt_messages(self, example: Any) -> list[dict[str, str]]:
+        """Everything before the answer (the last assistant turn)."""
+        return self.turns(example)[:-1]
+
+    def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids a model answers from, exactly as at inference."""
+        if self.encoder_decoder:
+            text = "\n\n".join(m["content"] for m in messages)
+            return self.tokenizer(text, truncation=True, max_length=self.model_cfg.max_length)["input_ids"]
+        return encode_prompt(self.tokenizer, messages, self.model_cfg.max_length)
+
+    def encode(self, examples: Sequence[Conversation], tokenizer: Any) -> list[dict[str, Any]]:
+        max_length = self.model_cfg.max_length
+        features = []
+        for ex in examples:
+            messages = self.prompt_messages(ex)
+            prompt = self.prompt_ids(messages)
+            shown = {
+                "question": messages[-1]["content"] if messages else "",
+                "references": self.references(ex),
+            }
+            if self.encoder_decoder:
+                target = tokenizer(shown["references"][0], add_special_tokens=True)["input_ids"]
+                target = target[:max_length]
+                features.append(
+                    {
+                        "input_ids": prompt,
+                        "labels": target,
+                        "length": len(prompt) + len(target),
+                        "prompt_ids": prompt,
+                        **shown,
+                    }
+                )
+                continue
+            encoded = encode_chat(tokenizer, self.turns(ex), max_length, self.params.train_on_prompt)
+            answer_tokens = sum(1 for label in encoded.labels[1:] if label != IGNORE)
+            if answer_tokens == 0 or (not self.params.train_on_prompt and len(prompt) >= max_length):
+                raise DataError(
+                    ex.path,
+                    ex.line,
+                    f"the answer is cut off: the conversation is longer than model.max_length={max_length} "
+                    "tokens before its last answer starts; raise model.max_length or shorten the example",
+                    ex.unit,
+                )
+            features.append(
+                {
+                    "input_ids": encoded.input_ids,
+                    "labels": encoded.labels,
+                    "length": len(encoded.input_ids),
+                    "prompt_ids": prompt,
+                    **shown,
+                }
+            )
+        return features
+
+    def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+        if self.encoder_decoder:
+            return _collate_seq2seq(features, pad_id, self.decoder_start)
+        if self.pack:
+            return collate_packed(features, self.model_cfg.max_length, pad_id)
+        return collate_padded(features, pad_id)
+
+    # --- loss ---
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        labels = batch["labels"]
+        if self.encoder_decoder:
+            logits = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                decoder_input_ids=batch["decoder_input_ids"],
+            ).logits
+            targets = labels
+        else:
+            # Only positions whose next token is a target go through the output layer (the vocabulary
+            # projection is the largest matrix of a small LM): the same loss for far less compute.
+            keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(-1)
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+            targets = labels[:, keep + 1]
+        count = int((targets != IGNORE).sum())
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE,
+            reduction="sum",
+        )
+        return loss, count
+
+    # --- evaluation ---
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        features: Sequence[dict[str, Any]],
+        batch_size: int,
+        pad_id: int,
+        *,
+        during_training: bool = False,
+    ) -> Evaluation:
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for _, chunk in length_sorted_batches(features, batch_size):
+                loss, n = self.loss(model, move(self.collate(chunk, pad_id), device))
+                total, count = total + loss.item(), count + n
+        model.train(was_training)
+        metrics: dict[str, Any] = {
+            "loss": total / max(count, 1),
+            "perplexity": perplexity(total, max(count, 1)),
+        }
+        limit = self.params.eval_generate_examples if during_training else len(features)
+        chosen = list(features[:limit])
+        outputs: list[str] = []
+        if chosen:
+            outputs = self.generate_texts(model, [f["prompt_ids"] for f in chosen], batch_size, pad_id)
+            metrics.update(self.score(outputs, [f["references"] for f in chosen]))
+        metrics["examples"] = len(features)
+        metrics["generated"] = len(outputs)
+        return Evaluation(metrics, outputs)
+
+    def shown_examples(
+        self, features: Sequence[dict[str, Any]], tuned: Evaluation, base: Evaluation | None
+    ) -> list[dict[str, Any]]:
+        shown = []
+        for i, f in enumerate(features[:EXAMPLES_SHOWN]):
+            row = {"prompt": f["question"], "reference": f["references"][0], "tuned": tuned.predictions[i]}
+            if base is not None and i < len(base.predictions):
+                row["base"] = base.predictions[i]
+            shown.append(row)
+        return shown
+
+    def generate_texts(
+        self, model: torch.nn.Module, prompts: Sequence[list[int]], batch_size: int, pad_id: int
+    ) -> list[str]:
+        tokens = generate(
+            model,
+            prompts,
+            self.params.generation,
+            pad_id=pad_id,
+            stop_ids=stop_token_ids(self.tokenizer),
+            batch_size=batch_size,
+            encoder_decoder=self.encoder_decoder,
+        )
+        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+
+    def messages_for_text(self, text: str) -> list[dict[str, str]]:
+        """The prompt for one raw input of `predict` (a user message by default)."""
+        return [{"role": "user", "content": text}]
+
+    def answer(self, model: torch.nn.Module, messages: Sequence[dict[str, str]], pad_id: int) -> str:
+        """One reply to a conversation, rendered exactly as in training (for `chat` and `predict`)."""
+        return self.generate_texts(model, [self.prompt_ids(messages)], 1, pad_id)[0]
+
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        return render_prompt(self.tokenizer, messages)
+
+    # --- the base model: the same prompts, zero-shot ---
+    baseline_description = "base = the untuned pretrained model answering the same prompts (zero-shot)"
+
+    def evaluate_baseline(
+        self, resolved: Any, examples: Sequence[Conversation], path: Path
+    ) -> Evaluation | None:
+        model = self.load_model(resolved)
+        features = self.encode(examples, self.tokenizer)
+        return self.evaluate(model, features, 16, self.tokenizer.pad_token_id)
+
+
+def _collate_seq2seq(
+    features: Sequence[dict[str, Any]], pad_id: int, start_id: int
+) -> dict[str, torch.Tensor]:
+    width = max(len(f["input_ids"]) for f in features)
+    target_width = max(len(f["labels"]) for f in features)
+    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    labels = torch.full((len(features), target_width), IGNORE, dtype=torch.long)
+    for r, f in enumerate(features):
+        ids[r, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+        mask[r, : len(f["input_ids"])] = 1
+        labels[r, : len(f["labels"])] = torch.tensor(f["labels"])
+    decoder_inputs = torch.full_like(labels, start_id)
+    decoder_inputs[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE, pad_id)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "decoder_input_ids": decoder_inputs}

@@ -1,0 +1,78 @@
+"""Question answering on SQuAD-style data (context, question, answers; see data/squad.py).
+
+On an encoder (e.g. `minilm`) the task is extractive: a span head marks where the answer starts and ends in
+the context (tasks/qa_extractive.py). On a decoder it is generative: the model reads the context and question
+in a user turn and writes the answer. Both are scored with SQuAD exact match and token F1 against every
+accepted answer (best checkpoint on F1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tunesmith.data.squad import QAExample, read_qa
+from tunesmith.evaluation.text_metrics import squad_scores
+from tunesmith.tasks import TASKS
+from tunesmith.tasks.base import Task
+from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
+
+
+class QAParams(GenerativeParams):
+    name: Literal["qa"] = "qa"
+    context_column: str = "context"
+    question_column: str = "question"
+    answers_column: str = "answers"
+    """SQuAD `answers` ({text: [...], answer_start: [...]}), a list of {text, answer_start}, or a flat
+    `answer` (+ optional `answer_start`)."""
+    instruction: str = "Answer the question with a short phrase from the text."
+    """Generative QA: put after the question in the prompt."""
+    stride: int = Field(128, ge=0)
+    """Extractive QA: tokens shared by consecutive windows of a context longer than model.max_length."""
+    max_answer_tokens: int = Field(30, gt=0)
+    """Extractive QA: longest span considered as an answer."""
+
+
+@TASKS.register("qa")
+class GenerativeQA(GenerativeTask):
+    name = "qa"
+    Params = QAParams
+    model_kinds = ("causal", "seq2seq")
+    default_metric = "f1"
+    headline = ("loss", "perplexity", "exact_match", "f1")
+    params: QAParams
+
+    @classmethod
+    def variant_for(cls, kind: str | None) -> type[Task]:
+        if kind == "encoder":
+            from tunesmith.tasks.qa_extractive import ExtractiveQA
+
+            return ExtractiveQA
+        return cls
+
+    def read(self, path: Path, fmt: str) -> list[QAExample]:
+        p = self.params
+        return read_qa(path, fmt, p.context_column, p.question_column, p.answers_column)
+
+    def prompt_for(self, context: str, question: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"{context}\n\nQuestion: {question}\n{self.params.instruction}"}]
+
+    def messages_for_text(self, text: str) -> list[dict[str, str]]:
+        from tunesmith.errors import UserError
+
+        raise UserError("a QA run answers from a context: give --file FILE with context and question fields")
+
+    def turns(self, example: Any) -> list[dict[str, str]]:
+        return [
+            *self.prompt_for(example.context, example.question),
+            {"role": "assistant", "content": example.answers[0]},
+        ]
+
+    def references(self, example: Any) -> list[str]:
+        return list(example.answers)
+
+    def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
+        return squad_scores(outputs, references)
