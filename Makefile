@@ -29,6 +29,7 @@ lint: setup
 bench: setup
 	$(PIP) -e ".[dev,bench]"
 	$(PY) bench/classification.py
+	$(PY) bench/chat.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -18,8 +18,9 @@ from tunesmith.plugin import PluginParams, Section
 
 
 class ModelConfig(Section):
-    name: str = "minilm"
-    """A catalog name (`tunesmith models`), a local folder, or a Hugging Face hub id."""
+    name: str | None = None
+    """A catalog name (`tunesmith models`), a local folder, or a Hugging Face hub id; empty takes the task's
+    packaged default (minilm for classification and QA, smollm2-135m-instruct for chat and summarization)."""
     max_length: int | None = Field(None, gt=0)
     """Longest input in tokens; longer inputs are truncated (batches are padded only to their longest).
     Empty takes the task's default (128 for classification, 512 for tasks that write text)."""
@@ -69,6 +70,9 @@ class TrainConfig(Section):
     (macro_f1 for classification, rougeL for chat and summarization, f1 for QA)."""
     early_stopping_patience: int | None = Field(2, ge=1)
     """Stop after this many validations without improvement; empty never stops early."""
+    gradient_checkpointing: bool = False
+    """Recompute activations during the backward pass instead of storing them: much less memory for
+    long sequences, about a third more time per step."""
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -117,6 +121,8 @@ class RunConfig(Section):
             self.train.learning_rate = METHODS.get(self.method.name).default_learning_rate
         if self.train.metric is None:
             self.train.metric = task.default_metric
+        if self.model.name is None:
+            self.model.name = task.default_model
         if self.model.max_length is None:
             self.model.max_length = task.default_max_length
         return self

@@ -46,7 +46,12 @@ def chat_config(tmp_path: Path, **overrides) -> object:
         "test": str(write_lines(tmp_path / "test.jsonl", chat_rows("test", 3))),
     }
     tree = {
-        "task": {"name": "chat", "eval_generate_examples": 2, "generation": {"max_new_tokens": 12}},
+        "task": {
+            "name": "chat",
+            "packing": True,
+            "eval_generate_examples": 2,
+            "generation": {"max_new_tokens": 12},
+        },
         "model": {"name": "smollm2-135m-instruct", "max_length": 160},
         "data": data,
         "method": {"name": "lora", "rank": 8, "dropout": 0.0},
@@ -127,6 +132,13 @@ def test_packed_and_padded_batches_give_the_same_loss(chat_run, smollm_model):
         padded = task.loss(smollm_model, task.collate(features, 2))
     assert packed[1] == padded[1] == sum(1 for f in features for label in f["labels"][1:] if label != -100)
     torch.testing.assert_close(packed[0], padded[0], rtol=1e-4, atol=1e-3)
+    # and both equal the plain transformers loss (its own shift, every position through the output layer)
+    batch = task.collate(features, 2)
+    with torch.inference_mode():
+        reference = smollm_model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss
+    torch.testing.assert_close(padded[0] / padded[1], reference, rtol=1e-4, atol=1e-4)
 
 
 def test_an_answer_cut_off_by_max_length_is_an_error_naming_the_line(tmp_path):
@@ -223,3 +235,56 @@ def test_extractive_qa_on_minilm_finds_the_answer_span(tmp_path):
     assert tuned["f1"] > 0.6 and tuned["exact_match"] > 0.4, tuned
     trained = load_run(result.run)
     assert type(trained.task).__name__ == "ExtractiveQA"
+
+
+def test_chat_cli_replies_as_predict_does_and_keeps_the_conversation(chat_run):
+    from tests.e2e.test_cli import tunesmith
+
+    tmp, result = chat_run
+    proc = tunesmith("chat", result.run, stdin="What is htop?\nWhich section of the archive is it in?\n")
+    assert proc.returncode == 0, proc.stderr
+    replies = proc.stdout.splitlines()
+    trained = load_run(result.run)
+    assert replies[0] == generate_answers(trained, ["What is htop?"])[0]
+    history = [
+        {"role": "user", "content": "What is htop?"},
+        {"role": "assistant", "content": replies[0]},
+        {"role": "user", "content": "Which section of the archive is it in?"},
+    ]
+    assert replies[1] == trained.task.answer(trained.model, history, trained.pad_id)
+
+
+def test_eval_cli_shows_base_and_tuned_with_example_outputs(chat_run):
+    from tests.e2e.test_cli import tunesmith
+
+    tmp, result = chat_run
+    proc = tunesmith("eval", result.run, "--data", tmp / "test.jsonl", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["headline"][:2] == ["loss", "perplexity"]
+    assert set(report["delta"]) == set(report["headline"])
+    assert len(report["examples"]) == 3 and all(e["tuned"] == e["tuned"].strip() for e in report["examples"])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(chat_run, smollm_dir):
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.recipes.finetune import enable_gradient_checkpointing
+
+    tmp, _ = chat_run
+    p = prepare(chat_config(tmp))
+    features = p.train_features[:3]
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = p.method.apply(AutoModelForCausalLM.from_pretrained(smollm_dir), "chat")
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        p.task.prepare_model(model)
+        model.train()
+        loss, _ = p.task.loss(model, p.task.collate(features, 2))
+        loss.backward()
+        grads.append({n: q.grad.clone() for n, q in model.named_parameters() if q.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-3, atol=1e-5)

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tunesmith.config import build_config, dump_config, load_config, parse_override, read_yaml
 from tunesmith.errors import ConfigError
@@ -65,3 +66,23 @@ def test_every_shipped_config_parses(path):
     cfg = load_config(path)
     assert cfg.output_dir is not None
     assert build_config(__import__("yaml").safe_load(dump_config(cfg))) == cfg  # round trip
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "metric", "max_length"),
+    [
+        ("classification", "minilm", "macro_f1", 128),
+        ("chat", "smollm2-135m-instruct", "rougeL", 512),
+        ("summarization", "smollm2-135m-instruct", "rougeL", 512),
+        ("qa", "minilm", "f1", 512),
+    ],
+)
+def test_task_fills_its_own_defaults_and_the_saved_config_says_so(task, model, metric, max_length):
+    cfg = build_config({"task": task})
+    assert (cfg.model.name, cfg.train.metric, cfg.model.max_length) == (model, metric, max_length)
+    explicit = build_config(
+        {"task": task, "model": {"name": "x", "max_length": 64}, "train": {"metric": "loss"}}
+    )
+    assert (explicit.model.name, explicit.train.metric, explicit.model.max_length) == ("x", "loss", 64)
+    again = build_config(yaml.safe_load(dump_config(cfg)))
+    assert again == cfg

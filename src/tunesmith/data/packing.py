@@ -78,15 +78,36 @@ def collate_padded(features: Sequence[dict[str, Any]], pad_id: int) -> dict[str,
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+"""Attention kernels that take packed rows natively (per-example lengths from the position ids, no dense
+mask): packing pays off with these. With eager or SDPA attention a packed row needs a dense block-diagonal
+mask over the whole row; measured on 2 CPU cores (bench/chat.py) that is slower and heavier than
+length-grouped padded batches, so `packing: auto` leaves it off there."""
+
+
+def attention_implementation(model: torch.nn.Module) -> str:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return str(getattr(getattr(base, "config", None), "_attn_implementation", None) or "eager")
+
+
 def packing_supported(model: torch.nn.Module) -> bool:
-    """True where the model's forward takes position_ids and its attention uses transformers' shared mask
-    code (eager or SDPA), which turns restarting position ids into per-example blocks."""
+    """True where the model's forward takes position_ids and its attention turns restarting position ids
+    into per-example blocks: transformers' shared mask code (eager, SDPA) or a varlen kernel."""
     import inspect
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
     if config is None or config.is_encoder_decoder:
         return False
-    if getattr(config, "_attn_implementation", "eager") not in ("eager", "sdpa", None):
+    if attention_implementation(model) not in ("eager", "sdpa", *VARLEN_ATTENTION):
         return False
     return "position_ids" in inspect.signature(base.forward).parameters
+
+
+def use_packing(setting: str | bool, model: torch.nn.Module) -> bool:
+    """`auto`: pack where it pays (a varlen attention kernel); true: pack wherever it is correct."""
+    if not packing_supported(model):
+        return False
+    if setting == "auto":
+        return attention_implementation(model) in VARLEN_ATTENTION
+    return bool(setting)

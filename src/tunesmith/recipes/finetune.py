@@ -134,6 +134,8 @@ def finetune(
     set_seed(cfg.seed)
 
     model = p.method.apply(p.task.load_model(p.resolved), p.task.name)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     p.task.prepare_model(model)
     trainable, total = count_parameters(model)
     pad_id = p.tokenizer.pad_token_id or 0
@@ -191,6 +193,12 @@ def finetune(
         "stopped_early": result.state.stopped_early,
         "train_seconds": round(time.perf_counter() - started, 2),
         "train_samples_per_second": round(result.samples_per_second, 2),
+        "train_tokens_per_second": round(
+            result.samples_per_second
+            * sum(f["length"] for f in train_features)
+            / max(len(train_features), 1),
+            1,
+        ),
         "device": str(accelerator.device),
     }
     run.write_json(run.summary, summary)
@@ -221,6 +229,15 @@ def evaluate_examples(trained: Any, examples: list[Any], with_base: bool = True)
         task.headline,
         task.shown_examples(features, tuned, base),
     )
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """transformers' activation checkpointing on the model's layers (non-reentrant, so frozen embeddings under
+    an adapter need no input-gradient hooks)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise UserError(f"{type(base).__name__} does not support train.gradient_checkpointing")
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _precision(name: str) -> str:

@@ -22,7 +22,7 @@ def build_task(params: PluginParams, model_cfg: ModelConfig) -> Task:
     if kind is not None and kind not in cls.model_kinds:
         suited = ", ".join(e.name for e in CATALOG.values() if e.kind in cls.model_kinds) or "none"
         raise UserError(
-            f"model {model_cfg.name!r} is a {kind} model; the {params.name} task needs a model of kind "
+            f"model {model_cfg.name!r} is {'an' if kind == 'encoder' else 'a'} {kind} model; the {params.name} task needs a model of kind "
             f"{' or '.join(cls.model_kinds)} (in the catalog: {suited})"
         )
     task = cls(params, model_cfg)

@@ -37,6 +37,8 @@ class Task(ABC):
     """Model kinds (encoder, causal, seq2seq) this task can fine-tune."""
     default_metric: ClassVar[str]
     """Validation metric that picks the best checkpoint when train.metric is empty."""
+    default_model: ClassVar[str]
+    """model.name when the config leaves it empty: a packaged model suited to the task."""
     default_max_length: ClassVar[int]
     """model.max_length when the config leaves it empty."""
     headline: ClassVar[tuple[str, ...]]

@@ -65,6 +65,7 @@ class Classification(Task):
     model_kinds = ("encoder",)
     default_metric = "macro_f1"
     default_max_length = 128
+    default_model = "minilm"
     headline = HEADLINE
     params: ClassificationParams
 

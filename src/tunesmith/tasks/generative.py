@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from tunesmith.data.chat_encoding import (
     stop_token_ids,
 )
 from tunesmith.data.chat_formats import Conversation
-from tunesmith.data.packing import collate_packed, collate_padded, packing_supported
+from tunesmith.data.packing import collate_packed, collate_padded, use_packing
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, generate
@@ -48,8 +48,9 @@ EXAMPLES_SHOWN = 5
 class GenerativeParams(PluginParams):
     train_on_prompt: bool = False
     """Also train on system/user tokens and template glue (default: only assistant answers)."""
-    packing: bool = True
-    """Pack several examples into one row (no padding) where the model supports it; see data/packing.py."""
+    packing: Literal["auto"] | bool = "auto"
+    """Pack several examples into one row (no padding). `auto` packs where the attention kernel takes packed
+    rows natively (flash attention on a GPU), true wherever it is correct; see data/packing.py."""
     eval_generate_examples: int = Field(32, ge=0)
     """Validation during training generates on at most this many examples (0: loss only)."""
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
@@ -61,6 +62,7 @@ class GenerativeTask(Task):
     params: GenerativeParams
     default_metric = "rougeL"
     default_max_length = 512
+    default_model = "smollm2-135m-instruct"
     headline = ("loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
 
     def __init__(self, params: PluginParams, model_cfg: Any):
@@ -135,7 +137,7 @@ class GenerativeTask(Task):
         return model
 
     def prepare_model(self, model: torch.nn.Module) -> None:
-        self.pack = self.params.packing and not self.encoder_decoder and packing_supported(model)
+        self.pack = not self.encoder_decoder and use_packing(self.params.packing, model)
         if self.encoder_decoder:
             start = model.config.decoder_start_token_id
             self.decoder_start = start if start is not None else self.tokenizer.pad_token_id
@@ -217,12 +219,7 @@ class GenerativeTask(Task):
             ).logits
             targets = labels
         else:
-            # Only positions whose next token is a target go through the output layer (the vocabulary
-            # projection is the largest matrix of a small LM): the same loss for far less compute.
-            keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(-1)
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
-            targets = labels[:, keep + 1]
+            logits, targets = _answer_logits(model, batch)
         count = int((targets != IGNORE).sum())
         loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]),
@@ -310,6 +307,50 @@ class GenerativeTask(Task):
         model = self.load_model(resolved)
         features = self.encode(examples, self.tokenizer)
         return self.evaluate(model, features, 16, self.tokenizer.pad_token_id)
+
+
+def _answer_logits(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at the positions whose next token is a target, and those targets.
+
+    The vocabulary projection is the largest matrix of a small LM (a fifth of SmolLM2-135M) and its output the
+    largest activation, so only the hidden states that predict a target go through it: the decoder stack
+    runs as usual, the hidden states are gathered, then the output layer. Models whose causal-LM head does
+    more than a plain projection (logit soft-capping or scaling) or that a wrapper must drive (prompt
+    learning, DDP) go through their own forward instead, keeping only the columns some row needs.
+    """
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    split = _backbone_and_head(model)
+    if split is not None:
+        backbone, head = split
+        hidden = backbone(**inputs, use_cache=False).last_hidden_state
+        wanted = labels[:, 1:] != IGNORE
+        return head(hidden[:, :-1][wanted]), labels[:, 1:][wanted]
+    keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(-1)
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    return logits, labels[:, keep + 1]
+
+
+def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return None
+    peft_config = getattr(model, "peft_config", None)
+    if peft_config and any(c.is_prompt_learning for c in peft_config.values()):
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    if any(
+        getattr(config, k, None) not in (None, 1, 1.0)
+        for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    ):
+        return None
+    backbone = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if backbone is None or head is None or backbone is base:
+        return None
+    return backbone, head
 
 
 def _collate_seq2seq(

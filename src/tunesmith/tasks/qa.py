@@ -42,6 +42,7 @@ class GenerativeQA(GenerativeTask):
     Params = QAParams
     model_kinds = ("causal", "seq2seq")
     default_metric = "f1"
+    default_model = "minilm"
     headline = ("loss", "perplexity", "exact_match", "f1")
     params: QAParams
 
