@@ -59,8 +59,10 @@ class TrainConfig(Section):
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     """Decay after warmup."""
     max_grad_norm: float | None = Field(1.0, gt=0)
-    group_by_length: bool = True
-    """Batch examples of similar length together (less padding, same randomness across epochs)."""
+    group_by_length: bool | None = None
+    """Batch examples of similar length together (less padding, same randomness across epochs). Empty takes
+    the task's default: on for classification; off for the text-writing tasks, which pack instead (sorting
+    chats by length put one-turn and two-turn chats in separate batches and cost eval loss, bench/chat.py)."""
     eval_every_steps: int | None = Field(None, gt=0)
     """Validate every N optimizer steps; empty validates at the end of each epoch."""
     log_every_steps: int = Field(10, gt=0)
@@ -121,6 +123,8 @@ class RunConfig(Section):
             self.train.learning_rate = METHODS.get(self.method.name).default_learning_rate
         if self.train.metric is None:
             self.train.metric = task.default_metric
+        if self.train.group_by_length is None:
+            self.train.group_by_length = task.default_group_by_length
         if self.model.name is None:
             self.model.name = task.default_model
         if self.model.max_length is None:

@@ -80,6 +80,7 @@ def test_every_shipped_config_parses(path):
 def test_task_fills_its_own_defaults_and_the_saved_config_says_so(task, model, metric, max_length):
     cfg = build_config({"task": task})
     assert (cfg.model.name, cfg.train.metric, cfg.model.max_length) == (model, metric, max_length)
+    assert cfg.train.group_by_length is (task == "classification")
     explicit = build_config(
         {"task": task, "model": {"name": "x", "max_length": 64}, "train": {"metric": "loss"}}
     )

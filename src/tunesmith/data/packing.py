@@ -80,9 +80,8 @@ def collate_padded(features: Sequence[dict[str, Any]], pad_id: int) -> dict[str,
 
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
 """Attention kernels that take packed rows natively (per-example lengths from the position ids, no dense
-mask): packing pays off with these. With eager or SDPA attention a packed row needs a dense block-diagonal
-mask over the whole row; measured on 2 CPU cores (bench/chat.py) that is slower and heavier than
-length-grouped padded batches, so `packing: auto` leaves it off there."""
+mask). With eager or SDPA attention a packed row gets a dense block-diagonal mask over the whole row, which
+costs more than padding a batch of similar lengths but much less than padding a random batch."""
 
 
 def attention_implementation(model: torch.nn.Module) -> str:
@@ -104,10 +103,5 @@ def packing_supported(model: torch.nn.Module) -> bool:
     return "position_ids" in inspect.signature(base.forward).parameters
 
 
-def use_packing(setting: str | bool, model: torch.nn.Module) -> bool:
-    """`auto`: pack where it pays (a varlen attention kernel); true: pack wherever it is correct."""
-    if not packing_supported(model):
-        return False
-    if setting == "auto":
-        return attention_implementation(model) in VARLEN_ATTENTION
-    return bool(setting)
+def use_packing(setting: bool, model: torch.nn.Module) -> bool:
+    return setting and packing_supported(model)

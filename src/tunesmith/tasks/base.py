@@ -39,6 +39,8 @@ class Task(ABC):
     """Validation metric that picks the best checkpoint when train.metric is empty."""
     default_model: ClassVar[str]
     """model.name when the config leaves it empty: a packaged model suited to the task."""
+    default_group_by_length: ClassVar[bool] = True
+    """train.group_by_length when the config leaves it empty."""
     default_max_length: ClassVar[int]
     """model.max_length when the config leaves it empty."""
     headline: ClassVar[tuple[str, ...]]

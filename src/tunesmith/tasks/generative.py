@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +48,8 @@ EXAMPLES_SHOWN = 5
 class GenerativeParams(PluginParams):
     train_on_prompt: bool = False
     """Also train on system/user tokens and template glue (default: only assistant answers)."""
-    packing: Literal["auto"] | bool = "auto"
-    """Pack several examples into one row (no padding). `auto` packs where the attention kernel takes packed
-    rows natively (flash attention on a GPU), true wherever it is correct; see data/packing.py."""
+    packing: bool = True
+    """Pack the examples of a batch into rows (no padding) where the model supports it; see data/packing.py."""
     eval_generate_examples: int = Field(32, ge=0)
     """Validation during training generates on at most this many examples (0: loss only)."""
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
@@ -62,6 +61,7 @@ class GenerativeTask(Task):
     params: GenerativeParams
     default_metric = "rougeL"
     default_max_length = 512
+    default_group_by_length = False
     default_model = "smollm2-135m-instruct"
     headline = ("loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
 
