@@ -29,7 +29,6 @@ class GenerationSettings(Section):
     """Seed for sampling, so sampled outputs are reproducible."""
 
 
-@torch.inference_mode()
 def generate(
     model: torch.nn.Module,
     prompts: Sequence[list[int]],
@@ -41,9 +40,8 @@ def generate(
     encoder_decoder: bool = False,
 ) -> list[list[int]]:
     """New token ids for each prompt (without the prompt, cut at the first stop token), in input order."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    from tunesmith.tasks.base import evaluating  # here: importing tasks at module level would be circular
+
     out: list[list[int]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     if settings.do_sample:
@@ -60,28 +58,28 @@ def generate(
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     else:  # keep the model's generation_config sampling defaults from leaking into greedy/beam decoding
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            n = len(prompts[i])
-            cols = slice(0, n) if encoder_decoder else slice(width - n, width)
-            ids[row, cols] = torch.tensor(prompts[i])
-            mask[row, cols] = 1
-        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-        new = generated if encoder_decoder else generated[:, width:]
-        for row, i in enumerate(idx):
-            tokens = new[row].tolist()
-            if (
-                encoder_decoder
-                and tokens
-                and tokens[0] == getattr(model.config, "decoder_start_token_id", None)
-            ):
-                tokens = tokens[1:]
-            out[i] = _cut(tokens, stop_ids, pad_id)
-    model.train(was_training)
+    with evaluating(model) as device:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                n = len(prompts[i])
+                cols = slice(0, n) if encoder_decoder else slice(width - n, width)
+                ids[row, cols] = torch.tensor(prompts[i])
+                mask[row, cols] = 1
+            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+            new = generated if encoder_decoder else generated[:, width:]
+            for row, i in enumerate(idx):
+                tokens = new[row].tolist()
+                if (
+                    encoder_decoder
+                    and tokens
+                    and tokens[0] == getattr(model.config, "decoder_start_token_id", None)
+                ):
+                    tokens = tokens[1:]
+                out[i] = _cut(tokens, stop_ids, pad_id)
     return out
 
 

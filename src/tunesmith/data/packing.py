@@ -101,7 +101,3 @@ def packing_supported(model: torch.nn.Module) -> bool:
     if attention_implementation(model) not in ("eager", "sdpa", *VARLEN_ATTENTION):
         return False
     return "position_ids" in inspect.signature(base.forward).parameters
-
-
-def use_packing(setting: bool, model: torch.nn.Module) -> bool:
-    return setting and packing_supported(model)

@@ -16,7 +16,7 @@ from tunesmith.evaluation import baseline
 from tunesmith.evaluation.metrics import HEADLINE, classification_metrics
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
-from tunesmith.tasks.base import Evaluation, Task, length_sorted_batches, move
+from tunesmith.tasks.base import Evaluation, Task, evaluating, length_sorted_batches, move
 
 
 class ClassificationParams(PluginParams):
@@ -160,20 +160,16 @@ class Classification(Task):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return F.cross_entropy(logits.float(), batch["labels"], reduction="sum"), int(batch["labels"].numel())
 
-    @torch.inference_mode()
     def probabilities(
         self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
     ) -> torch.Tensor:
         """Class probabilities in the order of `features`, computed in length-sorted batches."""
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         probs = torch.empty((len(features), len(self.labels)))
-        for idx, chunk in length_sorted_batches(features, batch_size):
-            batch = move(self.collate(chunk, pad_id), device)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            probs[idx] = logits.float().softmax(-1).cpu()
-        model.train(was_training)
+        with evaluating(model) as device:
+            for idx, chunk in length_sorted_batches(features, batch_size):
+                batch = move(self.collate(chunk, pad_id), device)
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                probs[idx] = logits.float().softmax(-1).cpu()
         return probs
 
     def evaluate(

@@ -34,12 +34,12 @@ from tunesmith.data.chat_encoding import (
     stop_token_ids,
 )
 from tunesmith.data.chat_formats import Conversation
-from tunesmith.data.packing import collate_packed, collate_padded, use_packing
+from tunesmith.data.packing import collate_packed, collate_padded, packing_supported
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, generate
 from tunesmith.plugin import PluginParams
-from tunesmith.tasks.base import Evaluation, Task, length_sorted_batches, move
+from tunesmith.tasks.base import Evaluation, Task, evaluating, length_sorted_batches, move
 
 EXAMPLES_SHOWN = 5
 """Example outputs kept in an evaluation report (base and tuned side by side)."""
@@ -137,7 +137,7 @@ class GenerativeTask(Task):
         return model
 
     def prepare_model(self, model: torch.nn.Module) -> None:
-        self.pack = not self.encoder_decoder and use_packing(self.params.packing, model)
+        self.pack = self.params.packing and not self.encoder_decoder and packing_supported(model)
         if self.encoder_decoder:
             start = model.config.decoder_start_token_id
             self.decoder_start = start if start is not None else self.tokenizer.pad_token_id
@@ -239,15 +239,11 @@ class GenerativeTask(Task):
         *,
         during_training: bool = False,
     ) -> Evaluation:
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         total, count = 0.0, 0
-        with torch.inference_mode():
+        with evaluating(model) as device:
             for _, chunk in length_sorted_batches(features, batch_size):
                 loss, n = self.loss(model, move(self.collate(chunk, pad_id), device))
                 total, count = total + loss.item(), count + n
-        model.train(was_training)
         metrics: dict[str, Any] = {
             "loss": total / max(count, 1),
             "perplexity": perplexity(total, max(count, 1)),

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from tunesmith.data.squad import QAExample
 from tunesmith.evaluation.text_metrics import squad_scores
-from tunesmith.tasks.base import Evaluation, length_sorted_batches, move
+from tunesmith.tasks.base import Evaluation, evaluating, length_sorted_batches, move
 from tunesmith.tasks.qa import GenerativeQA
 
 TOP_K = 20
@@ -116,7 +116,6 @@ class ExtractiveQA(GenerativeQA):
         start, end = self._logits(model, batch)
         return _span_loss(start, end, batch), int(batch["input_ids"].shape[0])
 
-    @torch.inference_mode()
     def evaluate(
         self,
         model: torch.nn.Module,
@@ -126,20 +125,17 @@ class ExtractiveQA(GenerativeQA):
         *,
         during_training: bool = False,
     ) -> Evaluation:
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         total, best = 0.0, {}
-        for idx, chunk in length_sorted_batches(features, batch_size):
-            batch = move(self.collate(chunk, pad_id), device)
-            starts, ends = self._logits(model, batch)
-            total += _span_loss(starts, ends, batch).item()
-            for row, i in enumerate(idx):
-                f = features[i]
-                span = self._best_span(starts[row].cpu(), ends[row].cpu(), f["offsets"])
-                if span is not None and (f["example"] not in best or span[0] > best[f["example"]][0]):
-                    best[f["example"]] = (span[0], f["context"][span[1] : span[2]])
-        model.train(was_training)
+        with evaluating(model) as device:
+            for idx, chunk in length_sorted_batches(features, batch_size):
+                batch = move(self.collate(chunk, pad_id), device)
+                starts, ends = self._logits(model, batch)
+                total += _span_loss(starts, ends, batch).item()
+                for row, i in enumerate(idx):
+                    f = features[i]
+                    span = self._best_span(starts[row].cpu(), ends[row].cpu(), f["offsets"])
+                    if span is not None and (f["example"] not in best or span[0] > best[f["example"]][0]):
+                        best[f["example"]] = (span[0], f["context"][span[1] : span[2]])
         order = sorted({f["example"]: f for f in features}.items())
         predictions = [best.get(example, (0.0, ""))[1] for example, _ in order]
         references = [f["references"] for _, f in order]
