@@ -121,15 +121,26 @@ class RunConfig(Section):
         task = TASKS.get(self.task.name)
         if self.train.learning_rate is None:
             self.train.learning_rate = METHODS.get(self.method.name).default_learning_rate
-        if self.train.metric is None:
-            self.train.metric = task.default_metric
-        if self.train.group_by_length is None:
-            self.train.group_by_length = task.default_group_by_length
         if self.model.name is None:
             self.model.name = task.default_model
+        self.train.metric = task.variant_for(_kind_or_none(self.model.name)).metric_for(
+            self.task, self.train.metric
+        )
+        if self.train.group_by_length is None:
+            self.train.group_by_length = task.default_group_by_length
         if self.model.max_length is None:
             self.model.max_length = task.default_max_length
         return self
+
+
+def _kind_or_none(model_name: str) -> str | None:
+    from tunesmith.errors import UserError
+    from tunesmith.models.kinds import kind_of
+
+    try:
+        return kind_of(model_name)
+    except UserError:  # a missing folder is reported when the model is loaded, with its own message
+        return None
 
 
 def _plugin_params(value: Any, params_for: Any, section: str, default: str) -> PluginParams:

@@ -87,3 +87,15 @@ def test_task_fills_its_own_defaults_and_the_saved_config_says_so(task, model, m
     assert (explicit.model.name, explicit.train.metric, explicit.model.max_length) == ("x", "loss", 64)
     again = build_config(yaml.safe_load(dump_config(cfg)))
     assert again == cfg
+
+
+def test_metric_of_generated_text_needs_generation_during_validation():
+    quiet = {"task": {"name": "chat", "eval_generate_examples": 0}}
+    assert build_config(quiet).train.metric == "loss"
+    assert build_config({"task": {"name": "chat"}}).train.metric == "rougeL"
+    with pytest.raises(
+        ConfigError, match=r"train.metric bleu is scored on generated text.*eval_generate_examples"
+    ):
+        build_config({**quiet, "train": {"metric": "bleu"}})
+    extractive = {"task": {"name": "qa", "eval_generate_examples": 0}, "model": {"name": "minilm"}}
+    assert build_config(extractive).train.metric == "f1"  # span prediction needs no generation

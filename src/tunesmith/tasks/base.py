@@ -57,6 +57,12 @@ class Task(ABC):
         """The class that handles this task on a model of `kind` (a task may have one per kind)."""
         return cls
 
+    @classmethod
+    def metric_for(cls, params: PluginParams, metric: str | None) -> str:
+        """train.metric: the configured one, else the task's default. A task refuses here, before any work,
+        a metric its validation will not compute with these params."""
+        return metric or cls.default_metric
+
     def set_model_kind(self, kind: str) -> None:
         """Told the model's kind (encoder, causal, seq2seq) before anything is encoded."""
 

@@ -35,7 +35,7 @@ from tunesmith.data.chat_encoding import (
 )
 from tunesmith.data.chat_formats import Conversation
 from tunesmith.data.packing import collate_packed, collate_padded, packing_supported
-from tunesmith.errors import DataError, UserError
+from tunesmith.errors import ConfigError, DataError, UserError
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, generate
 from tunesmith.plugin import PluginParams
@@ -64,6 +64,19 @@ class GenerativeTask(Task):
     default_group_by_length = False
     default_model = "smollm2-135m-instruct"
     headline = ("loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
+
+    @classmethod
+    def metric_for(cls, params: PluginParams, metric: str | None) -> str:
+        """With `eval_generate_examples: 0` validation generates nothing: the default metric becomes the loss,
+        and a metric of generated text is refused before training starts."""
+        if getattr(params, "eval_generate_examples", 1) > 0:
+            return super().metric_for(params, metric)
+        if metric in (None, "loss", "perplexity"):
+            return metric or "loss"
+        raise ConfigError(
+            f"train.metric {metric} is scored on generated text, but task.eval_generate_examples is 0 so "
+            "validation generates none; set eval_generate_examples above 0 or train.metric=loss"
+        )
 
     def __init__(self, params: PluginParams, model_cfg: Any):
         super().__init__(params, model_cfg)
