@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from tunesmith.data.padding import pad
 from tunesmith.plugin import Section
 
 
@@ -61,14 +62,8 @@ def generate(
     with evaluating(model) as device:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                n = len(prompts[i])
-                cols = slice(0, n) if encoder_decoder else slice(width - n, width)
-                ids[row, cols] = torch.tensor(prompts[i])
-                mask[row, cols] = 1
+            ids, mask = pad([prompts[i] for i in idx], pad_id, left=not encoder_decoder)
+            width = ids.shape[1]
             generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
             new = generated if encoder_decoder else generated[:, width:]
             for row, i in enumerate(idx):

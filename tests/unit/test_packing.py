@@ -67,3 +67,13 @@ def test_packed_row_attends_only_within_each_example(smollm_model):
         n = next(len(e) for e in examples if row[start : start + len(e)] == e)
         expected = next(a for e, a in zip(examples, alone, strict=True) if row[start : start + len(e)] == e)
         torch.testing.assert_close(packed[start : start + n], expected, atol=2e-4, rtol=1e-4)
+
+
+def test_pad_fills_out_rows_on_the_right_or_the_left_with_a_mask():
+    from tunesmith.data.padding import pad
+
+    ids, mask = pad([[5, 6, 7], [8], []], 0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    ids, mask = pad([[5, 6, 7], [8]], -1, left=True)
+    assert ids.tolist() == [[5, 6, 7], [-1, -1, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]

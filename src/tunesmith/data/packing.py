@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from tunesmith.data.padding import pad
+
 IGNORE = -100
 
 
@@ -65,16 +67,9 @@ def collate_packed(features: Sequence[dict[str, Any]], capacity: int, pad_id: in
 
 def collate_padded(features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
     """input_ids, labels and attention_mask, right-padded to the batch's longest example."""
-    width = max(f["length"] for f in features)
-    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    for r, f in enumerate(features):
-        n = f["length"]
-        ids[r, :n] = torch.tensor(f["input_ids"])
-        labels[r, :n] = torch.tensor(f["labels"])
-        labels[r, 0] = IGNORE
-        mask[r, :n] = 1
+    ids, mask = pad([f["input_ids"] for f in features], pad_id)
+    labels, _ = pad([f["labels"] for f in features], IGNORE)
+    labels[:, 0] = IGNORE
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 

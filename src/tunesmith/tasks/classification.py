@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from tunesmith.data.padding import pad
 from tunesmith.data.readers import Record, read_records, require_field
 from tunesmith.errors import DataError
 from tunesmith.evaluation import baseline
@@ -147,12 +148,7 @@ class Classification(Task):
         ]
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-        longest = max(f["length"] for f in features)
-        ids = torch.full((len(features), longest), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(features), longest), dtype=torch.long)
-        for row, f in enumerate(features):
-            ids[row, : f["length"]] = torch.tensor(f["input_ids"])
-            mask[row, : f["length"]] = 1
+        ids, mask = pad([f["input_ids"] for f in features], pad_id)
         labels = torch.tensor([f["label"] for f in features], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 

@@ -35,6 +35,7 @@ from tunesmith.data.chat_encoding import (
 )
 from tunesmith.data.chat_formats import Conversation
 from tunesmith.data.packing import collate_packed, collate_padded, packing_supported
+from tunesmith.data.padding import pad
 from tunesmith.errors import ConfigError, DataError, UserError
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, generate
@@ -365,15 +366,8 @@ def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.n
 def _collate_seq2seq(
     features: Sequence[dict[str, Any]], pad_id: int, start_id: int
 ) -> dict[str, torch.Tensor]:
-    width = max(len(f["input_ids"]) for f in features)
-    target_width = max(len(f["labels"]) for f in features)
-    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    labels = torch.full((len(features), target_width), IGNORE, dtype=torch.long)
-    for r, f in enumerate(features):
-        ids[r, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
-        mask[r, : len(f["input_ids"])] = 1
-        labels[r, : len(f["labels"])] = torch.tensor(f["labels"])
+    ids, mask = pad([f["input_ids"] for f in features], pad_id)
+    labels, _ = pad([f["labels"] for f in features], IGNORE)
     decoder_inputs = torch.full_like(labels, start_id)
     decoder_inputs[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE, pad_id)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "decoder_input_ids": decoder_inputs}

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tunesmith.data.padding import pad
 from tunesmith.data.squad import QAExample
 from tunesmith.evaluation.text_metrics import squad_scores
 from tunesmith.tasks.base import Evaluation, evaluating, length_sorted_batches, move
@@ -92,15 +93,8 @@ class ExtractiveQA(GenerativeQA):
         return features
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-        width = max(f["length"] for f in features)
-        ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        types = torch.zeros((len(features), width), dtype=torch.long)
-        for r, f in enumerate(features):
-            ids[r, : f["length"]] = torch.tensor(f["input_ids"])
-            mask[r, : f["length"]] = 1
-            if "token_type_ids" in f:
-                types[r, : f["length"]] = torch.tensor(f["token_type_ids"])
+        ids, mask = pad([f["input_ids"] for f in features], pad_id)
+        types, _ = pad([f.get("token_type_ids", ()) for f in features], 0)
         batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         batch["start_positions"] = torch.tensor([f["start"] for f in features])
         batch["end_positions"] = torch.tensor([f["end"] for f in features])
