@@ -14,7 +14,7 @@ transformers loss (labels = input ids on assistant tokens, -100 elsewhere), aver
 the validation chats. Tokens/s counts the training tokens (prompt + answer, no padding) per second of training.
 Each side runs in its own child process, so peak RSS is its own.
 
-    python bench/chat.py [--epochs 1] [--train-examples 320] [--seeds 1 2]
+    python bench/chat.py [--epochs 1] [--train-examples 320] [--seeds 1 2] [--no-grouped]
 
 Last line: `speedup X.XX memory X.XX loss_delta +X.XXX` (tunesmith / TRL mean tokens/s, tunesmith / TRL
 highest peak RSS, tunesmith - TRL mean eval loss over the seeds).
@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--train-examples", type=int, default=320)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-grouped", action="store_true", help="skip the length-grouped tunesmith run")
     a = parser.parse_args()
     import torch
     from transformers import AutoTokenizer
@@ -230,6 +231,8 @@ def main() -> None:
         "tunesmith": (run_tunesmith, {}),
         "tunesmith, length-grouped": (run_tunesmith, {"packing": False, "group_by_length": True}),
     }
+    if a.no_grouped:
+        del sides["tunesmith, length-grouped"]
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     print(f"{'':24} {'seed':>4} {'tokens/s':>9} {'train s':>8} {'peak RSS MB':>12} {'eval loss':>10}")
     for seed in a.seeds:
@@ -265,11 +268,12 @@ def main() -> None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2))
     trl, ours = summary["TRL SFTTrainer"], summary["tunesmith"]
-    grouped = summary["tunesmith, length-grouped"]
-    print(
-        f"length-grouped padded batches vs the default: {grouped['tokens_per_second'] / ours['tokens_per_second']:.2f}x "
-        f"tokens/s, eval loss {grouped['eval_loss'] - ours['eval_loss']:+.3f}"
-    )
+    if (grouped := summary.get("tunesmith, length-grouped")) is not None:
+        print(
+            f"length-grouped padded batches vs the default: "
+            f"{grouped['tokens_per_second'] / ours['tokens_per_second']:.2f}x tokens/s, "
+            f"eval loss {grouped['eval_loss'] - ours['eval_loss']:+.3f}"
+        )
     print(
         f"speedup {ours['tokens_per_second'] / trl['tokens_per_second']:.2f} "
         f"memory {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f} "
