@@ -123,12 +123,11 @@ def _catalog_folder(entry: CatalogEntry) -> Path:
         return package_folder(entry)
     from tunesmith.models.gguf import converted_folder, converted_parts
 
-    parts = [_package_file(entry, *part.split("/", 1)) for part in entry.gguf_parts]
-    source = None if parts else package_folder(entry) / entry.gguf_file
     try:
-        if source is not None:
-            return converted_folder(entry.name, source)
-        return converted_parts(entry.name, parts, entry.gguf_file, entry.gguf_sha256 or "")
+        if entry.gguf_parts:
+            parts = [_package_file(entry, *part.split("/", 1)) for part in entry.gguf_parts]
+            return converted_parts(entry.name, parts, entry.gguf_file, entry.gguf_sha256 or "")
+        return converted_folder(entry.name, package_folder(entry) / entry.gguf_file)
     except ImportError as exc:
         raise UserError(
             f"model {entry.name!r} is stored as GGUF and needs {exc.name}: pip install gguf"

