@@ -45,6 +45,43 @@ class DataConfig(Section):
     """Seed of the stratified split, so the same files give the same splits."""
 
 
+class CheckConfig(Section):
+    """The data check that runs before training (and alone as `tunesmith check`). Errors always stop a run;
+    these settings only tune the warnings."""
+
+    strict: bool = False
+    """Refuse to train when the check finds warnings too (errors always refuse)."""
+    ignore: list[str] = Field(default_factory=list)
+    """Warning kinds not to report, e.g. [duplicates, personal_data]. Errors cannot be ignored."""
+    min_class_examples: int = Field(10, ge=1)
+    """A class with fewer training examples than this is flagged (imbalance)."""
+    max_imbalance: float = Field(10.0, ge=1)
+    """Largest class count over smallest above this is flagged (imbalance)."""
+    min_words: int = Field(2, ge=1)
+    """An input (or answer) with fewer words than this, or with no letter or digit, is flagged (short)."""
+    prefix_words: int = Field(3, ge=1)
+    """Words that make an input's (or answer's) opening, for the narrowness measures."""
+    max_prefix_share: float = Field(0.3, gt=0, le=1)
+    """One opening shared by more than this share of the examples is flagged (narrow)."""
+    min_word_diversity: float = Field(0.25, ge=0, le=1)
+    """Distinct words per word, averaged over windows of 1,000 words of the training inputs; below this the
+    vocabulary is flagged as narrow (general English text scores about 0.4-0.5)."""
+    examples_shown: int = Field(3, ge=1)
+    """Lines quoted per finding (the JSON report keeps the same)."""
+
+    @field_validator("ignore")
+    @classmethod
+    def _known_kinds(cls, kinds: list[str]) -> list[str]:
+        from tunesmith.data.checks.registry import ERROR_KINDS, WARNING_KINDS
+
+        for kind in kinds:
+            if kind in ERROR_KINDS:
+                raise ValueError(f"{kind!r} is an error kind; errors cannot be ignored, only fixed")
+            if kind not in WARNING_KINDS:
+                raise ValueError(f"unknown warning kind {kind!r}; valid: {', '.join(sorted(WARNING_KINDS))}")
+        return kinds
+
+
 class TrainConfig(Section):
     epochs: int = Field(3, gt=0)
     batch_size: int = Field(16, gt=0)
@@ -95,6 +132,7 @@ class RunConfig(Section):
     )
     """The method and its own keys, e.g. {name: lora, rank: 8}."""
     train: TrainConfig = Field(default_factory=TrainConfig)
+    check: CheckConfig = Field(default_factory=CheckConfig)
     output_dir: Path | None = None
     """Run folder: resolved config, metrics, checkpoints, best model, label map, evaluation."""
 

@@ -12,11 +12,17 @@ class UserError(Exception):
 
 
 class DataError(UserError):
-    """A data file problem, located by file and line (or row)."""
+    """A data file problem, located by file and line (or row). `kind` groups problems in the data check's
+    report (encoding, malformed, missing_field, empty, invalid, chat_structure, answer_cut_off, no_rows,
+    labels)."""
 
-    def __init__(self, path: str | Path, line: int | None, message: str, unit: str = "line"):
+    def __init__(
+        self, path: str | Path, line: int | None, message: str, unit: str = "line", kind: str = "invalid"
+    ):
         self.path = Path(path)
         self.line = line
+        self.unit = unit
+        self.kind = kind
         self.detail = message
         where = f"{self.path.name} {unit} {line}" if line is not None else f"{self.path.name}"
         super().__init__(f"{where}: {message}")

@@ -16,6 +16,7 @@ class RunFolder:
     """
     config.yaml                 resolved config (every default filled in)
     task.json                   what the task learnt from the data (e.g. the label list, in id order)
+    data_check.json             the data check's report (errors none, else training would not start)
     run.json                    method, parameter counts, data sizes, timings
     metrics.jsonl               training and validation events
     model/                      the best weights (a peft adapter for LoRA, a whole model otherwise) + tokenizer
@@ -28,6 +29,7 @@ class RunFolder:
         self.root = Path(root)
         self.config = self.root / "config.yaml"
         self.task = self.root / "task.json"
+        self.data_check = self.root / "data_check.json"
         self.summary = self.root / "run.json"
         self.metrics = self.root / "metrics.jsonl"
         self.model = self.root / "model"

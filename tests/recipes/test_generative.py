@@ -15,7 +15,7 @@ from rich.console import Console
 from tests.conftest import ROOT, chat_rows
 from tunesmith.config import build_config
 from tunesmith.data.chat_encoding import encode_chat, render_prompt
-from tunesmith.errors import DataError
+from tunesmith.errors import UserError
 from tunesmith.inference import load_run
 from tunesmith.recipes.finetune import finetune, prepare
 from tunesmith.recipes.predict import generate_answers
@@ -147,7 +147,7 @@ def test_an_answer_cut_off_by_max_length_is_an_error_naming_the_line(tmp_path):
     rows = chat_rows("train", 5)
     rows[3] = json.dumps(long_chat)
     cfg = chat_config(tmp_path, **{"data.train": str(write_lines(tmp_path / "long.jsonl", rows))})
-    with pytest.raises(DataError, match=r"long.jsonl line 4: the answer is cut off"):
+    with pytest.raises(UserError, match=r"long.jsonl line 4: the answer is cut off"):
         prepare(cfg)
     assert not (tmp_path / "run").exists()
 

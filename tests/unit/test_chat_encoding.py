@@ -3,7 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
-from tunesmith.data.chat_encoding import DEFAULT_TEMPLATE, IGNORE, encode_chat, ensure_template
+from tunesmith.data.chat_encoding import DEFAULT_TEMPLATE, IGNORE, _render, encode_chat, ensure_template
 from tunesmith.models.catalog import resolve_model
 
 CHAT = [
@@ -63,3 +63,16 @@ def test_a_tokenizer_without_template_gets_documented_chatml(tiny_bert_dir):
     text = supervised_text(tokenizer, encoded)
     assert text.startswith("it installs debian packages.")  # uncased wordpiece
     assert "apt" not in text
+
+
+@pytest.mark.parametrize("generation_prompt", [False, True])
+def test_rendering_matches_apply_chat_template(smollm_tokenizer, tiny_bert_dir, generation_prompt):
+    """`_render` uses the compiled template directly for speed; it must give apply_chat_template's text."""
+    bert = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    ensure_template(bert)
+    for tokenizer in (smollm_tokenizer, bert):
+        for messages in (CHAT, CHAT[1:2], CHAT[:3], [{"role": "user", "content": "a {{ b }} <|im_end|> é"}]):
+            expected = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=generation_prompt
+            )
+            assert _render(tokenizer, messages, generation_prompt) == expected

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.readers import Record, read_records, require_field
+from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
 from tunesmith.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -55,23 +55,34 @@ def detect_format(fields: dict[str, Any]) -> str | None:
 
 
 def read_conversations(
-    path: str | Path, fmt: str = "auto", file_format: str = "auto"
+    path: str | Path, fmt: str = "auto", file_format: str = "auto", on_error: OnError | None = None
 ) -> Iterator[Conversation]:
+    """Conversations streamed from a file; the format is told from the first record that shows one. See
+    `read_records` for `on_error`."""
     if fmt != "auto" and fmt not in FORMATS:
         raise DataError(path, None, f"unknown chat format {fmt!r}; valid formats: auto, {', '.join(FORMATS)}")
     chosen = None if fmt == "auto" else fmt
-    for record in read_records(path, file_format):
-        if chosen is None:
-            chosen = detect_format(record.fields)
-            if chosen is None:
+
+    def parse(record: Record) -> Conversation:
+        nonlocal chosen
+        try:
+            shape = chosen or detect_format(record.fields)
+            if shape is None:
                 found = ", ".join(map(str, record.fields)) or "none"
                 raise record.error(
                     "cannot tell the chat format: expected a `messages` list (OpenAI), `conversations` (ShareGPT), "
                     f"`instruction` + `output` (alpaca) or `prompt` + `completion` (fields found: {found})"
                 )
-        messages = _PARSERS[chosen](record)
-        _check(record, messages)
-        yield Conversation(tuple(messages), record.path, record.line, record.unit)
+            messages = _PARSERS[shape](record)
+            _check(record, messages)
+        except DataError as exc:
+            if exc.kind == "invalid":
+                exc.kind = "chat_structure"
+            raise
+        chosen = shape
+        return Conversation(tuple(messages), record.path, record.line, record.unit)
+
+    return parse_each(read_records(path, file_format, on_error), parse, on_error)
 
 
 def _text(record: Record, value: Any, where: str) -> str:

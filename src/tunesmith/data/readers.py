@@ -2,18 +2,27 @@
 
 Every problem becomes a DataError naming the file and line; nothing here raises a bare traceback on bad
 input. Files are streamed record by record.
+
+By default the first problem raises. Given `on_error`, a problem confined to one record (a line that is not
+JSON or not UTF-8, a CSV row with the wrong number of fields) is passed to it and reading goes on, so the data
+check can list every bad line in one pass; a problem that makes the rest of the file unreadable (an unclosed
+quote, a broken Parquet file) still raises.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tunesmith.errors import DataError
+
+OnError = Callable[[DataError], None]
+NO_ROWS = "no usable rows (the file has a header or nothing at all)"
+T = TypeVar("T")
 
 FORMATS = {
     ".csv": "csv",
@@ -35,8 +44,8 @@ class Record:
     fields: dict[str, Any]
     unit: str = "line"
 
-    def error(self, message: str) -> DataError:
-        return DataError(self.path, self.line, message, self.unit)
+    def error(self, message: str, kind: str = "invalid") -> DataError:
+        return DataError(self.path, self.line, message, self.unit, kind)
 
 
 def detect_format(path: Path, fmt: str = "auto") -> str:
@@ -46,26 +55,49 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     if found is None:
         known = ", ".join(sorted(FORMATS))
         raise DataError(
-            path, None, f"unknown file type {path.suffix!r}; use one of {known} or set data.format"
+            path,
+            None,
+            f"unknown file type {path.suffix!r}; use one of {known} or set data.format",
+            kind="unreadable",
         )
     return found
 
 
-def read_records(path: str | Path, fmt: str = "auto") -> Iterator[Record]:
+def read_records(path: str | Path, fmt: str = "auto", on_error: OnError | None = None) -> Iterator[Record]:
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, None, "file not found" if not path.exists() else "not a file")
+        raise DataError(
+            path, None, "file not found" if not path.exists() else "not a file", kind="unreadable"
+        )
     kind = detect_format(path, fmt)
     if kind in ("csv", "tsv"):
-        yield from _read_csv(path, "\t" if kind == "tsv" else ",")
+        yield from _read_csv(path, "\t" if kind == "tsv" else ",", _raise if on_error is None else on_error)
     elif kind == "jsonl":
-        yield from _read_jsonl(path)
+        yield from _read_jsonl(path, _raise if on_error is None else on_error)
     else:
         yield from _read_parquet(path)
 
 
-def text_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 file (a BOM is fine); a decoding error names its line and the likely encoding."""
+def parse_each(
+    records: Iterable[Record], parse: Callable[[Record], T], on_error: OnError | None
+) -> Iterator[T]:
+    """`parse` applied to each record; a record it refuses goes to `on_error` (or raises without one)."""
+    for record in records:
+        try:
+            yield parse(record)
+        except DataError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+
+
+def _raise(error: DataError) -> None:
+    raise error
+
+
+def text_lines(path: Path, on_error: OnError = _raise) -> Iterator[str]:
+    """Lines of a UTF-8 file (a BOM is fine); a decoding error or a NUL byte names its line and the likely
+    encoding (after reporting it to `on_error`, the line is read with the bad bytes replaced or dropped)."""
     line_no = 0
     with path.open("rb") as handle:
         for raw in handle:
@@ -73,7 +105,13 @@ def text_lines(path: Path) -> Iterator[str]:
             try:
                 text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(path, line_no, _encoding_problem(raw, exc)) from None
+                on_error(DataError(path, line_no, _encoding_problem(raw, exc), kind="encoding"))
+                text = raw.decode("utf-8", errors="replace")
+            if "\x00" in text:
+                column = text.index("\x00") + 1
+                problem = f"a NUL byte at column {column}: the file looks like UTF-16 or binary; save it as UTF-8 text"
+                on_error(DataError(path, line_no, problem, kind="encoding"))
+                text = text.replace("\x00", "")
             yield text
 
 
@@ -86,19 +124,19 @@ def _encoding_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
     )
 
 
-def _read_csv(path: Path, delimiter: str) -> Iterator[Record]:
-    lines = text_lines(path)
+def _read_csv(path: Path, delimiter: str, on_error: OnError) -> Iterator[Record]:
+    lines = text_lines(path, on_error)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
-        raise DataError(path, None, "the file is empty (no header row)") from None
+        raise DataError(path, None, "the file is empty (no header row)", kind="no_rows") from None
     except csv.Error as exc:
-        raise DataError(path, 1, f"malformed header ({exc})") from None
+        raise DataError(path, 1, f"malformed header ({exc})", kind="malformed") from None
     header = [h.strip() for h in header]
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
-        raise DataError(path, 1, f"duplicate column names: {', '.join(dupes)}")
+        raise DataError(path, 1, f"duplicate column names: {', '.join(dupes)}", kind="malformed")
     while True:
         start = reader.line_num + 1
         try:
@@ -107,25 +145,46 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[Record]:
             return
         except csv.Error as exc:
             if "EOF" in str(exc) or "end of data" in str(exc):
-                raise DataError(path, start, "a quoted field opened on this line is never closed") from None
-            raise DataError(path, start, f"malformed CSV ({exc})") from None
+                raise DataError(
+                    path, start, "a quoted field opened on this line is never closed", kind="malformed"
+                ) from None
+            on_error(DataError(path, start, f"malformed CSV ({exc})", kind="malformed"))
+            continue
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if len(row) != len(header):
-            raise DataError(path, start, f"{len(row)} fields, but the header has {len(header)}")
+            on_error(
+                DataError(
+                    path, start, f"{len(row)} fields, but the header has {len(header)}", kind="malformed"
+                )
+            )
+            continue
         yield Record(path, start, dict(zip(header, row, strict=True)))
 
 
-def _read_jsonl(path: Path) -> Iterator[Record]:
-    for line_no, text in enumerate(text_lines(path), start=1):
+def _read_jsonl(path: Path, on_error: OnError) -> Iterator[Record]:
+    for line_no, text in enumerate(text_lines(path, on_error), start=1):
         if not text.strip():
             continue
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DataError(path, line_no, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+            on_error(
+                DataError(
+                    path, line_no, f"not valid JSON ({exc.msg} at column {exc.colno})", kind="malformed"
+                )
+            )
+            continue
+        except (ValueError, RecursionError) as exc:  # numbers too long for int(), nesting too deep
+            on_error(DataError(path, line_no, f"not usable JSON ({exc})", kind="malformed"))
+            continue
         if not isinstance(value, dict):
-            raise DataError(path, line_no, f"expected a JSON object, got {type(value).__name__}")
+            on_error(
+                DataError(
+                    path, line_no, f"expected a JSON object, got {type(value).__name__}", kind="malformed"
+                )
+            )
+            continue
         yield Record(path, line_no, value)
 
 
@@ -136,7 +195,7 @@ def _read_parquet(path: Path) -> Iterator[Record]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(path, None, f"not a readable Parquet file ({exc})") from None
+        raise DataError(path, None, f"not a readable Parquet file ({exc})", kind="unreadable") from None
     row = 0
     try:
         for batch in parquet.iter_batches(batch_size=4096):
@@ -144,7 +203,9 @@ def _read_parquet(path: Path) -> Iterator[Record]:
                 row += 1
                 yield Record(path, row, fields, unit="row")
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(path, row + 1, f"unreadable Parquet data ({exc})", unit="row") from None
+        raise DataError(
+            path, row + 1, f"unreadable Parquet data ({exc})", unit="row", kind="unreadable"
+        ) from None
 
 
 def require_field(record: Record, name: str) -> Any:
@@ -152,5 +213,5 @@ def require_field(record: Record, name: str) -> Any:
     if name not in record.fields:
         found = ", ".join(str(k) for k in record.fields)
         kind = "column" if record.path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq") else "field"
-        raise record.error(f'missing {kind} "{name}" ({kind}s found: {found})')
+        raise record.error(f'missing {kind} "{name}" ({kind}s found: {found})', "missing_field")
     return record.fields[name]

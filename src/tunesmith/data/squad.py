@@ -11,11 +11,12 @@ at the answer text, or answer text that is not in the context, is an error namin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.readers import Record, read_records, require_field
+from tunesmith.data.readers import NO_ROWS, OnError, Record, parse_each, read_records, require_field
 from tunesmith.errors import DataError
 
 
@@ -30,6 +31,26 @@ class QAExample:
     unit: str = "line"
 
 
+def qa_examples(
+    path: Path,
+    fmt: str,
+    context_column: str,
+    question_column: str,
+    answers_column: str,
+    need_answers: bool = True,
+    on_error: OnError | None = None,
+) -> Iterator[QAExample]:
+    """QA examples streamed from a file; see `read_records` for `on_error`."""
+
+    def parse(record: Record) -> QAExample:
+        context = _text(record, require_field(record, context_column), context_column)
+        question = _text(record, require_field(record, question_column), question_column)
+        answers, starts = _answers(record, context, answers_column, need_answers)
+        return QAExample(context, question, answers, starts, record.path, record.line, record.unit)
+
+    return parse_each(read_records(path, fmt, on_error), parse, on_error)
+
+
 def read_qa(
     path: Path,
     fmt: str,
@@ -38,20 +59,15 @@ def read_qa(
     answers_column: str,
     need_answers: bool = True,
 ) -> list[QAExample]:
-    out = []
-    for record in read_records(path, fmt):
-        context = _text(record, require_field(record, context_column), context_column)
-        question = _text(record, require_field(record, question_column), question_column)
-        answers, starts = _answers(record, context, answers_column, need_answers)
-        out.append(QAExample(context, question, answers, starts, record.path, record.line, record.unit))
+    out = list(qa_examples(path, fmt, context_column, question_column, answers_column, need_answers))
     if not out:
-        raise DataError(path, None, "no usable rows (the file has a header or nothing at all)")
+        raise DataError(path, None, NO_ROWS, kind="no_rows")
     return out
 
 
 def _text(record: Record, value: Any, column: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise record.error(f'empty or non-text value in "{column}"')
+        raise record.error(f'empty or non-text value in "{column}"', "empty")
     return value
 
 

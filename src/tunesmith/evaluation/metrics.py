@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
 
 def classification_metrics(
     y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]
 ) -> dict[str, Any]:
     """Accuracy; macro and weighted precision/recall/F1; per-class scores; confusion matrix (rows = truth)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support  # 1.5 s
+
     ids = list(range(len(labels)))
     out: dict[str, Any] = {"accuracy": float(accuracy_score(y_true, y_pred)), "examples": len(y_true)}
     for average in ("macro", "weighted"):

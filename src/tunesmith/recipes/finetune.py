@@ -15,14 +15,16 @@ import torch
 from rich.console import Console
 
 from tunesmith.config import RunConfig, dump_config
+from tunesmith.data.checks.gate import CheckReport
+from tunesmith.data.checks.render import print_report
 from tunesmith.data.splits import stratified_split
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.evaluation.report import comparison
 from tunesmith.methods import METHODS, Method, count_parameters
 from tunesmith.models.catalog import ResolvedModel, resolve_model
-from tunesmith.models.loader import load_tokenizer
+from tunesmith.recipes.check import check_run_data, refuse_to_train
 from tunesmith.runs import RunFolder
-from tunesmith.tasks import Task, build_task
+from tunesmith.tasks import Task
 from tunesmith.tasks.base import Splits
 from tunesmith.training.loop import TrainLoop
 
@@ -62,26 +64,36 @@ class Prepared:
     tokenizer: Any
     train_features: list[dict[str, Any]]
     val_features: list[dict[str, Any]]
+    report: CheckReport
 
 
 def prepare(config: RunConfig) -> Prepared:
-    """All input checks: plugins, data, labels, model, and encoding every example (an answer cut off by
-    max_length is an error naming its line). Touches no file."""
+    """All input checks: plugins, the data check (every error at once; training refuses on any, and on
+    warnings with check.strict), model, and encoding every example. Touches no file."""
     if config.output_dir is None:
         raise ConfigError("no run folder: give --out FOLDER or output_dir in the config")
     if config.train.device == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda, but torch sees no CUDA GPU here; use train.device=auto or cpu")
-    task = build_task(config.task, config.model)
     method = METHODS.get(config.method.name)(config.method)
+    checked = check_run_data(config)
+    refuse_to_train(checked.report, config.check.strict)
+    task, tokenizer = checked.task, checked.tokenizer
     splits = load_splits(task, config)
     task.fit(splits.train, {"validation": splits.validation, "test": splits.test})
-    resolved = resolve_model(config.model.name)
-    tokenizer = load_tokenizer(resolved, config.model)
-    task.use_tokenizer(tokenizer)
     train_features = task.encode(splits.train, tokenizer)
     val_features = task.encode(splits.validation, tokenizer)
     task.encode(splits.test, tokenizer)
-    return Prepared(config, task, method, splits, resolved, tokenizer, train_features, val_features)
+    return Prepared(
+        config,
+        task,
+        method,
+        splits,
+        checked.resolved,
+        tokenizer,
+        train_features,
+        val_features,
+        checked.report,
+    )
 
 
 def _absolute_data_paths(config: RunConfig) -> RunConfig:
@@ -127,6 +139,8 @@ def finetune(
         run.create(overwrite)
         run.config.write_text(dump_config(config), encoding="utf-8")
         run.write_json(run.task, p.task.state())
+    run.write_json(run.data_check, p.report.to_dict())
+    print_report(console, p.report)
     cfg = config.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

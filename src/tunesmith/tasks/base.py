@@ -12,6 +12,9 @@ from typing import Any, ClassVar
 import torch
 
 from tunesmith.config import ModelConfig
+from tunesmith.data.checks.view import ExampleView, TokenCount
+from tunesmith.data.readers import NO_ROWS, OnError
+from tunesmith.errors import DataError
 from tunesmith.plugin import PluginParams
 
 
@@ -76,8 +79,24 @@ class Task(ABC):
 
     # --- data ---
     @abstractmethod
+    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[Any]:
+        """Examples streamed from a file. A bad record raises DataError with file and line, or, given
+        `on_error`, is passed to it and skipped (the data check lists every problem in one pass)."""
+
     def read(self, path: Path, fmt: str) -> list[Any]:
-        """Examples from a file; raises DataError with file and line on bad input."""
+        """All examples of a file; the first problem raises, and so does a file without any example."""
+        examples = list(self.examples(path, fmt))
+        if not examples:
+            raise DataError(path, None, NO_ROWS, kind="no_rows")
+        return examples
+
+    @abstractmethod
+    def view(self, example: Any) -> ExampleView:
+        """What the data check looks at: input text, target, where the example came from."""
+
+    @abstractmethod
+    def measure(self, examples: Sequence[Any]) -> list[TokenCount]:
+        """Each example's length in the tokenizer's tokens (set by `use_tokenizer`) against max_length."""
 
     @abstractmethod
     def fit(self, train: list[Any], others: dict[str, list[Any]]) -> None:

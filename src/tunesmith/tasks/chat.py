@@ -4,12 +4,13 @@ also the reference the generated answer is scored against (ROUGE, BLEU, chrF).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 from tunesmith.data.chat_formats import Conversation, read_conversations
-from tunesmith.errors import DataError
+from tunesmith.data.checks.view import ExampleView
+from tunesmith.data.readers import OnError
 from tunesmith.evaluation.text_metrics import bleu_chrf, rouge
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
@@ -28,11 +29,14 @@ class Chat(GenerativeTask):
     model_kinds = ("causal",)
     params: ChatParams
 
-    def read(self, path: Path, fmt: str) -> list[Conversation]:
-        examples = list(read_conversations(path, self.params.format, fmt))
-        if not examples:
-            raise DataError(path, None, "no conversations in the file")
-        return examples
+    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[Conversation]:
+        return read_conversations(path, self.params.format, fmt, on_error)
+
+    def view(self, example: Conversation) -> ExampleView:
+        """The input is what the user wrote (a system prompt shared by every chat is not data)."""
+        turns = self.turns(example)
+        prompt = "\n".join(m["content"] for m in turns[:-1] if m["role"] != "system")
+        return ExampleView(example.path, example.line, example.unit, prompt, turns[-1]["content"], False)
 
     def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
         firsts = [refs[0] for refs in references]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -10,8 +10,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.padding import pad
-from tunesmith.data.readers import Record, read_records, require_field
+from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
 from tunesmith.errors import DataError
 from tunesmith.evaluation import baseline
 from tunesmith.evaluation.metrics import HEADLINE, classification_metrics
@@ -49,7 +50,7 @@ def _label_name(record: Record, value: Any) -> str:
     if not isinstance(value, str):
         raise record.error(f"label must be a string or an integer, got {type(value).__name__}")
     if not value.strip():
-        raise record.error("empty label")
+        raise record.error("empty label", "empty")
     return value.strip()
 
 
@@ -75,27 +76,36 @@ class Classification(Task):
         self.labels: list[str] = []
 
     # --- data ---
-    def read(self, path: Path, fmt: str) -> list[LabelledText]:
-        text_col, label_col = self.params.text_column, self.params.label_column
-        examples = []
-        for record in read_records(path, fmt):
-            text = require_field(record, text_col)
-            if not isinstance(text, str):
-                raise record.error(f'text in "{text_col}" is not a string (got {type(text).__name__})')
-            if not text.strip():
-                raise record.error(f'empty text in "{text_col}"')
-            label = _label_name(record, require_field(record, label_col))
-            examples.append(LabelledText(text, label, record.path, record.line, record.unit))
-        if not examples:
-            raise DataError(path, None, "no usable rows (the file has a header or nothing at all)")
-        return examples
+    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[LabelledText]:
+        return parse_each(read_records(path, fmt, on_error), self._example, on_error)
+
+    def _example(self, record: Record) -> LabelledText:
+        text_col = self.params.text_column
+        text = require_field(record, text_col)
+        if not isinstance(text, str):
+            raise record.error(f'text in "{text_col}" is not a string (got {type(text).__name__})', "empty")
+        if not text.strip():
+            raise record.error(f'empty text in "{text_col}"', "empty")
+        label = _label_name(record, require_field(record, self.params.label_column))
+        return LabelledText(text, label, record.path, record.line, record.unit)
+
+    def view(self, example: LabelledText) -> ExampleView:
+        return ExampleView(example.path, example.line, example.unit, example.text, example.label, True)
+
+    def measure(self, examples: Sequence[LabelledText]) -> list[TokenCount]:
+        limit = self.model_cfg.max_length
+        ids = self.tokenizer([ex.text for ex in examples], truncation=False)["input_ids"]
+        return [TokenCount(len(i), len(i) > limit) for i in ids]
 
     def fit(self, train: list[LabelledText], others: dict[str, list[LabelledText]]) -> None:
         names = {ex.label for ex in train}
         if len(names) < 2:
             only = next(iter(names))
             raise DataError(
-                train[0].path, None, f'every example has the label "{only}"; a classifier needs 2+'
+                train[0].path,
+                None,
+                f'every example has the label "{only}"; a classifier needs 2+',
+                kind="labels",
             )
         self.labels = _sorted_labels(names)
         for examples in others.values():
@@ -111,6 +121,7 @@ class Classification(Task):
                     f'label "{ex.label}" never occurs in the training data '
                     f"(training labels: {', '.join(self.labels)})",
                     ex.unit,
+                    "labels",
                 )
 
     def state(self) -> dict[str, Any]:

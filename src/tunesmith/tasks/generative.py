@@ -27,6 +27,7 @@ from pydantic import Field
 from tunesmith.data.chat_encoding import (
     IGNORE,
     TemplateError,
+    answer_spans,
     encode_chat,
     encode_prompt,
     ensure_template,
@@ -34,6 +35,7 @@ from tunesmith.data.chat_encoding import (
     stop_token_ids,
 )
 from tunesmith.data.chat_formats import Conversation
+from tunesmith.data.checks.view import TokenCount
 from tunesmith.data.packing import collate_packed, collate_padded, packing_supported
 from tunesmith.data.padding import pad
 from tunesmith.errors import ConfigError, DataError, UserError
@@ -87,8 +89,6 @@ class GenerativeTask(Task):
         self.decoder_start = 0
 
     # --- what subclasses provide ---
-    @abstractmethod
-    def read(self, path: Path, fmt: str) -> list[Conversation]: ...
 
     @abstractmethod
     def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
@@ -195,15 +195,9 @@ class GenerativeTask(Task):
                 )
                 continue
             encoded = encode_chat(tokenizer, self.turns(ex), max_length, self.params.train_on_prompt)
-            answer_tokens = sum(1 for label in encoded.labels[1:] if label != IGNORE)
-            if answer_tokens == 0 or (not self.params.train_on_prompt and len(prompt) >= max_length):
-                raise DataError(
-                    ex.path,
-                    ex.line,
-                    f"the answer is cut off: the conversation is longer than model.max_length={max_length} "
-                    "tokens before its last answer starts; raise model.max_length or shorten the example",
-                    ex.unit,
-                )
+            problem = self._cut_off(sum(1 for label in encoded.labels[1:] if label != IGNORE), len(prompt))
+            if problem:
+                raise DataError(ex.path, ex.line, problem, ex.unit, "answer_cut_off")
             features.append(
                 {
                     "input_ids": encoded.input_ids,
@@ -214,6 +208,52 @@ class GenerativeTask(Task):
                 }
             )
         return features
+
+    def _cut_off(self, answer_tokens: int, prompt_tokens: int) -> str | None:
+        """Why a conversation has nothing to learn within max_length, if it has not: no supervised token
+        left, or (answers only) the prompt before the last answer fills max_length."""
+        max_length = self.model_cfg.max_length
+        if answer_tokens == 0 or (not self.params.train_on_prompt and prompt_tokens >= max_length):
+            return (
+                f"the answer is cut off: the conversation is longer than model.max_length={max_length} "
+                "tokens before its last answer starts; raise model.max_length or shorten the example"
+            )
+        return None
+
+    def measure(self, examples: Sequence[Any]) -> list[TokenCount]:
+        """Batched, and cheaper than `encode` (no labels): the same renders and rule, one tokenization."""
+        limit, tok, n = self.model_cfg.max_length, self.tokenizer, len(examples)
+        if self.encoder_decoder:
+            sources = ["\n\n".join(m["content"] for m in self.prompt_messages(ex)) for ex in examples]
+            ids = tok([*sources, *(self.references(ex)[0] for ex in examples)])["input_ids"]
+            return [
+                TokenCount(len(s) + len(t), max(len(s), len(t)) > limit)
+                for s, t in zip(ids[:n], ids[n:], strict=True)
+            ]
+        prompts, rests, unusable = [], [], {}
+        for i, ex in enumerate(examples):
+            try:
+                text, spans = answer_spans(tok, self.turns(ex))
+            except TemplateError as exc:
+                unusable[i] = (
+                    f"{exc} (for this conversation: a chat that opens with an assistant turn often does this "
+                    "with templates that add a default system prompt; start it with a user or system turn)"
+                )
+                text, spans = "", [(0, 0)]
+            start = spans[-1][0]  # the text before the last answer is exactly the generation prompt
+            prompts.append(text[:start])
+            rests.append(text[start:])
+        ids = tok([*prompts, *rests], add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        counts = []
+        for i, (prompt_ids, rest_ids) in enumerate(zip(ids[:n], ids[n:], strict=True)):
+            p, total = len(prompt_ids), len(prompt_ids) + len(rest_ids)
+            within = min(total, limit)
+            answer = within - 1 if self.params.train_on_prompt else max(0, within - p)
+            if i in unusable:
+                counts.append(TokenCount(total, False, unusable[i], "chat_structure"))
+            else:
+                counts.append(TokenCount(total, total > limit, self._cut_off(answer, p)))
+        return counts
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
         if self.encoder_decoder:

@@ -8,13 +8,15 @@ accepted answer (best checkpoint on F1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from tunesmith.data.squad import QAExample, read_qa
+from tunesmith.data.checks.view import ExampleView
+from tunesmith.data.readers import OnError
+from tunesmith.data.squad import QAExample, qa_examples
 from tunesmith.evaluation.text_metrics import squad_scores
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Task
@@ -54,9 +56,15 @@ class GenerativeQA(GenerativeTask):
             return ExtractiveQA
         return cls
 
-    def read(self, path: Path, fmt: str) -> list[QAExample]:
+    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[QAExample]:
         p = self.params
-        return read_qa(path, fmt, p.context_column, p.question_column, p.answers_column)
+        return qa_examples(
+            path, fmt, p.context_column, p.question_column, p.answers_column, on_error=on_error
+        )
+
+    def view(self, example: QAExample) -> ExampleView:
+        text = f"{example.question}\n{example.context}"
+        return ExampleView(example.path, example.line, example.unit, text, example.answers[0], False)
 
     def prompt_for(self, context: str, question: str) -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{context}\n\nQuestion: {question}\n{self.params.instruction}"}]

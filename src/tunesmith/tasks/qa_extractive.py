@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tunesmith.data.checks.view import TokenCount
 from tunesmith.data.padding import pad
 from tunesmith.data.squad import QAExample
 from tunesmith.evaluation.text_metrics import squad_scores
@@ -91,6 +92,11 @@ class ExtractiveQA(GenerativeQA):
                 feature["token_type_ids"] = enc["token_type_ids"][w]
             features.append(feature)
         return features
+
+    def measure(self, examples: Sequence[QAExample]) -> list[TokenCount]:
+        """Question and context tokens; never truncated: a long context is read in overlapping windows."""
+        ids = self.tokenizer([ex.question for ex in examples], [ex.context for ex in examples])["input_ids"]
+        return [TokenCount(len(i), False) for i in ids]
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
         ids, mask = pad([f["input_ids"] for f in features], pad_id)

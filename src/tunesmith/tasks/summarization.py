@@ -5,13 +5,13 @@ encoder input. Scored with ROUGE-1/2/L (best checkpoint on ROUGE-L)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tunesmith.data.readers import read_records, require_field
-from tunesmith.errors import DataError
+from tunesmith.data.checks.view import ExampleView
+from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
 from tunesmith.evaluation.text_metrics import rouge
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
@@ -46,18 +46,19 @@ class Summarization(GenerativeTask):
     headline = ("loss", "perplexity", "rouge1", "rouge2", "rougeL")
     params: SummarizationParams
 
-    def read(self, path: Path, fmt: str) -> list[Document]:
-        out = []
-        for record in read_records(path, fmt):
-            text = require_field(record, self.params.text_column)
-            summary = require_field(record, self.params.summary_column)
-            for column, value in ((self.params.text_column, text), (self.params.summary_column, summary)):
-                if not isinstance(value, str) or not value.strip():
-                    raise record.error(f'empty or non-text value in "{column}"')
-            out.append(Document(text.strip(), summary.strip(), record.path, record.line, record.unit))
-        if not out:
-            raise DataError(path, None, "no usable rows (the file has a header or nothing at all)")
-        return out
+    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[Document]:
+        return parse_each(read_records(path, fmt, on_error), self._example, on_error)
+
+    def _example(self, record: Record) -> Document:
+        text = require_field(record, self.params.text_column)
+        summary = require_field(record, self.params.summary_column)
+        for column, value in ((self.params.text_column, text), (self.params.summary_column, summary)):
+            if not isinstance(value, str) or not value.strip():
+                raise record.error(f'empty or non-text value in "{column}"', "empty")
+        return Document(text.strip(), summary.strip(), record.path, record.line, record.unit)
+
+    def view(self, example: Document) -> ExampleView:
+        return ExampleView(example.path, example.line, example.unit, example.text, example.summary, False)
 
     def prompt_for(self, document: str) -> list[dict[str, str]]:
         messages = [{"role": "user", "content": f"{self.params.instruction}\n\n{document}"}]

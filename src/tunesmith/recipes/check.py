@@ -1,0 +1,59 @@
+"""The data check as a verb of its own (`tunesmith check`) and as the gate `train` passes first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tunesmith.config import RunConfig
+from tunesmith.data.checks.base import plural
+from tunesmith.data.checks.gate import CheckReport, check_data
+from tunesmith.errors import ConfigError, UserError
+from tunesmith.models.catalog import ResolvedModel, resolve_model
+from tunesmith.models.loader import load_tokenizer
+from tunesmith.tasks import Task, build_task
+
+ERRORS_IN_MESSAGE = 10
+
+
+@dataclass
+class Checked:
+    task: Task
+    resolved: ResolvedModel
+    tokenizer: Any
+    report: CheckReport
+
+
+def check_run_data(config: RunConfig) -> Checked:
+    """Every data file of the config checked with the model's tokenizer and max_length, as `train` reads them."""
+    data = config.data
+    if data.train is None:
+        raise ConfigError("no training data: give --data FILE or data.train in the config")
+    task = build_task(config.task, config.model)
+    resolved = resolve_model(config.model.name)
+    tokenizer = load_tokenizer(resolved, config.model)
+    task.use_tokenizer(tokenizer)
+    files = {"train": data.train, "validation": data.validation, "test": data.test}
+    report = check_data(task, files, data.format, config.check, tokenizer_name=config.model.name)
+    return Checked(task, resolved, tokenizer, report)
+
+
+def refuse_to_train(report: CheckReport, strict: bool) -> None:
+    """Raise when training must not start: on any error, and with check.strict on any warning."""
+    if not report.ok:
+        lines = [f.message for f in report.errors[:ERRORS_IN_MESSAGE]]
+        more = report.error_total - len(lines)
+        tail = f"\n  … and {more} more" if more > 0 else ""
+        raise UserError(
+            f"the data check found {plural(report.error_total, 'error')}; training did not start:\n  "
+            + "\n  ".join(lines)
+            + tail
+            + "\n(`tunesmith check` prints the full report)"
+        )
+    if strict and report.warnings:
+        kinds = sorted({f.kind for f in report.warnings})
+        raise UserError(
+            f"check.strict is on and the data check found {plural(len(report.warnings), 'warning')} "
+            f"({', '.join(kinds)}); training did not start. Fix the data, or accept a kind with "
+            f"check.ignore=[{kinds[0]}]"
+        )

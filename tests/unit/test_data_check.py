@@ -1,0 +1,331 @@
+"""`tunesmith check`, in process: one broken file per error kind (exit 2, the exact line), every error of a
+file in one pass, and the warnings counted on constructed data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tunesmith.cli import main
+
+
+def check(capsys, *args: object) -> tuple[int, str]:
+    """Run `tunesmith check ARGS`; its exit code and everything it printed."""
+    code = 0
+    try:
+        main(["check", *map(str, args)])
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def report(capsys, *args: object) -> dict:
+    code, out = check(capsys, *args, "--json")
+    data = json.loads(out)
+    assert code == (0 if data["ok"] else 2)
+    return data
+
+
+def write(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+def jsonl(folder: Path, name: str, rows: list) -> Path:
+    return write(folder, name, "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+
+def chat(user: str, answer: str, system: str | None = None) -> dict:
+    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return {"messages": ([{"role": "system", "content": system}] if system else []) + messages}
+
+
+GOOD = "text,label\nthe first example text,a\nanother example text,b\n"
+
+CLASSIFICATION_ERRORS = [
+    ("d.csv", GOOD.encode() + "caf\xe9 au lait,a\n".encode("latin-1"), "d.csv line 4: not valid UTF-8"),
+    (
+        "d.csv",
+        GOOD + '"never closed,a\nmore text,b\n',
+        "d.csv line 4: a quoted field opened on this line is never closed",
+    ),
+    ("d.csv", GOOD + "too,many,fields\n", "d.csv line 4: 3 fields, but the header has 2"),
+    (
+        "d.csv",
+        "body,label\nsome text,a\n",
+        'd.csv line 2: missing column "text" (columns found: body, label)',
+    ),
+    ("d.csv", GOOD + '"   ",a\n', 'd.csv line 4: empty text in "text"'),
+    ("d.csv", GOOD + "some more text,\n", "d.csv line 4: empty label"),
+    ("d.csv", "text,label\n", "d.csv: no usable rows"),
+    ("d.csv", "text,label\none text,a\ntwo texts,a\n", 'd.csv: every example has the label "a"'),
+    (
+        "d.jsonl",
+        '{"text": "fine text", "label": "a"}\n{"text": "oops", "label": }\n',
+        "d.jsonl line 2: not valid JSON",
+    ),
+    (
+        "d.jsonl",
+        '{"text": "fine text", "label": "a"}\n["a list"]\n',
+        "d.jsonl line 2: expected a JSON object, got list",
+    ),
+    ("d.jsonl", '{"text": 42, "label": "a"}\n', 'd.jsonl line 1: text in "text" is not a string (got int)'),
+    (
+        "d.jsonl",
+        '{"text": "fine text", "label": true}\n',
+        "d.jsonl line 1: label must be a string or an integer",
+    ),
+    ("d.txt", "anything", "d.txt: unknown file type '.txt'"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), CLASSIFICATION_ERRORS)
+def test_each_classification_error_exits_2_with_its_line(
+    capsys, tmp_path, tiny_bert_dir, name, content, message
+):
+    path = write(tmp_path, name, content)
+    code, out = check(capsys, path, "--model", tiny_bert_dir)
+    assert code == 2, out
+    assert message in out
+    assert "Traceback" not in out
+
+
+def test_utf16_file_is_named_as_such(capsys, tmp_path, tiny_bert_dir):
+    path = write(tmp_path, "d.csv", GOOD.encode("utf-16"))
+    code, out = check(capsys, path, "--model", tiny_bert_dir)
+    assert code == 2
+    assert "d.csv line 1: not valid UTF-8" in out and "UTF-16" in out
+
+
+def test_a_validation_label_unknown_to_train_is_an_error(capsys, tmp_path, tiny_bert_dir):
+    train = write(tmp_path, "train.csv", GOOD)
+    val = write(tmp_path, "val.csv", "text,label\nsome text here,a\nother text here,zebra\n")
+    data = report(capsys, train, "--validation", val, "--model", tiny_bert_dir)
+    (error,) = data["errors"]
+    assert error["kind"] == "labels" and error["where"] == ["val.csv line 3: zebra"]
+    assert "val.csv: 1 examples have labels the training data never has (zebra)" in error["message"]
+
+
+def test_every_bad_record_is_listed_in_one_pass(capsys, tmp_path, tiny_bert_dir):
+    rows = ["text,label"] + [f"example number {i},{'ab'[i % 2]}" for i in range(30)]
+    rows[3] = "missing its label,"
+    rows[10] = "a,b,c"
+    rows[20] = '"  ",a'
+    path = write(tmp_path, "d.csv", "\n".join(rows) + "\n")
+    data = report(capsys, path, "--model", tiny_bert_dir)
+    assert data["error_total"] == 3
+    assert [e["where"] for e in data["errors"]] == [["d.csv line 4"], ["d.csv line 11"], ["d.csv line 21"]]
+    assert data["files"]["train"]["examples"] == 27
+
+
+CHAT_ERRORS = [
+    ({"messages": "hello"}, 'd.jsonl line 2: "messages" must be a list of messages, got str'),
+    (
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
+        "d.jsonl line 2: message 2: unknown role 'bot'",
+    ),
+    ({"messages": [{"role": "user", "content": "hi there"}]}, "d.jsonl line 2: no assistant turn"),
+    (
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]},
+        "d.jsonl line 2: message 2 content is empty",
+    ),
+    ({"conversation": []}, "d.jsonl line 2: missing field"),
+    (  # SmolLM2's template adds a default system prompt once a user turn exists: answers cannot be located
+        {"messages": [{"role": "assistant", "content": "Hello, how can I help?"}]},
+        "d.jsonl line 2: the chat template does not render a conversation as a prefix of its continuation",
+    ),
+]
+
+
+@pytest.mark.parametrize(("row", "message"), CHAT_ERRORS)
+def test_each_chat_structure_error_exits_2_with_its_line(capsys, tmp_path, smollm_dir, row, message):
+    path = jsonl(tmp_path, "d.jsonl", [chat("what is apt?", "a package manager"), row])
+    code, out = check(capsys, path, "--task", "chat", "--model", smollm_dir)
+    assert code == 2, out
+    assert message in out
+
+
+def test_an_answer_cut_off_by_max_length_is_an_error(capsys, tmp_path, smollm_dir):
+    long_question = "please explain " + "the package manager " * 40
+    rows = [chat("what is apt?", "a package manager"), chat(long_question, "it installs packages")]
+    path = jsonl(tmp_path, "d.jsonl", rows)
+    code, out = check(capsys, path, "--task", "chat", "--model", smollm_dir, "model.max_length=64")
+    assert code == 2
+    assert "d.jsonl line 2: the answer is cut off" in out
+    code, out = check(capsys, path, "--task", "chat", "--model", smollm_dir, "model.max_length=256")
+    assert code == 0, out
+
+
+# --- warnings ------------------------------------------------------------------------------------------
+
+
+def texts(n: int, stem: str = "sample") -> list[str]:
+    """Distinct, ordinary-looking texts."""
+    words = [
+        "alpha",
+        "bravo",
+        "charlie",
+        "delta",
+        "echo",
+        "foxtrot",
+        "golf",
+        "hotel",
+        "india",
+        "juliet",
+        "kilo",
+        "lima",
+        "mike",
+    ]
+    return [f"{stem} {words[i % 13]} {words[(i // 13) % 13]} report {i}" for i in range(n)]
+
+
+def csv_file(folder: Path, name: str, rows: list[tuple[str, str]]) -> Path:
+    import csv
+
+    path = folder / name
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def warnings_of(data: dict, kind: str) -> list[dict]:
+    return [w for w in data["warnings"] if w["kind"] == kind]
+
+
+def test_duplicates_leakage_and_conflicts_are_counted(capsys, tmp_path, tiny_bert_dir):
+    base = [(t, "ab"[i % 2]) for i, t in enumerate(texts(40))]
+    train_rows = [
+        *base,
+        base[0],
+        base[1],
+        base[2],  # 3 exact repeats
+        (base[3][0].upper() + "!", base[3][1]),
+        ("  " + base[4][0].replace(" ", "  "), base[4][1]),  # 2 near repeats
+        (base[5][0], "b" if base[5][1] == "a" else "a"),  # same text, other label
+    ]
+    val_rows = [base[10], base[11], base[12], (base[13][0] + "?", base[13][1])] + [
+        (t, "a") for t in texts(6, "fresh")
+    ]
+    test_rows = [(t, "b") for t in texts(6, "fresh")[:2]] + [(t, "a") for t in texts(5, "unseen")]
+    train = csv_file(tmp_path, "train.csv", train_rows)
+    val = csv_file(tmp_path, "val.csv", val_rows)
+    test = csv_file(tmp_path, "test.csv", test_rows)
+    data = report(capsys, train, "--validation", val, "--test", test, "--model", tiny_bert_dir)
+
+    (dupes,) = warnings_of(data, "duplicates")
+    assert dupes["count"] == 5 and "5 of 46 examples" in dupes["message"]
+    assert "3 exactly, 2 after normalising" in dupes["message"]
+    assert dupes["where"][0] == "train.csv line 42 repeats line 2"
+    assert data["stats"]["duplicates"]["train"] == {
+        "examples": 46,
+        "exact_duplicates": 3,
+        "near_duplicates": 5,
+    }
+
+    leaks = {w["message"].split(":")[0]: w for w in warnings_of(data, "leakage")}
+    assert (
+        "4 of 10 inputs (40.0%) also occur in train (3 exactly, 1 after normalising)"
+        in leaks["validation"]["message"]
+    )
+    assert leaks["validation"]["where"][0] == "val.csv line 2 = train.csv line 12"
+    assert "test: 2 of 7 inputs" in leaks["test"]["message"] and "validation" in leaks["test"]["message"]
+
+    (conflict,) = warnings_of(data, "conflicts")
+    assert conflict["count"] == 2 and "1 texts occur with different labels" in conflict["message"]
+    assert conflict["where"] == ["train.csv lines 7, 47: a / b"]
+
+
+def test_imbalance_and_rare_classes(capsys, tmp_path, tiny_bert_dir):
+    rows = [(t, "big") for t in texts(60)] + [(t, "small") for t in texts(4, "rare")]
+    data = report(capsys, csv_file(tmp_path, "d.csv", rows), "--model", tiny_bert_dir)
+    messages = [w["message"] for w in warnings_of(data, "imbalance")]
+    assert any('"big" has 15.0x the examples of the smallest "small" (60 vs 4)' in m for m in messages)
+    assert any('1 of 2 classes have fewer than 10 examples ("small" 4)' in m for m in messages)
+    assert data["stats"]["labels"]["train"]["small"] == {"count": 4, "share": "6.2%"}
+
+
+def test_truncation_in_model_tokens(capsys, tmp_path, tiny_bert_dir):
+    rows = [(t, "ab"[i % 2]) for i, t in enumerate(texts(30))] + [("word " * 100, "a"), ("word " * 50, "b")]
+    path = csv_file(tmp_path, "d.csv", rows)
+    data = report(capsys, path, "--model", tiny_bert_dir, "model.max_length=32")
+    (cut,) = warnings_of(data, "truncation")
+    assert cut["count"] == 2 and "2 of 32 examples" in cut["message"]
+    assert cut["where"] == ["d.csv line 32: 102 tokens", "d.csv line 33: 52 tokens"]  # [CLS] ... [SEP]
+    lengths = data["stats"]["lengths"]["train"]
+    assert lengths["max"] == 102 and lengths["truncated"] == 2
+
+
+def test_short_and_empty_ish_examples(capsys, tmp_path, tiny_bert_dir):
+    rows = [(t, "ab"[i % 2]) for i, t in enumerate(texts(30))] + [("ok", "a"), ("!!!", "b"), ("?? ..", "a")]
+    data = report(capsys, csv_file(tmp_path, "d.csv", rows), "--model", tiny_bert_dir)
+    found = {w["message"].split(" are ")[1].split(":")[0]: w["count"] for w in warnings_of(data, "short")}
+    assert found == {"inputs of fewer than 2 words": 1, "inputs with no word": 2}
+
+
+def test_personal_data_is_counted_and_masked(capsys, tmp_path, tiny_bert_dir):
+    rows = [(t, "ab"[i % 2]) for i, t in enumerate(texts(20))] + [
+        ("write to jane.doe@example.com or bob@mail.example.org", "a"),
+        ("card 4111 1111 1111 1111 was charged twice", "b"),  # a Luhn-valid test number
+        ("order 4111 1111 1111 1112 is late", "a"),  # not Luhn-valid: not a card
+        ("call me on +44 20 7946 0958 tomorrow", "b"),
+        ("call 555-123-4567 after release 1.2.3 of 2024-01-15", "a"),  # a version and a date are not phones
+    ]
+    data = report(capsys, csv_file(tmp_path, "d.csv", rows), "--model", tiny_bert_dir)
+    assert data["stats"]["personal_data"] == {
+        "e-mail addresses": {"matches": 2, "examples": 1},
+        "card numbers": {"matches": 1, "examples": 1},
+        "phone numbers": {"matches": 2, "examples": 2},
+    }
+    shown = " ".join(w for f in warnings_of(data, "personal_data") for w in f["where"])
+    assert "j***@e***.com" in shown and "jane" not in shown and "7946" not in shown
+
+
+def test_narrow_templates_and_answer_openings(capsys, tmp_path, smollm_dir):
+    rows = [
+        chat(f"Refund request for order {i}: the {w} arrived broken", f"Sure! I can help with order {i}.")
+        for i, w in enumerate(["lamp", "chair", "table", "sofa", "desk"] * 6)
+    ]
+    data = report(capsys, jsonl(tmp_path, "d.jsonl", rows), "--task", "chat", "--model", smollm_dir)
+    messages = [w["message"] for w in warnings_of(data, "narrow")]
+    assert any('100.0% of the inputs open with "refund request for"' in m for m in messages)
+    assert any('100.0% of the answers open with "sure i can"' in m for m in messages)
+    assert any("word diversity" in m for m in messages)
+    assert data["stats"]["narrowness"]["answer_openings"][0] == {
+        "opening": "sure i can",
+        "count": 30,
+        "share": 1.0,
+    }
+
+
+def test_a_shared_system_prompt_is_not_a_template(capsys, tmp_path, smollm_dir):
+    from tests.conftest import chat_rows
+
+    path = write(tmp_path, "d.jsonl", "\n".join(chat_rows("train")) + "\n")
+    data = report(capsys, path, "--task", "chat", "--model", smollm_dir)
+    assert data["ok"] and data["files"]["train"]["examples"] == 320
+    openings = data["stats"]["narrowness"]["input_openings"]
+    assert openings[0]["opening"] == "what does the"  # the demo's question templates; not "you are the"
+
+
+def test_ignore_silences_a_warning_kind_and_strict_fails_on_warnings(capsys, tmp_path, tiny_bert_dir):
+    rows = [(t, "ab"[i % 2]) for i, t in enumerate(texts(20))] + [("mail me at a.b@example.com", "a")]
+    path = csv_file(tmp_path, "d.csv", rows)
+    assert check(capsys, path, "--model", tiny_bert_dir)[0] == 0
+    code, out = check(capsys, path, "--model", tiny_bert_dir, "--strict")
+    assert code == 1 and "personal_data" in out
+    data = report(capsys, path, "--model", tiny_bert_dir, "--strict", "check.ignore=[personal_data]")
+    assert data["warnings"] == [] and data["ignored"] == ["personal_data"]
+
+
+def test_errors_cannot_be_ignored(capsys, tmp_path, tiny_bert_dir):
+    path = csv_file(tmp_path, "d.csv", [("some text", "a"), ("more text", "b")])
+    code, out = check(capsys, path, "--model", tiny_bert_dir, "check.ignore=[encoding]")
+    assert code == 2 and "'encoding' is an error kind; errors cannot be ignored" in out
+    code, out = check(capsys, path, "--model", tiny_bert_dir, "check.ignore=[typo]")
+    assert code == 2 and "unknown warning kind 'typo'" in out and "leakage" in out
