@@ -30,6 +30,7 @@ bench: setup
 	$(PIP) -e ".[dev,bench]"
 	$(PY) bench/classification.py
 	$(PY) bench/chat.py
+	$(PY) bench/check.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

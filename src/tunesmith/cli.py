@@ -80,6 +80,8 @@ def check(
     from tunesmith.recipes.check import check_run_data
 
     _quiet_libraries()
+    if file is not None and "=" in file.name and not file.exists():  # `check -c run.yaml key=value`
+        overrides, file = [str(file), *(overrides or [])], None
     tree = read_yaml(config) if config else {}
     if strict:
         overrides = [*(overrides or []), "check.strict=true"]

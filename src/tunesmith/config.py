@@ -52,7 +52,8 @@ class CheckConfig(Section):
     strict: bool = False
     """Refuse to train when the check finds warnings too (errors always refuse)."""
     ignore: list[str] = Field(default_factory=list)
-    """Warning kinds not to report, e.g. [duplicates, personal_data]. Errors cannot be ignored."""
+    """Warning kinds not to report: duplicates, leakage, conflicts, imbalance, truncation, short, personal_data,
+    narrow, shortcut. Errors cannot be ignored."""
     min_class_examples: int = Field(10, ge=1)
     """A class with fewer training examples than this is flagged (imbalance)."""
     max_imbalance: float = Field(10.0, ge=1)

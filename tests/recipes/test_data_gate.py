@@ -78,6 +78,6 @@ def test_strict_refuses_on_warnings_and_ignore_lets_a_kind_through(small_data, t
     with pytest.raises(UserError, match=r"check.strict is on .* \(.*leakage.*\); training did not start"):
         finetune(config(data, out, tiny_bert_dir, strict=True), Console(file=io.StringIO()))
     assert not out.exists()
-    ignored = ["leakage", "duplicates", "conflicts", "short", "narrow", "imbalance"]
+    ignored = ["leakage", "duplicates", "conflicts", "short", "narrow", "imbalance", "shortcut"]
     finetune(config(data, out, tiny_bert_dir, strict=True, ignore=ignored), Console(file=io.StringIO()))
     assert json.loads((out / "data_check.json").read_text())["ignored"] == ["leakage"]

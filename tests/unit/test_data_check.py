@@ -329,3 +329,27 @@ def test_errors_cannot_be_ignored(capsys, tmp_path, tiny_bert_dir):
     assert code == 2 and "'encoding' is an error kind; errors cannot be ignored" in out
     code, out = check(capsys, path, "--model", tiny_bert_dir, "check.ignore=[typo]")
     assert code == 2 and "unknown warning kind 'typo'" in out and "leakage" in out
+
+
+def test_an_opening_that_gives_the_label_away_is_a_shortcut(capsys, tmp_path, tiny_bert_dir):
+    rows = [(f"Refund request for {t}", "billing") for t in texts(12)]
+    rows += [
+        (t, label) for t, label in zip(texts(30, "other"), ["billing", "tech", "sales"] * 10, strict=True)
+    ]
+    data = report(capsys, csv_file(tmp_path, "d.csv", rows), "--model", tiny_bert_dir)
+    (shortcut,) = warnings_of(data, "shortcut")
+    assert shortcut["count"] == 12
+    assert (
+        'train: 12 examples open with "refund request for" and 100% of them are "billing"'
+        in shortcut["message"]
+    )
+    assert "against 52% of all" in shortcut["message"]
+
+
+def test_the_config_names_the_files_and_overrides_follow(capsys, tmp_path, tiny_bert_dir):
+    train = csv_file(tmp_path, "train.csv", [(t, "ab"[i % 2]) for i, t in enumerate(texts(20))])
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {{name: {tiny_bert_dir}}}\ndata: {{train: {train}}}\n")
+    data = report(capsys, "-c", config, "model.max_length=4")
+    assert data["max_length"] == 4 and data["files"]["train"]["examples"] == 20
+    assert data["stats"]["lengths"]["train"]["truncated"] == 20

@@ -30,6 +30,7 @@ from tunesmith.data.checks import (  # noqa: E402,F401  (each registers itself)
     narrowness,
     personal_data,
     short,
+    shortcuts,
 )
 
 WARNING_KINDS = frozenset(kind for name in CHECKS.names() for kind in CHECKS.get(name).kinds)
