@@ -353,3 +353,19 @@ def test_the_config_names_the_files_and_overrides_follow(capsys, tmp_path, tiny_
     data = report(capsys, "-c", config, "model.max_length=4")
     assert data["max_length"] == 4 and data["files"]["train"]["examples"] == 20
     assert data["stats"]["lengths"]["train"]["truncated"] == 20
+
+
+def test_summaries_and_questions_are_checked_like_the_rest(capsys, smollm_dir, tiny_bert_dir):
+    from tests.conftest import ROOT
+
+    summaries = ROOT / "data" / "debian-summaries" / "train.jsonl"
+    data = report(capsys, summaries, "--task", "summarization", "--model", smollm_dir)
+    (dupes,) = warnings_of(data, "duplicates")  # the shipped file repeats 5 document/summary pairs
+    assert dupes["count"] == 5 and "5 exactly" in dupes["message"]
+    assert data["stats"]["lengths"]["train"]["max"] > data["stats"]["lengths"]["train"]["p50"] > 20
+
+    questions = ROOT / "data" / "debian-qa" / "train.jsonl"
+    data = report(capsys, questions, "--task", "qa", "--model", tiny_bert_dir)
+    assert data["ok"] and data["files"]["train"]["examples"] == 645
+    assert data["stats"]["lengths"]["train"]["truncated"] == 0  # long contexts are read in windows
+    assert any('open with "which section is"' in w["message"] for w in warnings_of(data, "narrow"))

@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from tunesmith.config import ModelConfig
-from tunesmith.data.squad import read_qa
+from tunesmith.data.squad import qa_examples
 from tunesmith.errors import DataError
 from tunesmith.tasks.qa import QAParams
 from tunesmith.tasks.qa_extractive import ExtractiveQA
@@ -21,7 +21,7 @@ def write(tmp_path, rows):
 
 
 def read(path):
-    return read_qa(path, "auto", "context", "question", "answers")
+    return list(qa_examples(path, "auto", "context", "question", "answers"))
 
 
 def test_answer_shapes_and_located_offsets(tmp_path):

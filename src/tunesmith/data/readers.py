@@ -12,6 +12,7 @@ quote, a broken Parquet file) still raises.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -99,7 +100,11 @@ def text_lines(path: Path, on_error: OnError = _raise) -> Iterator[str]:
     """Lines of a UTF-8 file (a BOM is fine); a decoding error or a NUL byte names its line and the likely
     encoding (after reporting it to `on_error`, the line is read with the bad bytes replaced or dropped)."""
     line_no = 0
-    with path.open("rb") as handle:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise DataError(path, None, f"cannot be read ({exc.strerror})", kind="unreadable") from None
+    with handle:
         for raw in handle:
             line_no += 1
             try:
@@ -211,7 +216,13 @@ def _read_parquet(path: Path) -> Iterator[Record]:
 def require_field(record: Record, name: str) -> Any:
     """The field's value, or an error listing the fields the record does have."""
     if name not in record.fields:
-        found = ", ".join(str(k) for k in record.fields)
+        keys = [str(k) for k in record.fields]
         kind = "column" if record.path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq") else "field"
-        raise record.error(f'missing {kind} "{name}" ({kind}s found: {found})', "missing_field")
+        close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6) or [
+            k for k in keys if k.casefold() == name.casefold()
+        ]
+        hint = f'; did you mean "{close[0]}"?' if close else ""
+        raise record.error(
+            f'missing {kind} "{name}" ({kind}s found: {", ".join(keys)}){hint}', "missing_field"
+        )
     return record.fields[name]

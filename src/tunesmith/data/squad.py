@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.readers import NO_ROWS, OnError, Record, parse_each, read_records, require_field
-from tunesmith.errors import DataError
+from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
 
 
 @dataclass(frozen=True)
@@ -49,20 +48,6 @@ def qa_examples(
         return QAExample(context, question, answers, starts, record.path, record.line, record.unit)
 
     return parse_each(read_records(path, fmt, on_error), parse, on_error)
-
-
-def read_qa(
-    path: Path,
-    fmt: str,
-    context_column: str,
-    question_column: str,
-    answers_column: str,
-    need_answers: bool = True,
-) -> list[QAExample]:
-    out = list(qa_examples(path, fmt, context_column, question_column, answers_column, need_answers))
-    if not out:
-        raise DataError(path, None, NO_ROWS, kind="no_rows")
-    return out
 
 
 def _text(record: Record, value: Any, column: str) -> str:

@@ -59,13 +59,17 @@ def generate_answers(trained: Any, texts: list[str], batch_size: int = 16) -> li
 
 def answer_questions(trained: Any, file: Path) -> list[tuple[str, str]]:
     """QA runs: (question, answer) for each record of a file with context and question fields."""
-    from tunesmith.data.squad import read_qa
+    from tunesmith.data.readers import NO_ROWS
+    from tunesmith.data.squad import qa_examples
+    from tunesmith.errors import DataError
     from tunesmith.tasks.qa_extractive import ExtractiveQA
 
     task, p = trained.task, trained.task.params
-    examples = read_qa(
-        file, "auto", p.context_column, p.question_column, p.answers_column, need_answers=False
+    examples = list(
+        qa_examples(file, "auto", p.context_column, p.question_column, p.answers_column, need_answers=False)
     )
+    if not examples:
+        raise DataError(file, None, NO_ROWS, kind="no_rows")
     if isinstance(task, ExtractiveQA):
         features = task.encode(examples, trained.tokenizer)
         answers = task.evaluate(trained.model, features, 32, trained.pad_id).predictions

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -51,6 +53,21 @@ class Check(ABC):
     def stats(self) -> dict[str, Any]:
         """Numbers for the report even when nothing is wrong."""
         return {}
+
+
+class Tally:
+    """How many examples each key (a split, a kind of problem) has, and the first few places it occurs."""
+
+    def __init__(self, shown: int):
+        self.shown = shown
+        self.counts: Counter[Hashable] = Counter()
+        self.where: dict[Hashable, list[str]] = {}
+
+    def add(self, key: Hashable, where: str) -> None:
+        self.counts[key] += 1
+        places = self.where.setdefault(key, [])
+        if len(places) < self.shown:
+            places.append(where)
 
 
 def share(part: int, whole: int) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tunesmith.data.checks.base import Check, Finding, share
+from tunesmith.data.checks.base import Check, Finding, Tally, share
 from tunesmith.data.checks.registry import CHECKS
 from tunesmith.data.checks.view import ExampleView
 
@@ -20,7 +20,7 @@ class Labels(Check):
         self.counts: dict[str, Counter[str]] = {}
         self.files: dict[str, str] = {}
         self.unknown: dict[str, Counter[str]] = {}
-        self.unknown_where: dict[str, list[str]] = {}
+        self.unknown_where = Tally(cfg.examples_shown)
 
     def add(self, split: str, view: ExampleView) -> None:
         if not view.target_is_label or view.target is None:
@@ -31,9 +31,7 @@ class Labels(Check):
         train = self.counts.get("train")
         if split != "train" and train is not None and view.target not in train:
             self.unknown.setdefault(split, Counter())[view.target] += 1
-            where = self.unknown_where.setdefault(split, [])
-            if len(where) < self.cfg.examples_shown:
-                where.append(f"{view.where}: {view.target}")
+            self.unknown_where.add(split, f"{view.where}: {view.target}")
 
     def findings(self) -> list[Finding]:
         train = self.counts.get("train")
@@ -53,7 +51,7 @@ class Labels(Check):
             return out
         for split, labels in self.unknown.items():
             count = sum(labels.values())
-            where = self.unknown_where[split]
+            where = self.unknown_where.where[split]
             out.append(
                 Finding(
                     "error",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tunesmith.data.checks.base import Check, Finding, share
+from tunesmith.data.checks.base import Check, Finding, Tally, share
 from tunesmith.data.checks.registry import CHECKS
 from tunesmith.data.checks.view import ExampleView
 
@@ -23,22 +23,18 @@ class TokenLengths(Check):
     def __init__(self, cfg: Any):
         super().__init__(cfg)
         self.tokens: dict[str, array] = {}
-        self.truncated: dict[str, int] = {}
-        self.where: dict[str, list[str]] = {}
+        self.truncated = Tally(cfg.examples_shown)
 
     def add(self, split: str, view: ExampleView) -> None:
         if view.tokens is None:
             return
         self.tokens.setdefault(split, array("q")).append(view.tokens.tokens)
         if view.tokens.truncated:
-            self.truncated[split] = self.truncated.get(split, 0) + 1
-            shown = self.where.setdefault(split, [])
-            if len(shown) < self.cfg.examples_shown:
-                shown.append(f"{view.where}: {view.tokens.tokens} tokens")
+            self.truncated.add(split, f"{view.where}: {view.tokens.tokens} tokens")
 
     def findings(self) -> list[Finding]:
         out = []
-        for split, cut in self.truncated.items():
+        for split, cut in self.truncated.counts.items():
             lengths = np.frombuffer(self.tokens[split], dtype=np.int64)
             total = len(lengths)
             cover = int(np.percentile(lengths, 99, method="higher"))
@@ -49,7 +45,7 @@ class TokenLengths(Check):
                     f"{split}: {cut} of {total} examples ({share(cut, total)}) are longer than model.max_length "
                     f"and lose their end (longest {int(lengths.max())} tokens); model.max_length={cover} would "
                     "keep 99% whole",
-                    self.where[split],
+                    self.truncated.where[split],
                     cut,
                 )
             )
@@ -66,6 +62,6 @@ class TokenLengths(Check):
                 "p95": p95,
                 "p99": p99,
                 "max": int(lengths.max()),
-                "truncated": self.truncated.get(split, 0),
+                "truncated": self.truncated.counts[split],
             }
         return out

@@ -5,9 +5,10 @@ in inputs and answers. A fine-tuned model can repeat what it was trained on, so 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
-from tunesmith.data.checks.base import Check, Finding
+from tunesmith.data.checks.base import Check, Finding, Tally
 from tunesmith.data.checks.registry import CHECKS
 from tunesmith.data.checks.view import ExampleView
 
@@ -63,33 +64,31 @@ class PersonalData(Check):
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
-        self.counts: dict[str, int] = {}
-        self.examples: dict[str, int] = {}
-        self.where: dict[str, list[str]] = {}
+        self.matches: Counter[str] = Counter()
+        self.examples = Tally(cfg.examples_shown)
 
     def add(self, split: str, view: ExampleView) -> None:
         text = view.input if view.target_is_label else f"{view.input}\n{view.target or ''}"
         if not _HINT.search(text):
             return
         for kind, matches in find(text).items():
-            self.counts[kind] = self.counts.get(kind, 0) + len(matches)
-            self.examples[kind] = self.examples.get(kind, 0) + 1
-            shown = self.where.setdefault(kind, [])
-            if len(shown) < self.cfg.examples_shown:
-                shown.append(f"{view.where}: {mask(matches[0])}")
+            self.matches[kind] += len(matches)
+            self.examples.add(kind, f"{view.where}: {mask(matches[0])}")
 
     def findings(self) -> list[Finding]:
         return [
             Finding(
                 "warning",
                 "personal_data",
-                f"{self.counts[kind]} possible {kind} in {n} examples; a tuned model can repeat them: remove "
+                f"{self.matches[kind]} possible {kind} in {n} examples; a tuned model can repeat them: remove "
                 "or pseudonymise them (or add the kind to check.ignore if they are not personal)",
-                self.where[kind],
+                self.examples.where[kind],
                 n,
             )
-            for kind, n in self.examples.items()
+            for kind, n in self.examples.counts.items()
         ]
 
     def stats(self) -> dict[str, Any]:
-        return {kind: {"matches": self.counts[kind], "examples": n} for kind, n in self.examples.items()}
+        return {
+            kind: {"matches": self.matches[kind], "examples": n} for kind, n in self.examples.counts.items()
+        }

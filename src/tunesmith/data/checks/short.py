@@ -4,9 +4,10 @@ are fine: many good answers are one word.)"""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from tunesmith.data.checks.base import Check, Finding, share
+from tunesmith.data.checks.base import Check, Finding, Tally, share
 from tunesmith.data.checks.registry import CHECKS
 from tunesmith.data.checks.view import ExampleView
 
@@ -17,20 +18,14 @@ class ShortExamples(Check):
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
-        self.totals: dict[str, int] = {}
-        self.found: dict[tuple[str, str], int] = {}
-        self.where: dict[tuple[str, str], list[str]] = {}
+        self.totals: Counter[str] = Counter()
+        self.found = Tally(cfg.examples_shown)
 
     def add(self, split: str, view: ExampleView) -> None:
-        self.totals[split] = self.totals.get(split, 0) + 1
+        self.totals[split] += 1
         problem = self._problem(view)
-        if problem is None:
-            return
-        key = (split, problem)
-        self.found[key] = self.found.get(key, 0) + 1
-        shown = self.where.setdefault(key, [])
-        if len(shown) < self.cfg.examples_shown:
-            shown.append(f"{view.where}: {_quote(view.input)}")
+        if problem is not None:
+            self.found.add((split, problem), f"{view.where}: {_quote(view.input)}")
 
     def _problem(self, view: ExampleView) -> str | None:
         minimum = self.cfg.min_words
@@ -50,10 +45,10 @@ class ShortExamples(Check):
                 "warning",
                 "short",
                 f"{split}: {n} examples ({share(n, self.totals[split])}) are {what}: little or nothing to learn",
-                self.where[(split, what)],
+                self.found.where[(split, what)],
                 n,
             )
-            for (split, what), n in self.found.items()
+            for (split, what), n in self.found.counts.items()
         ]
 
 
