@@ -1,6 +1,6 @@
-"""Examples with (almost) nothing to learn from: an input or answer of fewer than `check.min_words` words,
-one with no letter or digit at all, and an answer identical to its prompt. (Short answers
-are fine: many good answers are one word.)"""
+"""Examples with (almost) nothing to learn from: an input of fewer than `check.min_words` words or with no
+letter or digit at all, an answer with no letter or digit, and an answer identical to its prompt. (Short
+answers are fine: many good answers are one word.)"""
 
 from __future__ import annotations
 
