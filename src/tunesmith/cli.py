@@ -115,7 +115,7 @@ def train(
     data: Annotated[Path | None, typer.Option(help="Training file: CSV, JSONL or Parquet")] = None,
     validation: Annotated[Path | None, typer.Option(help="Validation file (else split off --data)")] = None,
     test: Annotated[Path | None, typer.Option(help="Test file (else split off --data)")] = None,
-    method: Annotated[str | None, typer.Option(help="full, freeze or lora")] = None,
+    method: Annotated[str | None, typer.Option(help="full, freeze, lora, dora, ia3, loha or lokr")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder to create")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder at --out")] = False,

@@ -66,7 +66,7 @@ def test_bad_input_leaves_an_existing_run_folder_untouched(tmp_path, small_data)
 def test_config_errors_list_valid_names(tmp_path, small_data):
     assert_user_error(
         tunesmith("train", "--data", small_data["train"], "--out", tmp_path / "r", "--method", "lorra"),
-        "unknown method 'lorra'; valid methods: freeze, full, lora",
+        "unknown method 'lorra'; valid methods: dora, freeze, full, ia3, loha, lokr, lora",
     )
     assert_user_error(
         tunesmith("train", "--data", small_data["train"], "--out", tmp_path / "r", "train.epoch=3"),

@@ -207,3 +207,18 @@ def test_validation_every_n_steps(small_data, tmp_path, tiny_bert_dir):
     validations = events(out, "validation")
     assert [e["step"] for e in validations] == [4, 8, 12, 15]  # every 4 steps, and at the end of the epoch
     assert all({"loss", "accuracy", "macro_f1"} <= set(e) for e in validations)
+
+
+@pytest.mark.parametrize("method", ["dora", "ia3", "loha", "lokr"])
+def test_adapter_methods_train_and_reload_through_the_run_folder(small_data, tmp_path, tiny_bert_dir, method):
+    out = tmp_path / "run"
+    params = {"name": method} if method == "ia3" else {"name": method, "rank": 4}
+    result = finetune(config(small_data, out, str(tiny_bert_dir), params, epochs=1), quiet())
+    adapter = json.loads((out / "model" / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == {"dora": "LORA"}.get(method, method.upper())
+    assert adapter.get("use_dora", False) == (method == "dora")
+    trained = load_run(out)
+    enc = trained.tokenizer(["a text", "another, longer text"], padding=True, return_tensors="pt")
+    result.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model(**enc).logits, result.model(**enc).logits)

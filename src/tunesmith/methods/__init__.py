@@ -5,6 +5,6 @@ from tunesmith.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
 
-from tunesmith.methods import freeze, full, lora  # noqa: E402,F401  (each registers itself)
+from tunesmith.methods import dora, freeze, full, ia3, loha, lokr, lora  # noqa: E402,F401  (each registers itself)
 
 __all__ = ["METHODS", "Method", "count_parameters"]
