@@ -33,15 +33,23 @@ class Loha(PeftMethod):
     default_learning_rate = 5e-4
     params: LohaParams
 
-    def peft_config(self, model: torch.nn.Module, task_type: str | None) -> Any:
+    def config_type(self) -> Any:
         from peft import LoHaConfig
 
+        return LoHaConfig
+
+    def extra_config(self) -> dict[str, Any]:
+        """Keys a LyCORIS variant adds to the shared ones (LoKr's factor size)."""
+        return {}
+
+    def peft_config(self, model: torch.nn.Module, task_type: str | None) -> Any:
         p = self.params
-        return LoHaConfig(
+        return self.config_type()(
             r=p.rank,
             alpha=p.alpha,
             rank_dropout=p.rank_dropout,
             module_dropout=p.module_dropout,
             target_modules=default_targets(model, p.target_modules),
             task_type=task_type,
+            **self.extra_config(),
         )
