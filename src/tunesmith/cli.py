@@ -4,6 +4,7 @@ are printed once here, as `tunesmith: ...` with exit code 2, never as a tracebac
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import warnings
@@ -30,6 +31,9 @@ def _quiet_libraries() -> None:
     # forks after tokenizing, and saying "true" outright silences the library's fork warning.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # bitsandbytes (imported by peft when installed) warns on import that it cannot fetch an optional CPU
+    # kernel from the hub; its own kernels work, and nothing here downloads
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

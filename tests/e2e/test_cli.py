@@ -66,7 +66,8 @@ def test_bad_input_leaves_an_existing_run_folder_untouched(tmp_path, small_data)
 def test_config_errors_list_valid_names(tmp_path, small_data):
     assert_user_error(
         tunesmith("train", "--data", small_data["train"], "--out", tmp_path / "r", "--method", "lorra"),
-        "unknown method 'lorra'; valid methods: dora, freeze, full, ia3, loha, lokr, lora",
+        "unknown method 'lorra'; valid methods: adalora, adapter, dora, freeze, full, ia3, loha, lokr, lora, "
+        "prefix, prompt, qlora\n",
     )
     assert_user_error(
         tunesmith("train", "--data", small_data["train"], "--out", tmp_path / "r", "train.epoch=3"),
@@ -154,3 +155,20 @@ def test_train_eval_predict_journey(tmp_path, small_data):
         tunesmith("eval", run, "--data", bad),
         'unseen.csv line 3: label "games" never occurs in the training data',
     )
+
+
+def test_a_method_that_cannot_serve_the_task_is_refused_before_any_model_loads(tmp_path, small_data):
+    qa = Path(__file__).parents[2] / "data" / "debian-qa" / "train.jsonl"
+    for args, message in (
+        (
+            ["--data", small_data["train"], "--method", "prefix"],
+            "method prefix cannot fine-tune the classification task on minilm: transformers' encoder "
+            "models take no past keys and values",
+        ),
+        (
+            ["--task", "qa", "--data", qa, "--method", "prompt"],
+            "method prompt cannot fine-tune the qa task on minilm: the virtual tokens would shift",
+        ),
+    ):
+        assert_user_error(tunesmith("train", *args, "--out", tmp_path / "run"), message)
+        assert not (tmp_path / "run").exists()

@@ -209,16 +209,59 @@ def test_validation_every_n_steps(small_data, tmp_path, tiny_bert_dir):
     assert all({"loss", "accuracy", "macro_f1"} <= set(e) for e in validations)
 
 
-@pytest.mark.parametrize("method", ["dora", "ia3", "loha", "lokr"])
+@pytest.mark.parametrize("method", ["dora", "adalora", "ia3", "loha", "lokr", "prompt"])
 def test_adapter_methods_train_and_reload_through_the_run_folder(small_data, tmp_path, tiny_bert_dir, method):
     out = tmp_path / "run"
-    params = {"name": method} if method == "ia3" else {"name": method, "rank": 4}
-    result = finetune(config(small_data, out, str(tiny_bert_dir), params, epochs=1), quiet())
+    params = {"ia3": {}, "prompt": {"virtual_tokens": 4}, "adalora": {"init_rank": 4, "rank": 2}}.get(
+        method, {"rank": 4}
+    )
+    result = finetune(
+        config(small_data, out, str(tiny_bert_dir), {"name": method, **params}, epochs=1), quiet()
+    )
     adapter = json.loads((out / "model" / "adapter_config.json").read_text())
-    assert adapter["peft_type"] == {"dora": "LORA"}.get(method, method.upper())
+    assert adapter["peft_type"] == {"dora": "LORA", "prompt": "PROMPT_TUNING"}.get(method, method.upper())
     assert adapter.get("use_dora", False) == (method == "dora")
     trained = load_run(out)
     enc = trained.tokenizer(["a text", "another, longer text"], padding=True, return_tensors="pt")
     result.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(trained.model(**enc).logits, result.model(**enc).logits)
+
+
+def test_bottleneck_adapters_train_and_reload_through_the_run_folder(small_data, tmp_path, tiny_bert_dir):
+    out = tmp_path / "run"
+    result = finetune(
+        config(small_data, out, str(tiny_bert_dir), {"name": "adapter", "size": 8}, epochs=1), quiet()
+    )
+    saved = load_file(out / "model" / "adapter_model.safetensors")
+    assert (
+        sum(".adapter." in name for name in saved) == 2 * 2 * 4
+    )  # 2 layers x 2 places x down/up weight/bias
+    assert {"classifier.weight", "classifier.bias"} <= set(saved)
+    assert not any("query" in name or "embeddings" in name for name in saved)  # the base is not saved
+    trained = load_run(out)
+    enc = trained.tokenizer(["a text", "another, longer text"], padding=True, return_tensors="pt")
+    result.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model(**enc).logits, result.model(**enc).logits, rtol=0, atol=0)
+
+
+def test_qlora_trains_lora_on_a_4_bit_minilm_and_reloads_it_quantized(small_data, tmp_path):
+    import bitsandbytes as bnb
+
+    out = tmp_path / "run"
+    cfg = config(
+        small_data, out, "minilm", {"name": "qlora", "rank": 8}, epochs=1, learning_rate=3e-3, batch_size=4
+    )
+    result = finetune(cfg, quiet())
+    losses = [e["loss"] for e in events(out, "train")]
+    assert sum(losses[-6:]) / 6 < 0.75 * sum(losses[:6]) / 6, losses
+    trained = load_run(out)
+    quantized = [m for m in trained.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 6 * 6 + 1  # every projection of the 6 layers, and the pooler; not the classifier
+    enc = trained.tokenizer(["a text", "another, longer text"], padding=True, return_tensors="pt")
+    result.model.eval()
+    with torch.no_grad():
+        # bitsandbytes' CPU inference kernel (packed weights, bf16 where the CPU has it) rounds differently
+        # from its training path, so the same weights agree to bf16 precision, not bit for bit
+        torch.testing.assert_close(trained.model(**enc).logits, result.model(**enc).logits, rtol=0, atol=1e-2)

@@ -288,3 +288,31 @@ def test_gradient_checkpointing_gives_the_same_gradients(chat_run, smollm_dir):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["prompt", "prefix"])
+def test_prompt_learning_methods_train_chat_on_padded_rows_and_reload(method, tmp_path):
+    """Virtual tokens go in front of each row, so these methods train on padded (not packed) batches; the
+    answer-only loss lines up with peft's own loss (prompt tuning shifts the logits by its virtual tokens);
+    the reloaded run generates what the trained model generated."""
+    cfg = chat_config(
+        tmp_path,
+        **{"method": method, "method.virtual_tokens": 8, "train.epochs": 1, "train.learning_rate": 3e-2},
+    )
+    p = prepare(cfg)
+    result = finetune(cfg, quiet())
+    report = json.loads((result.run / "eval.json").read_text())
+    assert report["tuned"]["loss"] < report["base"]["loss"]
+    model = result.model.eval()
+    p.task.prepare_model(model)
+    assert p.task.pack is False
+    batch = p.task.collate(p.train_features[:4], p.tokenizer.pad_token_id)
+    with torch.no_grad():
+        ours, count = p.task.loss(model, batch)
+        theirs = model(**batch).loss  # peft pads the labels for the virtual tokens itself
+    torch.testing.assert_close(ours / count, theirs, rtol=1e-4, atol=1e-5)
+    trained = load_run(result.run)
+    prompt = trained.task.prompt_ids([{"role": "user", "content": "What is htop?"}])
+    assert generate_answers(trained, ["What is htop?"]) == trained.task.generate_texts(
+        model, [prompt], 1, trained.pad_id
+    )

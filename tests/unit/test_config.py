@@ -41,7 +41,10 @@ def test_unknown_key_is_rejected_with_the_valid_names():
 def test_method_keys_belong_to_their_method():
     with pytest.raises(ConfigError, match=r"unknown key 'method.rank' for method 'full'; valid keys: name"):
         build_config({"method": {"name": "full", "rank": 4}})
-    with pytest.raises(ConfigError, match="valid methods: dora, freeze, full, ia3, loha, lokr, lora"):
+    with pytest.raises(
+        ConfigError,
+        match="valid methods: adalora, adapter, dora, freeze, full, ia3, loha, lokr, lora, prefix, prompt, qlora",
+    ):
         build_config({"method": "lorra"})
 
 

@@ -4,6 +4,9 @@ reload gives identical outputs, and a few steps lower the loss."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import (
@@ -14,9 +17,10 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from tunesmith.methods import METHODS, count_parameters
+from tunesmith.methods import METHODS, Method, count_parameters
 
-H, FFN, LABELS, KV = 32, 64, 3, 16  # hidden, feed-forward, classes, llama's key/value width (2 heads of 8)
+H, FFN, LABELS, KV = 64, 128, 3, 32  # hidden, feed-forward, classes, llama's key/value width (2 heads of 16)
+# (64: bitsandbytes' CPU kernels quantize in blocks of 64 inputs)
 BERT = {
     "vocab_size": 500,
     "hidden_size": H,
@@ -67,14 +71,44 @@ EXPECTED = {
     "lora": lambda layers: sum(R * (i + o) for i, o in layers),
     "dora": lambda layers: sum(R * (i + o) + o for i, o in layers),  # + a magnitude per output channel
     "loha": lambda layers: sum(2 * R * (i + o) for i, o in layers),  # two low-rank pairs
+    "adalora": lambda layers: sum(R * (i + o) + R for i, o in layers),  # P, Q and R singular values
+    "qlora": lambda layers: sum(R * (i + o) for i, o in layers),  # LoRA's, on 4-bit base layers
 }
 
 
-def build(name: str, task: str, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
+V = 5  # virtual tokens of prompt and prefix tuning
+PARAMS = {
+    "ia3": {},
+    "prompt": {"virtual_tokens": V},
+    "prefix": {"virtual_tokens": V, "init_text": None},  # random models have no tokenizer to read a text
+    "adalora": {"init_rank": R, "rank": 2},
+    "adapter": {"size": R},
+}
+STEPS = 8
+
+
+def method(name: str, **extra) -> Method:
     cls = METHODS.get(name)
-    params = {} if name == "ia3" else {"rank": R}
-    return cls(cls.Params(name=name, **params)).apply(MODELS[task](), task)
+    return cls(cls.Params(name=name, **{**PARAMS.get(name, {"rank": R}), **extra}))
+
+
+def base(name: str, task: str) -> torch.nn.Module:
+    """The same random base model every call; for qlora, loaded through its 4-bit quantization."""
+    torch.manual_seed(0)
+    model = MODELS[task]()
+    if name != "qlora":
+        return model
+    folder = SAVED / task
+    if not folder.is_dir():
+        model.save_pretrained(folder)
+    return type(model).from_pretrained(folder, **method(name).load_kwargs("cpu"))
+
+
+SAVED = Path(tempfile.mkdtemp(prefix="tunesmith-bases-"))
+
+
+def build(name: str, task: str) -> torch.nn.Module:
+    return method(name).apply(base(name, task), task, STEPS)
 
 
 def batch(task: str) -> dict[str, torch.Tensor]:
@@ -110,8 +144,10 @@ def steps(model: torch.nn.Module, task: str, n: int, lr: float = 1e-2) -> list[f
     return losses
 
 
-PEFT = ["lora", "dora", "ia3", "loha", "lokr"]
-MATRIX = [(name, task) for name in PEFT for task in MODELS]
+PEFT = ["lora", "dora", "adalora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter"]
+UNSUPPORTED = {("prompt", "qa"), ("prefix", "classification"), ("prefix", "qa")}
+"""Refused before any model loads (see test_method_task_refusals)."""
+MATRIX = [(name, task) for name in PEFT for task in MODELS if (name, task) not in UNSUPPORTED]
 
 
 @pytest.mark.parametrize(("name", "task"), MATRIX)
@@ -121,6 +157,12 @@ def test_trainable_parameters_are_the_methods_and_the_head(name, task):
     head = HEADS[task]
     if name in EXPECTED:
         assert trainable == EXPECTED[name](adapted(task)) + head
+    elif name == "prompt":  # one embedding per virtual token
+        assert trainable == V * H + head
+    elif name == "prefix":  # a key and a value per virtual token per layer (llama's are KV wide)
+        assert trainable == V * 2 * 2 * KV + head
+    elif name == "adapter":  # after each block's attention and feed-forward output: down + up, with biases
+        assert trainable == 2 * 2 * (2 * H * R + H + R) + head
     elif name == "ia3":  # keys and values scaled on output, feed-forward outputs on input
         per_block = {"chat": KV + KV + FFN, "classification": H + H + H + FFN, "qa": H + H + H + FFN}[task]
         assert trainable == 2 * per_block + head
@@ -143,17 +185,19 @@ def test_steps_change_trainable_weights_only_and_lower_the_loss(name, task):
 
 @pytest.mark.parametrize(("name", "task"), MATRIX)
 def test_save_and_reload_give_identical_outputs(name, task, tmp_path):
-    cls = METHODS.get(name)
-    method = cls(cls.Params(name=name, **({} if name == "ia3" else {"rank": R})))
-    torch.manual_seed(0)
-    base_state = MODELS[task]().state_dict()
+    check_save_and_reload(method(name), task, tmp_path)
 
+
+def test_prefix_with_its_projection_saves_the_prefixes_it_produces(tmp_path):
+    # saved: the MLP's output, not the MLP, so the reloaded prefixes differ by float rounding only
+    check_save_and_reload(method("prefix", projection=True, projection_size=16), "chat", tmp_path, atol=1e-6)
+
+
+def check_save_and_reload(method: Method, task: str, tmp_path, atol: float = 0.0) -> None:
     def fresh_base(_: str | None) -> torch.nn.Module:
-        model = MODELS[task]()
-        model.load_state_dict(base_state)
-        return model
+        return base(method.name, task)
 
-    model = method.apply(fresh_base(None), task)
+    model = method.apply(fresh_base(None), task, STEPS)
     steps(model, task, 2)
     method.save(model, tmp_path / "adapter")
     reloaded = method.load(tmp_path / "adapter", fresh_base)
@@ -164,4 +208,58 @@ def test_save_and_reload_give_identical_outputs(name, task, tmp_path):
         a, b = model(**inputs), reloaded(**inputs)
     for key in ("logits", "start_logits", "end_logits"):
         if key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol)
+
+
+def test_an_untrained_prefix_is_its_init_text_in_front_of_the_input(smollm_dir):
+    """On a real decoder, the prefix starts as the model's own keys and values for its text: the prefixed
+    model on x gives the base model's logits on text + x."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_dir)
+    base = AutoModelForCausalLM.from_pretrained(smollm_dir)
+    text = "Answer in one short sentence."
+    n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    x = tokenizer("What does htop show?", return_tensors="pt")["input_ids"]
+    full = torch.cat([tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"], x], 1)
+    with torch.no_grad():
+        expected = base(input_ids=full).logits[:, n:]
+    prefixed = method("prefix", virtual_tokens=n, init_text=text).apply(base, "chat")  # base stays frozen
+    with torch.no_grad():
+        got = prefixed(input_ids=x, attention_mask=torch.ones_like(x)).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_adalora_moves_rank_to_a_budget_of_rank_per_layer_and_saves_the_pattern(tmp_path):
+    """Through its training-loop hooks (penalty, after_step), AdaLoRA ends with rank x layers singular values
+    left in all, and the saved adapter reloads with that pattern."""
+    ada = method("adalora", warmup_fraction=0.0, final_fraction=0.25)
+    torch.manual_seed(0)
+    base_state = classifier().state_dict()
+
+    def fresh_base(_: str | None) -> torch.nn.Module:
+        model = classifier()
+        model.load_state_dict(base_state)
+        return model
+
+    model = ada.apply(fresh_base(None), "classification", STEPS)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(1, STEPS + 1):
+        out = model(**batch("classification"))
+        penalty = ada.penalty(model)
+        assert penalty is not None and penalty.item() > 0
+        (out.loss + penalty).backward()
+        opt.step()
+        ada.after_step(model, step)
+        opt.zero_grad()
+    singular = [p for n, p in model.named_parameters() if "lora_E" in n]
+    layers = len(adapted("classification"))
+    assert len(singular) == layers
+    assert sum(int((e != 0).sum()) for e in singular) == 2 * layers  # the budget: rank 2 on average
+    ada.save(model, tmp_path / "adapter")
+    reloaded = ada.load(tmp_path / "adapter", fresh_base)
+    model.eval()
+    reloaded.eval()
+    inputs = {k: v for k, v in batch("classification").items() if k != "labels"}
+    with torch.no_grad():  # reloaded layers are cut to their ranks: the same sums in another order
+        torch.testing.assert_close(model(**inputs).logits, reloaded(**inputs).logits, rtol=0, atol=1e-6)

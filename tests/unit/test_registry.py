@@ -24,7 +24,8 @@ def test_duplicate_name_is_refused():
 
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(
-        ConfigError, match="unknown method 'qlora2'; valid methods: dora, freeze, full, ia3, loha, lokr, lora"
+        ConfigError,
+        match="unknown method 'qlora2'; valid methods: adalora, adapter, dora, freeze, full, ia3, loha, lokr, lora, prefix, prompt, qlora",
     ):
         METHODS.get("qlora2")
     with pytest.raises(ConfigError, match="valid tasks: chat, classification, qa, summarization"):

@@ -89,6 +89,11 @@ def packing_supported(model: torch.nn.Module) -> bool:
     into per-example blocks: transformers' shared mask code (eager, SDPA) or a varlen kernel."""
     import inspect
 
+    peft_config = getattr(model, "active_peft_config", None)
+    if (
+        peft_config is not None and peft_config.is_prompt_learning
+    ):  # virtual tokens lead each row, not each example
+        return False
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
     if config is None or config.is_encoder_decoder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -19,13 +19,36 @@ class Method(ABC):
     """Peak learning rate used when the config leaves train.learning_rate empty."""
     saves_full_model: ClassVar[bool]
     """True: the run's model folder is a whole Hugging Face model. False: an adapter on the base model."""
+    cannot_merge: ClassVar[str | None] = None
+    """Why the trained weights cannot be folded into a plain model of the base architecture, or None."""
+    merge_tolerance: ClassVar[float] = 1e-4
+    """Largest logit difference accepted between the run's model and its merged export (summation order)."""
 
     def __init__(self, params: PluginParams):
         self.params = params
 
+    def load_kwargs(self, device: str) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments for the base model on `device` (QLoRA's quantization)."""
+        return {}
+
+    def incompatibility(self, task: Any) -> str | None:
+        """Why this method cannot fine-tune `task` (its name, model_kind, scores_input_positions), or None.
+        Asked before any weights load."""
+        return None
+
     @abstractmethod
-    def apply(self, model: torch.nn.Module, task_name: str) -> torch.nn.Module:
-        """Return the model with exactly the parameters this method trains set to requires_grad."""
+    def apply(
+        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+    ) -> torch.nn.Module:
+        """Return the model with exactly the parameters this method trains set to requires_grad.
+        `total_steps`: the optimizer steps training will take (a method with a schedule of its own needs it)."""
+
+    def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """A term the method adds to the mean training loss (AdaLoRA's orthogonality penalty), or None."""
+        return None
+
+    def after_step(self, model: torch.nn.Module, step: int) -> None:
+        """Called after optimizer step `step` (1-based), before gradients are cleared."""
 
     def save(self, model: torch.nn.Module, folder: Path) -> None:
         """Write the trained weights as safetensors in a folder that plain transformers/peft can load."""
@@ -35,6 +58,11 @@ class Method(ABC):
         """Rebuild the trained model from `save`'s folder. `load_base(None)` loads the pretrained base,
         `load_base(path)` a whole model folder."""
         return load_base(str(folder))
+
+    def merged(self, folder: Path, load_base: Callable[[str | None], torch.nn.Module]) -> torch.nn.Module:
+        """The trained model as a plain model of the base architecture (for `export --format merged`);
+        only called when `cannot_merge` is None. A whole-model method's model already is one."""
+        return self.load(folder, load_base)
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -27,7 +27,9 @@ class Freeze(Method):
     saves_full_model = True
     params: FreezeParams
 
-    def apply(self, model: torch.nn.Module, task_name: str) -> torch.nn.Module:
+    def apply(
+        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+    ) -> torch.nn.Module:
         stack_name, stack = layer_stack(model)
         n = self.params.layers
         if n > len(stack):

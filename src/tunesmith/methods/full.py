@@ -22,7 +22,9 @@ class Full(Method):
     default_learning_rate = 5e-5
     saves_full_model = True
 
-    def apply(self, model: torch.nn.Module, task_name: str) -> torch.nn.Module:
+    def apply(
+        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+    ) -> torch.nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)
         return model

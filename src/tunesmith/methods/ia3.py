@@ -30,7 +30,7 @@ class IA3(PeftMethod):
     default_learning_rate = 3e-3
     params: IA3Params
 
-    def peft_config(self, model: torch.nn.Module, task_type: str | None) -> Any:
+    def peft_config(self, model: torch.nn.Module, task_type: str | None, total_steps: int | None) -> Any:
         from peft import IA3Config
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as DEFAULTS
 

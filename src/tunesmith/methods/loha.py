@@ -42,7 +42,7 @@ class Loha(PeftMethod):
         """Keys a LyCORIS variant adds to the shared ones (LoKr's factor size)."""
         return {}
 
-    def peft_config(self, model: torch.nn.Module, task_type: str | None) -> Any:
+    def peft_config(self, model: torch.nn.Module, task_type: str | None, total_steps: int | None) -> Any:
         p = self.params
         return self.config_type()(
             r=p.rank,

@@ -41,7 +41,7 @@ class Lora(PeftMethod):
     def targets(self, model: torch.nn.Module) -> list[str] | str:
         return default_targets(model, self.params.target_modules)
 
-    def peft_config(self, model: torch.nn.Module, task_type: str | None) -> Any:
+    def peft_config(self, model: torch.nn.Module, task_type: str | None, total_steps: int | None) -> Any:
         from peft import LoraConfig
 
         return LoraConfig(

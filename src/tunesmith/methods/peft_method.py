@@ -56,18 +56,21 @@ class PeftMethod(Method):
     saves_full_model = False
 
     @abstractmethod
-    def peft_config(self, model: torch.nn.Module, task_type: str | None) -> Any:
-        """The peft config of this method for `model` (task_type: peft's, e.g. SEQ_CLS, or None)."""
+    def peft_config(self, model: torch.nn.Module, task_type: str | None, total_steps: int | None) -> Any:
+        """The peft config of this method for `model` (task_type: peft's, e.g. SEQ_CLS, or None; total_steps:
+        the optimizer steps training will take, None outside training)."""
 
     def wrapped(self, model: torch.nn.Module) -> torch.nn.Module:
         """A hook on the model peft returns (after `apply` and `load`); LoRA fuses its layers here."""
         return model
 
-    def apply(self, model: torch.nn.Module, task_name: str) -> torch.nn.Module:
+    def apply(
+        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+    ) -> torch.nn.Module:
         from peft import get_peft_model
 
         try:
-            config = self.peft_config(model, peft_task_type(model, task_name))
+            config = self.peft_config(model, peft_task_type(model, task_name), total_steps)
             return self.wrapped(get_peft_model(model, config))
         except ValueError as exc:  # peft's own refusal (e.g. target modules not found): say which method
             raise ConfigError(f"method {self.name}: {exc}") from None
@@ -76,3 +79,7 @@ class PeftMethod(Method):
         from peft import PeftModel
 
         return self.wrapped(PeftModel.from_pretrained(load_base(None), folder))
+
+    def merged(self, folder: Path, load_base: Callable[[str | None], torch.nn.Module]) -> torch.nn.Module:
+        """The adapter folded into the base weights (peft's merge_and_unload); the task head comes along."""
+        return self.load(folder, load_base).merge_and_unload()

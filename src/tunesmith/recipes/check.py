@@ -24,12 +24,13 @@ class Checked:
     report: CheckReport
 
 
-def check_run_data(config: RunConfig) -> Checked:
-    """Every data file of the config checked with the model's tokenizer and max_length, as `train` reads them."""
+def check_run_data(config: RunConfig, task: Task | None = None) -> Checked:
+    """Every data file of the config checked with the model's tokenizer and max_length, as `train` reads them
+    (`task`: the config's task, when the caller has built it already)."""
     data = config.data
     if data.train is None:
         raise ConfigError("no training data: give --data FILE or data.train in the config")
-    task = build_task(config.task, config.model)
+    task = task or build_task(config.task, config.model)
     resolved = resolve_model(config.model.name)
     tokenizer = load_tokenizer(resolved, config.model)
     task.use_tokenizer(tokenizer)

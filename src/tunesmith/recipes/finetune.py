@@ -24,9 +24,9 @@ from tunesmith.methods import METHODS, Method, count_parameters
 from tunesmith.models.catalog import ResolvedModel, resolve_model
 from tunesmith.recipes.check import check_run_data, refuse_to_train
 from tunesmith.runs import RunFolder
-from tunesmith.tasks import Task
+from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
-from tunesmith.training.loop import TrainLoop
+from tunesmith.training.loop import TrainLoop, total_steps
 
 
 def load_splits(task: Task, config: RunConfig) -> Splits:
@@ -75,7 +75,12 @@ def prepare(config: RunConfig) -> Prepared:
     if config.train.device == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda, but torch sees no CUDA GPU here; use train.device=auto or cpu")
     method = METHODS.get(config.method.name)(config.method)
-    checked = check_run_data(config)
+    task = build_task(config.task, config.model)
+    if (why := method.incompatibility(task)) is not None:
+        raise ConfigError(
+            f"method {method.name} cannot fine-tune the {task.name} task on {config.model.name}: {why}"
+        )
+    checked = check_run_data(config, task)
     refuse_to_train(checked.report, config.check.strict)
     task, tokenizer = checked.task, checked.tokenizer
     splits = load_splits(task, config)
@@ -147,7 +152,9 @@ def finetune(
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_precision(cfg.precision))
     set_seed(cfg.seed)
 
-    model = p.method.apply(p.task.load_model(p.resolved), p.task.name)
+    steps = total_steps(len(p.train_features), cfg)
+    base = p.task.load_model(p.resolved, **p.method.load_kwargs(str(accelerator.device)))
+    model = p.method.apply(base, p.task.name, steps)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     p.task.prepare_model(model)
@@ -187,6 +194,7 @@ def finetune(
         console,
         accelerator,
         on_step or [],
+        p.method,
     )
     started = time.perf_counter()
     result = loop.run(resume=resume)

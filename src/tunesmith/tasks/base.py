@@ -49,11 +49,15 @@ class Task(ABC):
     """model.max_length when the config leaves it empty."""
     headline: ClassVar[tuple[str, ...]]
     """Metrics shown in tables (base vs tuned); the JSON output carries everything."""
+    scores_input_positions: ClassVar[bool] = False
+    """True where the head predicts positions of the input (extractive QA's answer span), which anything put
+    in front of the input would shift."""
 
     def __init__(self, params: PluginParams, model_cfg: ModelConfig):
         self.params = params
         self.model_cfg = model_cfg
         self.tokenizer: Any = None
+        self.model_kind = self.model_kinds[0]
 
     @classmethod
     def variant_for(cls, kind: str | None) -> type[Task]:
@@ -68,6 +72,7 @@ class Task(ABC):
 
     def set_model_kind(self, kind: str) -> None:
         """Told the model's kind (encoder, causal, seq2seq) before anything is encoded."""
+        self.model_kind = kind
 
     def use_tokenizer(self, tokenizer: Any) -> None:
         """Called once with the tokenizer before encoding; a task may complete it (pad token, chat
@@ -114,8 +119,9 @@ class Task(ABC):
 
     # --- model ---
     @abstractmethod
-    def load_model(self, resolved: Any) -> torch.nn.Module:
-        """The pretrained model with this task's head, ready for a method to make trainable."""
+    def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
+        """The pretrained model with this task's head, ready for a method to make trainable (`load_kwargs`:
+        the method's extra `from_pretrained` arguments, e.g. a quantization config)."""
 
     @abstractmethod
     def encode(self, examples: Sequence[Any], tokenizer: Any) -> list[dict[str, Any]]:

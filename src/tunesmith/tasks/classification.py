@@ -134,7 +134,7 @@ class Classification(Task):
         return self.labels.index(name)
 
     # --- model ---
-    def load_model(self, resolved: Any) -> torch.nn.Module:
+    def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
 
         from tunesmith.models.loader import load_pretrained
@@ -146,6 +146,7 @@ class Classification(Task):
             num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)),
             label2id={name: i for i, name in enumerate(self.labels)},
+            **load_kwargs,
         )
 
     def encode(self, examples: Sequence[LabelledText], tokenizer: Any) -> list[dict[str, Any]]:

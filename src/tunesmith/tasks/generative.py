@@ -41,6 +41,7 @@ from tunesmith.data.padding import pad
 from tunesmith.errors import ConfigError, DataError, UserError
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, generate
+from tunesmith.methods.prompt_learning import virtual_tokens
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks.base import Evaluation, Task, evaluating, length_sorted_batches, move
 
@@ -140,13 +141,13 @@ class GenerativeTask(Task):
         super().use_tokenizer(tokenizer)
 
     # --- model ---
-    def load_model(self, resolved: Any) -> torch.nn.Module:
+    def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
         from tunesmith.models.loader import load_pretrained
 
         auto = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
-        model = load_pretrained(auto, resolved, self.model_cfg)
+        model = load_pretrained(auto, resolved, self.model_cfg, **load_kwargs)
         model.config.use_cache = False
         return model
 
@@ -157,6 +158,7 @@ class GenerativeTask(Task):
             self.decoder_start = start if start is not None else self.tokenizer.pad_token_id
 
     def set_model_kind(self, kind: str) -> None:
+        super().set_model_kind(kind)
         self.encoder_decoder = kind == "seq2seq"
 
     # --- encoding ---
@@ -379,7 +381,8 @@ def _answer_logits(
         wanted = labels[:, 1:] != IGNORE
         return head(hidden[:, :-1][wanted]), labels[:, 1:][wanted]
     keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(-1)
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    # prompt tuning puts its virtual tokens in front: the kept positions move right by as many
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep + virtual_tokens(model)).logits
     return logits, labels[:, keep + 1]
 
 

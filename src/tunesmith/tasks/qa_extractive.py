@@ -26,6 +26,7 @@ TOP_K = 20
 
 class ExtractiveQA(GenerativeQA):
     model_kinds = ("encoder",)
+    scores_input_positions = True
     headline = ("loss", "exact_match", "f1")
     baseline_description = ""
 
@@ -46,12 +47,12 @@ class ExtractiveQA(GenerativeQA):
     def prepare_model(self, model: torch.nn.Module) -> None:
         pass
 
-    def load_model(self, resolved: Any) -> torch.nn.Module:
+    def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering
 
         from tunesmith.models.loader import load_pretrained
 
-        return load_pretrained(AutoModelForQuestionAnswering, resolved, self.model_cfg)
+        return load_pretrained(AutoModelForQuestionAnswering, resolved, self.model_cfg, **load_kwargs)
 
     def encode(self, examples: Sequence[QAExample], tokenizer: Any) -> list[dict[str, Any]]:
         max_length = self.model_cfg.max_length

@@ -1,7 +1,8 @@
 """The training loop: plain PyTorch, read top to bottom. accelerate handles device and precision.
 
 The loop knows no task and no method: a task gives it `loss(model, batch) -> (summed loss, count)` and
-`evaluate`; a method has already decided which parameters are trainable; `save_best` writes the best model.
+`evaluate`; a method has already decided which parameters are trainable, and may add a penalty to the loss
+and act after each step (AdaLoRA's rank budget); `save_best` writes the best model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.console import Console
 
 from tunesmith.config import TrainConfig
 from tunesmith.evaluation.metrics import greater_is_better
+from tunesmith.methods.base import Method
 from tunesmith.tasks.base import Task
 from tunesmith.training.batching import epoch_batches
 from tunesmith.training.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -30,6 +32,12 @@ class LoopResult:
     state: LoopState
     samples_per_second: float
     seconds: float
+
+
+def total_steps(examples: int, cfg: TrainConfig) -> int:
+    """Optimizer steps of a whole run: batches per epoch, grouped by gradient accumulation, times epochs."""
+    batches = math.ceil(examples / cfg.batch_size)
+    return math.ceil(batches / cfg.gradient_accumulation) * cfg.epochs
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -68,6 +76,7 @@ class TrainLoop:
         console: Console,
         accelerator: Any,
         on_step: Sequence[Callable[[LoopState, float], None]] = (),
+        method: Method | None = None,
     ):
         self.task, self.cfg, self.pad_id, self.console = task, cfg, pad_id, console
         self.train_features, self.val_features = train_features, val_features
@@ -75,12 +84,11 @@ class TrainLoop:
         self.on_step = list(on_step)
         """Called after every optimizer step with (state, loss): hooks for search, pruning, tests."""
         self.accelerator = accelerator
+        self.method = method
         self.checkpoints = run_dir / "checkpoints"
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.lengths = [f["length"] for f in train_features]
-        batches = math.ceil(len(train_features) / cfg.batch_size)
-        self.steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation)
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.total_steps = total_steps(len(train_features), cfg)
         optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
@@ -100,7 +108,7 @@ class TrainLoop:
                 accum = self.cfg.gradient_accumulation
                 for start in range(state.batches_done, len(batches), accum):
                     window = batches[start : start + accum]
-                    loss, samples = self.optimizer_step(window)
+                    loss, samples = self.optimizer_step(window, state.step + 1)
                     state.step += 1
                     state.batches_done = start + len(window)
                     progress.advance(epoch, loss, samples)
@@ -133,8 +141,8 @@ class TrainLoop:
         record = {"event": "train", "step": state.step, "epoch": epoch + 1, "loss": loss, "lr": lr}
         self.log.write({**record, "samples_per_second": progress.samples_per_second})
 
-    def optimizer_step(self, window: list[list[int]]) -> tuple[float, int]:
-        """One optimizer step over `window` micro-batches. Gradients are of summed losses, divided by the
+    def optimizer_step(self, window: list[list[int]], step: int) -> tuple[float, int]:
+        """Optimizer step number `step` over `window` micro-batches. Gradients are of summed losses, divided by the
         window's total count (examples or target tokens), so accumulation equals one big batch exactly."""
         self.model.train()
         total_loss, total_count, samples = 0.0, 0, 0
@@ -145,8 +153,10 @@ class TrainLoop:
             sync = i == len(window) - 1
             with self.accelerator.no_sync(self.model) if not sync else nullcontext():
                 loss_sum, count = self.task.loss(self.model, batch)
+                total_loss += loss_sum.item()
+                if self.method and (extra := self.method.penalty(self.trained_model)) is not None:
+                    loss_sum = loss_sum + count * extra  # after the division below: mean loss + penalty
                 self.accelerator.backward(loss_sum)
-            total_loss += loss_sum.item()
             total_count += count
             samples += len(indices)
         for p in self.trainable:
@@ -156,6 +166,8 @@ class TrainLoop:
             self.accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
+        if self.method:
+            self.method.after_step(self.trained_model, step)
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss / max(total_count, 1), samples
 
