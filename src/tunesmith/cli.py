@@ -285,6 +285,30 @@ def chat(
             print(reply, flush=True)
 
 
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="merged (plain transformers model), adapter (peft) or onnx")
+    ] = "merged",
+    out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/export-FORMAT)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Write the trained model for use outside tunesmith, checked against the run's model before it counts."""
+    from tunesmith.recipes.export import FORMATS, export_run
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    _quiet_libraries()
+    result = export_run(run, out or run / f"export-{fmt}", fmt, overwrite=overwrite)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps({"folder": str(result.folder), "format": fmt, **result.comparison.as_json()}))
+        return
+    console.print(f"exported {fmt}: [bold]{result.folder}[/]")
+    console.print(f"checked against the run's model: {result.comparison.describe()}")
+
+
 @app.command()
 def models() -> None:
     """List the packaged models tunesmith knows by name."""

@@ -156,6 +156,16 @@ def test_train_eval_predict_journey(tmp_path, small_data):
         'unseen.csv line 3: label "games" never occurs in the training data',
     )
 
+    proc = tunesmith("export", run, "--format", "merged", "--json")
+    assert proc.returncode == 0, proc.stderr
+    exported = json.loads(proc.stdout)
+    assert exported["ok"] and exported["folder"] == str(run / "export-merged")
+    assert exported["max_abs_logit_difference"] <= exported["tolerance"] == 1e-4
+    assert_user_error(tunesmith("export", run, "--format", "gguf"), "unknown format 'gguf'; valid formats")
+    assert_user_error(
+        tunesmith("export", run, "--format", "merged"), "export-merged is not empty; use --overwrite"
+    )
+
 
 def test_a_method_that_cannot_serve_the_task_is_refused_before_any_model_loads(tmp_path, small_data):
     qa = Path(__file__).parents[2] / "data" / "debian-qa" / "train.jsonl"

@@ -1,0 +1,223 @@
+"""`tunesmith export RUN --format merged|adapter|onnx --out DIR`.
+
+merged   a plain Hugging Face model folder (safetensors, tokenizer with its chat template, generation config):
+         the trained update folded into the base weights; a QLoRA base is dequantized first.
+adapter  the bare trained weights on top of the base: a peft adapter folder (`PeftModel.from_pretrained`), or
+         for bottleneck adapters our own safetensors file.
+onnx     an encoder model (classifier, span QA) as `model.onnx` with its tokenizer and label config.
+
+Every export is written to a hidden folder beside the target, loaded back the way a user would load it, and
+run on a fixed batch (export/probe.py) next to the run's own model: the logits must agree within a stated
+tolerance, and a text-writing model must write the same greedy tokens. Only then is the folder moved into
+place; a mismatch leaves nothing behind and exits non-zero. Refusals (a method that cannot be merged, a format
+the task has no use for) come before any weights load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from tunesmith.errors import UserError
+from tunesmith.export.probe import Comparison, Outputs, compare, encoder_batch, outputs_of
+from tunesmith.inference import RunSpec, load_run, read_run
+from tunesmith.models.catalog import ResolvedModel
+from tunesmith.training.checkpoint import write_json_atomic
+
+Format = Literal["merged", "adapter", "onnx"]
+FORMATS: tuple[Format, ...] = ("merged", "adapter", "onnx")
+ADAPTER_TOLERANCE = 1e-5
+"""The same weights loaded the same way: any difference at all would be a bug."""
+ONNX_TOLERANCE = 1e-4
+"""ONNX Runtime's kernels sum in another order than torch's."""
+RECORD = "tunesmith_export.json"
+
+
+class ExportMismatch(UserError):
+    """The exported artefact does not reproduce the run's model; nothing was written."""
+
+    exit_code = 1
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    format: Format
+    comparison: Comparison
+
+
+def refusal(spec: RunSpec, fmt: Format) -> str | None:
+    """Why `fmt` cannot be made from this run, known from its config alone."""
+    method, task = spec.method, spec.task
+    if fmt == "merged" and method.cannot_merge:
+        return f"the {method.name} run cannot be exported merged: {method.cannot_merge}"
+    if fmt == "adapter" and method.saves_full_model:
+        return f"the {method.name} run trained the whole model, so there is no adapter: use --format merged"
+    if fmt == "onnx":
+        if task.model_kind != "encoder":
+            return (
+                f"ONNX export is for encoder models (classifiers, span QA); this {task.name} run is on a "
+                f"{task.model_kind} model: use --format merged"
+            )
+        missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"ONNX export needs {', '.join(missing)}: pip install 'tunesmith[onnx]'"
+    return None
+
+
+def export_run(run_path: Path, out: Path, fmt: Format, overwrite: bool = False) -> ExportResult:
+    spec = read_run(run_path)
+    why = refusal(spec, fmt)
+    if why:
+        raise UserError(why)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise UserError(f"{out} is not empty; use --overwrite to replace it, or another --out")
+        if not (out / RECORD).is_file():
+            raise UserError(f"{out} is not empty and is not a tunesmith export; refusing to overwrite it")
+    root, target = spec.run.root.resolve(), out.resolve()
+    kept = (spec.run.model.resolve(), spec.run.checkpoints.resolve())
+    if target in (root, *kept) or any(folder in target.parents for folder in kept):
+        raise UserError(f"{out} would overwrite the run's own files; export to a folder of its own")
+
+    trained = load_run(run_path)
+    reference = outputs_of(trained.task, trained.tokenizer, trained.model, trained.pad_id)
+    partial = out.parent / f".{out.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        write, check, tolerance = WRITERS[fmt](spec)
+        write(trained, partial)
+        comparison = compare(reference, check(trained, partial), tolerance)
+        if not comparison.ok:
+            raise ExportMismatch(
+                f"the {fmt} export does not reproduce the run's model on the check batch: "
+                f"{comparison.describe()}; nothing was written to {out}"
+            )
+        write_json_atomic(
+            partial / RECORD,
+            {
+                "run": str(spec.run.root.resolve()),
+                "format": fmt,
+                "method": spec.method.name,
+                "task": spec.task.name,
+                "base_model": spec.config.model.name,
+                "check": comparison.as_json(),
+            },
+        )
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    os.replace(partial, out)
+    return ExportResult(out, fmt, comparison)
+
+
+Writer = Callable[[Any, Path], None]
+Checker = Callable[[Any, Path], Outputs]
+
+
+# --- merged ---
+def _merged(spec: RunSpec) -> tuple[Writer, Checker, float]:
+    def write(trained: Any, folder: Path) -> None:
+        model = spec.method.merged(spec.run.model, spec.base_loader("cpu"))
+        if hasattr(model.config, "use_cache") and spec.task.model_kind != "encoder":
+            model.config.use_cache = True  # training turns the cache off; generation wants it back
+        model.save_pretrained(folder, safe_serialization=True)
+        trained.tokenizer.save_pretrained(folder)  # with the chat template the run trained with
+
+    def check(trained: Any, folder: Path) -> Outputs:
+        model = spec.task.load_model(ResolvedModel(str(folder), True))  # plain transformers Auto* class
+        return outputs_of(trained.task, trained.tokenizer, model.eval(), trained.pad_id)
+
+    return write, check, spec.method.merge_tolerance
+
+
+# --- adapter ---
+def _adapter(spec: RunSpec) -> tuple[Writer, Checker, float]:
+    def write(trained: Any, folder: Path) -> None:
+        spec.method.save(trained.model, folder)
+        trained.tokenizer.save_pretrained(folder)
+
+    def check(trained: Any, folder: Path) -> Outputs:
+        model = spec.method.load(folder, spec.base_loader("cpu")).eval()
+        return outputs_of(trained.task, trained.tokenizer, model, trained.pad_id)
+
+    return write, check, ADAPTER_TOLERANCE
+
+
+# --- onnx ---
+class _ScoresOnly(torch.nn.Module):
+    """The model's score tensors as a tuple, the shape torch.onnx.export wants."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return tuple(out[n] for n in self.names)
+
+
+def _onnx(spec: RunSpec) -> tuple[Writer, Checker, float]:
+    names: list[str] = []
+
+    def write(trained: Any, folder: Path) -> None:
+        model = (
+            spec.method.merged(spec.run.model, spec.base_loader("cpu"))
+            if not spec.method.cannot_merge
+            else trained.model
+        ).eval()
+        # Traced on two rows cut to their own length; checked on the whole batch, so a shape the trace
+        # froze into the graph shows up as a mismatch.
+        full = encoder_batch(trained.task, trained.tokenizer)
+        length = int(full["attention_mask"][:2].sum(dim=1).max())
+        batch = {k: v[:2, :length] for k, v in full.items()}
+        with torch.no_grad():
+            names.extend(k for k in ("logits", "start_logits", "end_logits") if k in model(**batch))
+        dynamic = {0: "batch", 1: "sequence"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on Python control flow: the check below decides
+            torch.onnx.export(
+                _ScoresOnly(model, names),
+                (batch["input_ids"], batch["attention_mask"]),
+                str(folder / "model.onnx"),
+                input_names=["input_ids", "attention_mask"],
+                output_names=names,
+                dynamic_axes={
+                    "input_ids": dynamic,
+                    "attention_mask": dynamic,
+                    **{n: {0: "batch"} for n in names},
+                },
+                dynamo=False,
+            )
+        base_config = getattr(model, "config", None) or trained.model.config
+        base_config.save_pretrained(folder)  # labels (id2label) for whoever serves the ONNX file
+        trained.tokenizer.save_pretrained(folder)
+
+    def check(trained: Any, folder: Path) -> Outputs:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        batch = encoder_batch(trained.task, trained.tokenizer)
+        results = session.run(names, {k: v.numpy() for k, v in batch.items()})
+        return Outputs({n: torch.from_numpy(r) for n, r in zip(names, results, strict=True)}, [])
+
+    return write, check, spec.method.merge_tolerance + ONNX_TOLERANCE
+
+
+WRITERS: dict[Format, Callable[[RunSpec], tuple[Writer, Checker, float]]] = {
+    "merged": _merged,
+    "adapter": _adapter,
+    "onnx": _onnx,
+}
