@@ -24,9 +24,13 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console(stderr=False)
+METHOD_HELP = (
+    "full, freeze, lora, dora, adalora, loha, lokr, ia3, prompt, prefix, adapter or qlora "
+    "(see `tunesmith plan` for what each costs)"
+)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     # Batched tokenization uses every core (the data check of 100,000 chats is a third faster). tunesmith never
     # forks after tokenizing, and saying "true" outright silences the library's fork warning.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -83,7 +87,7 @@ def check(
     from tunesmith.data.checks.render import print_report
     from tunesmith.recipes.check import check_run_data
 
-    _quiet_libraries()
+    quiet_libraries()
     if file is not None and "=" in file.name and not file.exists():  # `check -c run.yaml key=value`
         overrides, file = [str(file), *(overrides or [])], None
     tree = read_yaml(config) if config else {}
@@ -119,17 +123,20 @@ def train(
     data: Annotated[Path | None, typer.Option(help="Training file: CSV, JSONL or Parquet")] = None,
     validation: Annotated[Path | None, typer.Option(help="Validation file (else split off --data)")] = None,
     test: Annotated[Path | None, typer.Option(help="Test file (else split off --data)")] = None,
-    method: Annotated[str | None, typer.Option(help="full, freeze, lora, dora, ia3, loha or lokr")] = None,
+    method: Annotated[str | None, typer.Option(help=METHOD_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder to create")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder at --out")] = False,
+    memory_budget: Annotated[
+        str | None, typer.Option(help="Refuse to start over this estimated peak memory, e.g. 8GB")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Fine-tune a model; prints base vs tuned on the test split and where the run folder is."""
     from tunesmith.config import read_yaml
     from tunesmith.recipes.finetune import finetune
 
-    _quiet_libraries()
+    quiet_libraries()
     if resume:
         if out is None:
             raise UserError("--resume needs --out RUN_FOLDER")
@@ -148,6 +155,7 @@ def train(
             "data.validation": validation,
             "data.test": test,
             "output_dir": out,
+            "train.memory_budget": memory_budget,
         },
     )
     result = finetune(
@@ -181,7 +189,7 @@ def evaluate(
     from tunesmith.inference import load_run
     from tunesmith.recipes.finetune import evaluate_examples
 
-    _quiet_libraries()
+    quiet_libraries()
     trained = load_run(run)
     examples = trained.task.read(data, trained.config.data.format)
     trained.task.check(examples)
@@ -213,7 +221,7 @@ def predict(
     from tunesmith.recipes.predict import answer_questions, generate_answers, predict_texts, read_texts
     from tunesmith.tasks.generative import GenerativeTask
 
-    _quiet_libraries()
+    quiet_libraries()
     trained = load_run(run)
     task = trained.task
     if task.name == "qa":
@@ -252,7 +260,7 @@ def chat(
     from tunesmith.inference import load_run
     from tunesmith.tasks.generative import GenerativeTask
 
-    _quiet_libraries()
+    quiet_libraries()
     trained = load_run(run)
     task = trained.task
     if not isinstance(task, GenerativeTask) or task.encoder_decoder:
@@ -285,6 +293,94 @@ def chat(
             print(reply, flush=True)
 
 
+@app.command()
+def plan(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted overrides: train.batch_size=8")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
+    task: Annotated[str | None, typer.Option(help="classification, chat, summarization or qa")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Catalog name (see `tunesmith models`), local folder or hub id")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Training file: CSV, JSONL or Parquet")] = None,
+    validation: Annotated[Path | None, typer.Option(help="Validation file (else split off --data)")] = None,
+    test: Annotated[Path | None, typer.Option(help="Test file (else split off --data)")] = None,
+    method: Annotated[
+        str, typer.Option(help="all, or method names separated by commas (e.g. lora,qlora,full)")
+    ] = "all",
+    memory_budget: Annotated[
+        str | None, typer.Option(help="Recommend the best method that fits, e.g. 8GB or 1.5GiB")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON")] = False,
+) -> None:
+    """Before training: each method's trainable parameters, peak memory and time per epoch on this machine,
+    measured on a short calibration with your model and data; and the method to use."""
+    from tunesmith.config import read_yaml
+    from tunesmith.methods import METHODS
+    from tunesmith.planning.estimate import format_seconds
+    from tunesmith.planning.memory import human
+    from tunesmith.recipes.plan import plan as make_plan
+
+    quiet_libraries()
+    names = METHODS.names() if method == "all" else [m.strip() for m in method.split(",") if m.strip()]
+    for name in names:
+        METHODS.get(name)  # an unknown name fails here, listing the valid ones
+    run_config = _config_from(
+        read_yaml(config) if config else {},
+        overrides,
+        {"task": task},
+        {
+            "model.name": model,
+            "data.train": data,
+            "data.validation": validation,
+            "data.test": test,
+        },
+    )
+    err = Console(stderr=True)
+    with err.status("calibrating") as status:
+        result = make_plan(run_config, names, memory_budget, lambda text: status.update(text))
+    if as_json:
+        print(json.dumps(result.as_json(), indent=2))
+        return
+    from rich.table import Table
+
+    cfg = run_config.train
+    table = Table(
+        title=f"{run_config.task.name} on {run_config.model.name}: batch {cfg.batch_size}, "
+        f"max_length {run_config.model.max_length}, {cfg.epochs} epochs"
+    )
+    for col in ("method", "trainable", "weights", "grad+optim", "activations", "peak memory", "time/epoch"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    if result.budget is not None:
+        table.add_column("fits", justify="center")
+    for e in result.estimates:
+        row = [
+            ("[bold]" if e.method == result.recommended else "") + e.method,
+            f"{e.trainable_parameters:,} ({100 * e.trainable_parameters / max(e.total_parameters, 1):.2f}%)",
+            human(e.weights_bytes),
+            human(e.gradients_bytes + e.optimizer_bytes),
+            human(e.activations_bytes + e.workspace_bytes),
+            human(e.peak_bytes),
+            format_seconds(e.epoch_seconds),
+        ]
+        if result.budget is not None:
+            row.append("yes" if result.fits(e) else "[red]no[/]")
+        table.add_row(*row)
+    console.print(table)
+    if result.estimates:
+        console.print(
+            f"[dim]peak memory includes {human(result.estimates[0].runtime_bytes)} for the process itself "
+            "(Python, torch, tokenizer, data); times from timed steps on this machine[/]"
+        )
+    for name, why in result.skipped.items():
+        console.print(f"[dim]{name}: not for this run: {why}[/]")
+    if result.recommended:
+        console.print(f"recommended: [bold]{result.recommended}[/] ({result.reason})")
+    else:
+        console.print(f"[red]{result.reason}[/]")
+
+
 @app.command("export")
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder")],
@@ -300,7 +396,7 @@ def export(
 
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    _quiet_libraries()
+    quiet_libraries()
     result = export_run(run, out or run / f"export-{fmt}", fmt, overwrite=overwrite)  # type: ignore[arg-type]
     if as_json:
         print(json.dumps({"folder": str(result.folder), "format": fmt, **result.comparison.as_json()}))

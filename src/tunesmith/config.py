@@ -110,6 +110,9 @@ class TrainConfig(Section):
     (macro_f1 for classification, rougeL for chat and summarization, f1 for QA)."""
     early_stopping_patience: int | None = Field(2, ge=1)
     """Stop after this many validations without improvement; empty never stops early."""
+    memory_budget: str | None = None
+    """Refuse to start when the estimated peak memory is over this (e.g. 8GB, 1.5GiB), naming a cheaper
+    method that fits; empty: only print the estimate."""
     gradient_checkpointing: bool = False
     """Recompute activations during the backward pass instead of storing them: much less memory for
     long sequences, about a third more time per step."""
@@ -119,6 +122,15 @@ class TrainConfig(Section):
     """`auto`: bf16 on a CUDA GPU that supports it, fp32 on CPU."""
     threads: int | None = Field(None, gt=0)
     """CPU threads for torch; empty uses all cores."""
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        from tunesmith.planning.memory import parse_size
+
+        if value is not None:
+            parse_size(value)  # a ValueError that shows what it takes
+        return value
 
 
 class RunConfig(Section):

@@ -48,6 +48,13 @@ class RunFolder:
 
     def create(self, overwrite: bool) -> None:
         """Make an empty run folder. An existing, non-empty one is only replaced when asked to."""
+        self.check_creatable(overwrite)
+        if self.root.is_dir() and any(self.root.iterdir()):
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def check_creatable(self, overwrite: bool) -> None:
+        """Raise what `create` would refuse, without touching anything."""
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"{self.root} exists and is not a folder")
         if self.root.is_dir() and any(self.root.iterdir()):
@@ -58,8 +65,6 @@ class RunFolder:
                 )
             if not self.is_run():
                 raise UserError(f"{self.root} is not empty and is not a run folder; refusing to overwrite it")
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
 
     def write_json(self, path: Path, data: Any) -> None:
         write_json_atomic(path, data)

@@ -263,3 +263,16 @@ def test_adalora_moves_rank_to_a_budget_of_rank_per_layer_and_saves_the_pattern(
     inputs = {k: v for k, v in batch("classification").items() if k != "labels"}
     with torch.no_grad():  # reloaded layers are cut to their ranks: the same sums in another order
         torch.testing.assert_close(model(**inputs).logits, reloaded(**inputs).logits, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["classification", "chat"])
+def test_qlora_keeps_training_after_an_inference_pass(task):
+    # bitsandbytes repacks 4-bit CPU weights for a bf16 kernel at their first no-grad forward; that kernel
+    # cannot train, so validation would break the next step unless the method keeps the training kernel
+    model = build("qlora", task)
+    first = steps(model, task, 2)
+    model.eval()
+    with torch.no_grad():
+        model(**{k: v for k, v in batch(task).items() if k in ("input_ids", "attention_mask")})
+    later = steps(model, task, 2)
+    assert later[-1] < first[0]

@@ -6,6 +6,8 @@ is created or touched, so a mistake never costs earlier results.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,9 @@ from tunesmith.errors import ConfigError, UserError
 from tunesmith.evaluation.report import comparison
 from tunesmith.methods import METHODS, Method, count_parameters
 from tunesmith.models.catalog import ResolvedModel, resolve_model
+from tunesmith.planning.memory import human
 from tunesmith.recipes.check import check_run_data, refuse_to_train
+from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate
 from tunesmith.runs import RunFolder
 from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
@@ -70,8 +74,6 @@ class Prepared:
 def prepare(config: RunConfig) -> Prepared:
     """All input checks: plugins, the data check (every error at once; training refuses on any, and on
     warnings with check.strict), model, and encoding every example. Touches no file."""
-    if config.output_dir is None:
-        raise ConfigError("no run folder: give --out FOLDER or output_dir in the config")
     if config.train.device == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda, but torch sees no CUDA GPU here; use train.device=auto or cpu")
     method = METHODS.get(config.method.name)(config.method)
@@ -132,32 +134,61 @@ def finetune(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    if config.output_dir is None:
+        raise ConfigError("no run folder: give --out FOLDER or output_dir in the config")
     config = _absolute_data_paths(config)
-    p = prepare(config)
     run = RunFolder(config.output_dir)
     if resume:
         if not run.is_run():
             raise UserError(f"nothing to resume: {run.root} is not a run folder")
         if run.summary.is_file():
             raise UserError(f"{run.root} finished already; nothing to resume")
-    else:
-        run.create(overwrite)
-        run.config.write_text(dump_config(config), encoding="utf-8")
-        run.write_json(run.task, p.task.state())
-    run.write_json(run.data_check, p.report.to_dict())
+    p = prepare(config)
+    if not resume:
+        run.check_creatable(overwrite)
     print_report(console, p.report)
     cfg = config.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_precision(cfg.precision))
     set_seed(cfg.seed)
+    probe = None
+    if not run.probe.is_file():  # fitted before the model loads: its base model is gone by then
+        probe = Path(tempfile.mkdtemp(prefix="tunesmith-probe-")) / run.probe.name
+        with console.status("fitting the base-model baseline"):
+            p.task.fit_baseline(p.resolved, p.splits.train, probe, cfg.seed)
+        set_seed(cfg.seed)  # the training starts from the same random state with or without it
 
     steps = total_steps(len(p.train_features), cfg)
     base = p.task.load_model(p.resolved, **p.method.load_kwargs(str(accelerator.device)))
+    if not getattr(base, "is_quantized", False):
+        base = base.to(accelerator.device)
     model = p.method.apply(base, p.task.name, steps)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     p.task.prepare_model(model)
+    with accelerator.autocast():
+        cost = run_estimate(p, model, p.method, cfg)
+    console.print(f"[dim]estimate: {cost.line()}[/]")
+    budget = parse_budget(cfg.memory_budget)
+    if budget is not None and cost.peak_bytes > budget:
+        del base, model
+        if probe is not None:
+            shutil.rmtree(probe.parent, ignore_errors=True)
+        hint = cheaper_methods(p, p.method.name, budget)
+        raise ConfigError(
+            f"this {p.method.name} run needs ≈ {human(cost.peak_bytes)} at its peak, over "
+            f"train.memory_budget={cfg.memory_budget}; {hint}"
+        )
+    if not resume:
+        run.create(overwrite)
+        run.config.write_text(dump_config(config), encoding="utf-8")
+        run.write_json(run.task, p.task.state())
+    run.write_json(run.data_check, p.report.to_dict())
+    if probe is not None:
+        if probe.is_file():
+            shutil.move(probe, run.probe)
+        shutil.rmtree(probe.parent, ignore_errors=True)
     trainable, total = count_parameters(model)
     pad_id = p.tokenizer.pad_token_id or 0
     train_features, val_features = p.train_features, p.val_features
@@ -169,10 +200,6 @@ def finetune(
     )
     for note in p.splits.notes:
         console.print(f"[dim]{note}[/]")
-
-    if not run.probe.is_file():
-        with console.status("fitting the base-model baseline"):
-            p.task.fit_baseline(p.resolved, p.splits.train, run.probe, cfg.seed)
 
     def save_best(trained: torch.nn.Module) -> None:
         def write(folder: Path) -> None:
@@ -214,6 +241,7 @@ def finetune(
         f"best_validation_{cfg.metric}": result.state.best,
         "stopped_early": result.state.stopped_early,
         "train_seconds": round(time.perf_counter() - started, 2),
+        "train_step_seconds": round(result.step_seconds, 2),
         "train_samples_per_second": round(result.samples_per_second, 2),
         "train_tokens_per_second": round(
             result.samples_per_second
@@ -222,28 +250,31 @@ def finetune(
             1,
         ),
         "device": str(accelerator.device),
+        "estimate": cost.as_json(),
     }
     run.write_json(run.summary, summary)
+    trained_model = loop.trained_model
+    loop.release()  # the optimizer's state is not needed any more: room for the evaluation's models
     report = None
     if p.splits.test:
         from tunesmith.inference import load_run
 
+        base_evaluation = p.task.evaluate_baseline(p.resolved, p.splits.test, run.probe)
         trained = load_run(run.root, device=str(accelerator.device))
-        report = evaluate_examples(trained, p.splits.test)
+        report = evaluate_examples(trained, p.splits.test, base_evaluation)
         run.write_json(run.eval, report)
-    return FinetuneResult(run.root, summary, report, loop.trained_model)
+    return FinetuneResult(run.root, summary, report, trained_model)
 
 
-def evaluate_examples(trained: Any, examples: list[Any], with_base: bool = True) -> dict[str, Any]:
-    """Tuned vs base on the same examples, with the same metric code, and a few example outputs."""
+def evaluate_examples(trained: Any, examples: list[Any], base: Any = None) -> dict[str, Any]:
+    """Tuned vs base on the same examples, with the same metric code, and a few example outputs. `base`: the
+    base model's evaluation when the caller made it already (before the tuned model loaded, to hold one
+    model less in memory)."""
     task, cfg = trained.task, trained.config
     features = task.encode(examples, trained.tokenizer)
     tuned = task.evaluate(trained.model, features, cfg.train.eval_batch_size, trained.pad_id)
-    base = (
-        task.evaluate_baseline(resolve_model(cfg.model.name), examples, trained.run.probe)
-        if with_base
-        else None
-    )
+    if base is None:
+        base = task.evaluate_baseline(resolve_model(cfg.model.name), examples, trained.run.probe)
     return comparison(
         tuned.metrics,
         base.metrics if base else None,

@@ -32,6 +32,8 @@ class LoopResult:
     state: LoopState
     samples_per_second: float
     seconds: float
+    step_seconds: float
+    """Time inside optimizer steps (forward, backward, update) only: no validation, no checkpoints."""
 
 
 def total_steps(examples: int, cfg: TrainConfig) -> int:
@@ -94,12 +96,18 @@ class TrainLoop:
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
+    def release(self) -> None:
+        """Once training is over: drop the optimizer and its state (here and in accelerate) to free memory."""
+        self.optimizer = self.scheduler = None  # type: ignore[assignment]
+        self.accelerator.free_memory()  # accelerate's own references to them
+
     @property
     def trained_model(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
     def run(self, resume: bool = False) -> LoopResult:
         state = self._restore() if resume else LoopState()
+        step_seconds = 0.0
         with TrainProgress(self.console, self.total_steps, state.step) as progress:
             for epoch in range(state.epoch, self.cfg.epochs):
                 batches = epoch_batches(
@@ -108,7 +116,9 @@ class TrainLoop:
                 accum = self.cfg.gradient_accumulation
                 for start in range(state.batches_done, len(batches), accum):
                     window = batches[start : start + accum]
+                    started = time.perf_counter()
                     loss, samples = self.optimizer_step(window, state.step + 1)
+                    step_seconds += time.perf_counter() - started
                     state.step += 1
                     state.batches_done = start + len(window)
                     progress.advance(epoch, loss, samples)
@@ -134,7 +144,7 @@ class TrainLoop:
             state.finished = True
             save_checkpoint(self.checkpoints, self.model, self.optimizer, self.scheduler, state)
             seconds = time.perf_counter() - progress.started
-            return LoopResult(state, progress.samples_per_second, seconds)
+            return LoopResult(state, progress.samples_per_second, seconds, step_seconds)
 
     def _log_train(self, state: LoopState, epoch: int, loss: float, progress: TrainProgress) -> None:
         lr = self.scheduler.get_last_lr()[0]

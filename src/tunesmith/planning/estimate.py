@@ -1,0 +1,229 @@
+"""What one training run will cost, from a short calibration on the real model and data.
+
+Peak memory = runtime + weights + the larger of the two phases of a run:
+  training     gradients (one per trainable parameter) + AdamW's two moments + the rise in memory while one
+               forward and backward pass runs on the epoch's longest batch (activations autograd keeps, their
+               gradients, temporaries), measured as it happens
+  evaluation   the best model loaded again for the final test + the rise during a no-grad forward pass on
+               the longest validation batch (the optimizer's state is freed before this phase)
+where runtime is the process itself (Python, torch, the libraries, tokenizer, encoded data: resident memory
+once the model is ready, less the model's tensors) and weights are the model's tensors as loaded (a QLoRA
+base at its quantized size). On a GPU the same parts are GPU memory, read from torch's allocator, and runtime
+is 0. On the CPU the rises are read from the process's resident memory (its peak, or samples taken while
+the pass runs where an earlier peak hides it).
+
+Time per epoch = forward+backward seconds per token times the epoch's padded tokens, plus the seconds of one
+update (clipping, AdamW) times the optimizer steps per epoch, both timed on real training steps on the
+epoch's own batches after a few warm-up steps. Validation is not included.
+
+The calibration's optimizer steps are undone (the trainable weights are copied back) and the random state is
+restored, so training afterwards is exactly what it would have been without it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from tunesmith.config import TrainConfig
+from tunesmith.methods.base import Method, count_parameters
+from tunesmith.planning.memory import (
+    human,
+    peak_increment,
+    resident_bytes,
+    tensor_bytes,
+    trainable_bytes,
+)
+from tunesmith.tasks.base import Task
+from tunesmith.training.batching import epoch_batches
+from tunesmith.training.loop import build_optimizer
+
+WARMUP_STEPS = 4
+"""Real training steps before timing: the first few run slower (optimizer state, allocator pools)."""
+TIMED_STEPS = 4
+MAX_COUNTED_BATCHES = 2000
+"""Batches collated to count an epoch's padded tokens (a sample of them beyond this, scaled up)."""
+
+
+@dataclass
+class Estimate:
+    method: str
+    trainable_parameters: int
+    total_parameters: int
+    runtime_bytes: int
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    evaluation_bytes: int
+    steps_per_epoch: int
+    epoch_seconds: float
+    device: str
+
+    @property
+    def peak_bytes(self) -> int:
+        training = self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
+        return self.runtime_bytes + self.weights_bytes + max(training, self.evaluation_bytes)
+
+    def line(self) -> str:
+        share = 100 * self.trainable_parameters / max(self.total_parameters, 1)
+        return (
+            f"{self.method}: {self.trainable_parameters:,} trainable parameters ({share:.2f}%); "
+            f"peak memory ≈ {human(self.peak_bytes)} (weights {human(self.weights_bytes)}, gradients "
+            f"{human(self.gradients_bytes)}, optimizer {human(self.optimizer_bytes)}, activations "
+            f"{human(self.activations_bytes)}; evaluation {human(self.evaluation_bytes)}; runtime "
+            f"{human(self.runtime_bytes)}); ≈ {format_seconds(self.epoch_seconds)} per epoch "
+            f"({self.steps_per_epoch} steps on {self.device})"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "peak_bytes": self.peak_bytes}
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _forward_backward(
+    task: Task, model: torch.nn.Module, method: Method, batch: dict[str, torch.Tensor]
+) -> None:
+    loss_sum, count = task.loss(model, batch)
+    if (extra := method.penalty(model)) is not None:
+        loss_sum = loss_sum + count * extra
+    loss_sum.backward()
+
+
+@contextmanager
+def restored_afterwards(model: torch.nn.Module) -> Iterator[None]:
+    """The trainable parameters as they were, after a block that takes optimizer steps on them."""
+    saved = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in saved:
+                p.copy_(value)
+        model.zero_grad(set_to_none=True)
+
+
+def estimate(
+    task: Task,
+    model: torch.nn.Module,
+    method: Method,
+    features: Sequence[dict[str, Any]],
+    val_features: Sequence[dict[str, Any]],
+    cfg: TrainConfig,
+    pad_id: int,
+) -> Estimate:
+    """Calibrate `model` (the method already applied, on its device, nothing else loaded since) on the
+    run's own batches."""
+    device = next(model.parameters()).device
+    weights = tensor_bytes(model)
+    runtime = max(resident_bytes() - weights, 0) if device.type == "cpu" else 0
+
+    def collate(rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return {k: v.to(device) for k, v in task.collate(list(rows), pad_id).items()}
+
+    lengths = [f["length"] for f in features]
+    batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, bool(cfg.group_by_length))
+    counted = batches if len(batches) <= MAX_COUNTED_BATCHES else batches[:: len(batches) // 1000]
+    tokens = [int(collate([features[j] for j in b])["input_ids"].numel()) for b in counted]
+    epoch_tokens = sum(tokens) * len(batches) / len(counted)
+    longest = collate([features[j] for j in counted[max(range(len(counted)), key=lambda i: tokens[i])]])
+
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    was_training = model.training
+    try:
+        model.eval()
+        evaluation = weights + _evaluation_rise(task, model, val_features, cfg, collate, device)
+        model.train()
+        activations = peak_increment(lambda: _forward_backward(task, model, method, longest), device)
+        model.zero_grad(set_to_none=True)
+        with restored_afterwards(model):  # real training steps, timed, then undone
+            optimizer = build_optimizer(model, cfg)
+
+            def step(indices: list[int]) -> tuple[int, float, float]:
+                """(tokens, forward+backward seconds, clipping+optimizer seconds) of one real step."""
+                batch = collate([features[j] for j in indices])
+                _sync(device)
+                start = time.perf_counter()
+                _forward_backward(task, model, method, batch)
+                _sync(device)
+                middle = time.perf_counter()
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm
+                    )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                _sync(device)
+                return int(batch["input_ids"].numel()), middle - start, time.perf_counter() - middle
+
+            order = [batches[i % len(batches)] for i in range(WARMUP_STEPS + TIMED_STEPS)]
+            for indices in order[:WARMUP_STEPS]:  # the moments, kernels, the allocator's pools settle
+                step(indices)
+            timed = [step(indices) for indices in order[WARMUP_STEPS:]]
+            per_token = sum(t[1] for t in timed) / max(sum(t[0] for t in timed), 1)
+            per_update = sum(t[2] for t in timed) / len(timed)
+            optimizer.state.clear()  # the moments: free them now
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+    trainable, total = count_parameters(model)
+    grads = trainable_bytes(model)
+    steps = math.ceil(len(batches) / cfg.gradient_accumulation)
+    return Estimate(
+        method=method.name,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        runtime_bytes=runtime,
+        weights_bytes=weights,
+        gradients_bytes=grads,
+        optimizer_bytes=2 * grads,
+        activations_bytes=activations,
+        evaluation_bytes=evaluation,
+        steps_per_epoch=steps,
+        epoch_seconds=per_token * epoch_tokens + steps * per_update,
+        device=str(device),
+    )
+
+
+def _evaluation_rise(
+    task: Task,
+    model: torch.nn.Module,
+    val_features: Sequence[dict[str, Any]],
+    cfg: TrainConfig,
+    collate: Any,
+    device: torch.device,
+) -> int:
+    """The rise during a no-grad forward pass on the longest validation batch."""
+    if not val_features:
+        return 0
+    longest = sorted(val_features, key=lambda f: -f["length"])[: cfg.eval_batch_size]
+    batch = collate(longest)
+
+    def forward() -> None:
+        with torch.no_grad():
+            task.loss(model, batch)
+
+    return peak_increment(forward, device)

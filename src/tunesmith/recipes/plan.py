@@ -1,0 +1,191 @@
+"""`tunesmith plan`: before anything trains, what each method will cost on this machine with this model and
+data (planning/estimate.py measures it), and which one to use under a memory budget. `tunesmith train`
+prints the same estimate for its own method and refuses a run over `train.memory_budget`, naming a cheaper
+method that fits."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import yaml
+
+from tunesmith.config import RunConfig
+from tunesmith.errors import ConfigError, UserError
+from tunesmith.methods import METHODS, Method
+from tunesmith.planning.estimate import Estimate, estimate
+from tunesmith.planning.memory import human, parse_size
+from tunesmith.training.loop import total_steps
+
+PREFERENCE = (
+    *("lora", "dora", "full", "adalora", "loha", "lokr", "adapter", "freeze"),
+    *("qlora", "ia3", "prefix", "prompt"),
+)
+"""Which method to recommend when several fit: LoRA first (near full fine-tuning quality on a few thousand
+examples at a fraction of the memory), whole-model training next, then ever smaller updates."""
+CHEAPER = ("lora", "qlora", "ia3", "prompt")
+"""Methods named when a run does not fit, tried in this order."""
+
+
+@dataclass
+class Plan:
+    estimates: list[Estimate]
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Methods that cannot run here, with why."""
+    budget: int | None = None
+    recommended: str | None = None
+    reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "budget_bytes": self.budget,
+            "recommended": self.recommended,
+            "reason": self.reason,
+            "methods": [e.as_json() | {"fits": self.fits(e)} for e in self.estimates],
+            "skipped": self.skipped,
+        }
+
+    def fits(self, e: Estimate) -> bool:
+        return self.budget is None or e.peak_bytes <= self.budget
+
+
+def method_for(config: RunConfig, name: str) -> Method:
+    """The config's method with its own settings, or another one with its defaults."""
+    cls = METHODS.get(name)
+    params = config.method if config.method.name == name else cls.Params(name=name)
+    return cls(params)
+
+
+def training_device(config: RunConfig) -> torch.device:
+    wanted = config.train.device
+    return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def measure(prepared: Any, method: Method, device: torch.device) -> Estimate:
+    """Load the base for `method`, apply it and calibrate, in this process (best a fresh one: see
+    `measure_apart`); the model is freed afterwards."""
+    from tunesmith.recipes.finetune import enable_gradient_checkpointing
+
+    cfg = prepared.config.train.model_copy(
+        update={"learning_rate": prepared.config.train.learning_rate or method.default_learning_rate}
+    )
+    model = prepared.task.load_model(prepared.resolved, **method.load_kwargs(str(device)))
+    try:
+        if not getattr(model, "is_quantized", False):
+            model = model.to(device)
+        model = method.apply(model, prepared.task.name, total_steps(len(prepared.train_features), cfg))
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        prepared.task.prepare_model(model)
+        return run_estimate(prepared, model, method, cfg)
+    finally:
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def run_estimate(prepared: Any, model: torch.nn.Module, method: Method, cfg: Any) -> Estimate:
+    pad_id = prepared.tokenizer.pad_token_id or 0
+    return estimate(prepared.task, model, method, prepared.train_features, prepared.val_features, cfg, pad_id)
+
+
+def _measure_child(config_yaml: str, name: str, queue: Any) -> None:
+    from tunesmith.cli import quiet_libraries
+    from tunesmith.config import build_config
+    from tunesmith.recipes.finetune import prepare
+
+    quiet_libraries()
+    try:
+        config = build_config(yaml.safe_load(config_yaml))
+        prepared = prepare(config)
+        queue.put(asdict(measure(prepared, method_for(config, name), training_device(config))))
+    except Exception as exc:  # reported by the parent, with the method's name
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def measure_apart(config: RunConfig, name: str) -> Estimate:
+    """`measure` in a fresh process, as `tunesmith train` would start: its memory is that method's alone."""
+    import multiprocessing
+
+    from tunesmith.config import dump_config
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_measure_child, args=(dump_config(config), name, queue))
+    child.start()
+    try:
+        answer = queue.get()
+    finally:
+        child.join()
+    if isinstance(answer, str):
+        raise UserError(f"calibrating method {name} failed: {answer}")
+    return Estimate(**answer)
+
+
+def plan(config: RunConfig, methods: list[str], budget: str | None, progress: Callable[[str], None]) -> Plan:
+    from tunesmith.recipes.finetune import prepare
+
+    budget_bytes = parse_budget(budget)
+    prepared = prepare(config)  # the data check's errors, once, before any calibration
+    result = Plan([], budget=budget_bytes)
+    for name in methods:
+        method = method_for(config, name)
+        if (why := method.incompatibility(prepared.task)) is not None:
+            result.skipped[name] = why
+            continue
+        progress(f"calibrating {name}")
+        result.estimates.append(measure_apart(config, name))
+    recommend(result)
+    return result
+
+
+def parse_budget(budget: str | None) -> int | None:
+    if budget is None:
+        return None
+    try:
+        return parse_size(budget)
+    except ValueError as exc:
+        raise ConfigError(f"memory budget: {exc}") from None
+
+
+def recommend(result: Plan) -> None:
+    fitting = [e for e in result.estimates if result.fits(e)]
+    if not result.estimates:
+        result.reason = "no method can fine-tune this task here"
+        return
+    if not fitting:
+        smallest = min(result.estimates, key=lambda e: e.peak_bytes)
+        result.reason = (
+            f"none fits in {human(result.budget or 0)}; the smallest is {smallest.method} at "
+            f"≈ {human(smallest.peak_bytes)}: lower train.batch_size or model.max_length, or turn on "
+            "train.gradient_checkpointing"
+        )
+        return
+    order = {name: i for i, name in enumerate(PREFERENCE)}
+    best = min(fitting, key=lambda e: order.get(e.method, len(order)))
+    result.recommended = best.method
+    if result.budget:
+        result.reason = f"the first that fits in {human(result.budget)}, in the order {', '.join(PREFERENCE)}"
+    else:
+        result.reason = "the usual first choice; give --memory-budget to choose by what fits"
+
+
+def cheaper_methods(prepared: Any, current: str, budget: int) -> str:
+    """The first of CHEAPER that fits the budget, measured, as a hint for a refused run."""
+    for name in CHEAPER:
+        if name == current:
+            continue
+        method = method_for(prepared.config, name)
+        if method.incompatibility(prepared.task) is not None:
+            continue
+        e = measure_apart(prepared.config, name)
+        if e.peak_bytes <= budget:
+            return f"method {name} fits (≈ {human(e.peak_bytes)}): --method {name}"
+    return (
+        "no cheaper method fits either: lower train.batch_size or model.max_length, or turn on "
+        "train.gradient_checkpointing"
+    )
