@@ -182,3 +182,21 @@ def test_a_method_that_cannot_serve_the_task_is_refused_before_any_model_loads(t
     ):
         assert_user_error(tunesmith("train", *args, "--out", tmp_path / "run"), message)
         assert not (tmp_path / "run").exists()
+
+
+def test_plan_measures_methods_and_recommends_one(tmp_path, small_data):
+    data = ["--model", "minilm", "--data", small_data["train"], "--validation", small_data["validation"]]
+    proc = tunesmith(
+        "plan", *data, "--method", "lora,prefix", "--memory-budget", "16GB", "--json", "train.batch_size=8"
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert [m["method"] for m in plan["methods"]] == ["lora"] and plan["methods"][0]["fits"] is True
+    assert plan["recommended"] == "lora" and "encoder models take no past keys" in plan["skipped"]["prefix"]
+    assert plan["methods"][0]["peak_bytes"] > plan["methods"][0]["weights_bytes"] > 80 * 2**20
+    proc = tunesmith("plan", *data, "--method", "ia3", "--memory-budget", "1MB")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "ia3" in text and "none fits in 1 MiB; the smallest is ia3" in text
+    assert_user_error(tunesmith("plan", *data, "--method", "lorra"), "unknown method 'lorra'")
+    assert_user_error(tunesmith("plan", *data, "--memory-budget", "lots"), "not a memory size: 'lots'")

@@ -128,6 +128,10 @@ def test_same_seed_same_result(small_data, tmp_path, tiny_bert_dir):
         runs.append(final_weights(tmp_path / name))
     assert runs[0].keys() == runs[1].keys()
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    # --overwrite replaces the run with the same result, its base-model baseline included
+    result = finetune(cfg, quiet(), overwrite=True)
+    assert all(torch.equal(runs[1][k], v) for k, v in final_weights(tmp_path / "b").items())
+    assert (tmp_path / "b" / "baseline_probe.safetensors").is_file() and result.evaluation["base"]
 
 
 class Crash(Exception):

@@ -153,7 +153,7 @@ def finetune(
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_precision(cfg.precision))
     set_seed(cfg.seed)
     probe = None
-    if not run.probe.is_file():  # fitted before the model loads: its base model is gone by then
+    if not (resume and run.probe.is_file()):  # fitted before the model loads: its base model is gone by then
         probe = Path(tempfile.mkdtemp(prefix="tunesmith-probe-")) / run.probe.name
         with console.status("fitting the base-model baseline"):
             p.task.fit_baseline(p.resolved, p.splits.train, probe, cfg.seed)
