@@ -337,6 +337,10 @@ def plan(
             "data.test": test,
         },
     )
+
+    def count(n: int) -> str:
+        return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K" if n >= 1e4 else f"{n:,}"
+
     err = Console(stderr=True)
     with err.status("calibrating") as status:
         result = make_plan(run_config, names, memory_budget, lambda text: status.update(text))
@@ -350,17 +354,27 @@ def plan(
         title=f"{run_config.task.name} on {run_config.model.name}: batch {cfg.batch_size}, "
         f"max_length {run_config.model.max_length}, {cfg.epochs} epochs"
     )
-    for col in ("method", "trainable", "weights", "grad+optim", "activations", "peak memory", "time/epoch"):
+    for col in (
+        "method",
+        "trainable",
+        "weights",
+        "grad+optim",
+        "activations",
+        "evaluation",
+        "peak",
+        "time/epoch",
+    ):
         table.add_column(col, justify="left" if col == "method" else "right")
     if result.budget is not None:
         table.add_column("fits", justify="center")
     for e in result.estimates:
         row = [
             ("[bold]" if e.method == result.recommended else "") + e.method,
-            f"{e.trainable_parameters:,} ({100 * e.trainable_parameters / max(e.total_parameters, 1):.2f}%)",
+            f"{count(e.trainable_parameters)} ({100 * e.trainable_parameters / max(e.total_parameters, 1):.2f}%)",
             human(e.weights_bytes),
             human(e.gradients_bytes + e.optimizer_bytes),
-            human(e.activations_bytes + e.workspace_bytes),
+            human(e.activations_bytes),
+            human(e.evaluation_bytes),
             human(e.peak_bytes),
             format_seconds(e.epoch_seconds),
         ]
