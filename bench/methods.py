@@ -66,7 +66,7 @@ def tree(task: str, method: str, epochs: int | None, train_examples: int, tmp: P
         "task": {"name": "chat", "eval_generate_examples": 4, "generation": {"max_new_tokens": 64}},
         "model": {"name": "smollm2-135m-instruct", "max_length": 256},
         "data": {
-            "train": str(data / "train.jsonl"),
+            "train": str(train),
             "validation": str(data / "validation.jsonl"),
             "test": str(test),
         },

@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 
 from tunesmith.data.padding import pad
+from tunesmith.methods.prompt_learning import is_prompt_learning
 from tunesmith.plugin import Section
 
 
@@ -43,6 +44,8 @@ def generate(
     """New token ids for each prompt (without the prompt, cut at the first stop token), in input order."""
     from tunesmith.tasks.base import evaluating  # here: importing tasks at module level would be circular
 
+    if not encoder_decoder and is_prompt_learning(model):
+        return [_decode_by_forward_passes(model, p, settings, stop_ids, pad_id) for p in prompts]
     out: list[list[int]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     if settings.do_sample:
@@ -76,6 +79,57 @@ def generate(
                     tokens = tokens[1:]
                 out[i] = _cut(tokens, stop_ids, pad_id)
     return out
+
+
+def _decode_by_forward_passes(
+    model: torch.nn.Module,
+    prompt: list[int],
+    settings: GenerationSettings,
+    stop_ids: Sequence[int],
+    pad_id: int,
+) -> list[int]:
+    """Decoding with one whole forward pass per new token and no cache, for prompt- and prefix-tuned decoders.
+    With peft 0.21 and transformers 5, `generate` gets these models wrong after the first token: a prefix
+    model's learned keys and values are left out (its answers are the base model's), and prompt tuning's
+    cached steps are read at the wrong positions (peft drops position ids; left padding in a batch shifts
+    them further). A forward pass over the whole text is what training computed. Slower (each step reads the
+    text again), but it answers with the model that was trained; one prompt at a time; no beam search."""
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from tunesmith.errors import ConfigError
+    from tunesmith.tasks.base import evaluating
+
+    if settings.num_beams > 1:
+        raise ConfigError(
+            "prompt and prefix tuning generate greedily or by sampling here: set generation.num_beams: 1"
+        )
+    processors = LogitsProcessorList()
+    if settings.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if settings.do_sample:
+        processors += [TemperatureLogitsWarper(settings.temperature), TopPLogitsWarper(settings.top_p)]
+        generator = torch.Generator().manual_seed(settings.seed)
+    with evaluating(model) as device:
+        ids = torch.tensor([prompt], device=device)
+        new: list[int] = []
+        for _ in range(settings.max_new_tokens):
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1].float()
+            scores = processors(ids, logits)
+            if settings.do_sample:
+                probabilities = torch.softmax(scores, -1).cpu()
+                token = int(torch.multinomial(probabilities[0], 1, generator=generator))
+            else:
+                token = int(scores[0].argmax())
+            new.append(token)
+            if token in stop_ids:
+                break
+            ids = torch.cat([ids, torch.tensor([[token]], device=device)], 1)
+    return _cut(new, stop_ids, pad_id)
 
 
 def _cut(tokens: list[int], stop_ids: Sequence[int], pad_id: int) -> list[int]:

@@ -276,3 +276,45 @@ def test_qlora_keeps_training_after_an_inference_pass(task):
         model(**{k: v for k, v in batch(task).items() if k in ("input_ids", "attention_mask")})
     later = steps(model, task, 2)
     assert later[-1] < first[0]
+
+
+@pytest.mark.parametrize("name", ["prefix", "prompt", "lora"])
+def test_batched_generation_answers_as_one_by_one(name):
+    """Left padding must not change an answer: peft drops position ids under prompt learning, which once made
+    the padded rows of a batch answer differently (and validation scores of prefix/prompt runs wrong)."""
+    from tunesmith.generation import GenerationSettings, generate
+
+    model = build(name, "chat")
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.5)
+    prompts = [[5, 17, 42, 8, 99, 23, 61, 7, 3], [11, 4], [250, 31, 77, 12]]
+    settings = GenerationSettings(max_new_tokens=8)
+    alone = [generate(model, [p], settings, pad_id=0, stop_ids=[], batch_size=1)[0] for p in prompts]
+    assert generate(model, prompts, settings, pad_id=0, stop_ids=[], batch_size=3) == alone
+
+
+@pytest.mark.parametrize("name", ["prefix", "prompt"])
+def test_a_prompt_learning_decoder_answers_with_its_virtual_tokens(name):
+    """transformers 5's generate drops peft's prefix after the first step (the base model's answer came
+    out) and reads prompt tuning's cached steps at wrong positions; tunesmith decodes these models by
+    whole forward passes, as training computed them."""
+    from tunesmith.generation import GenerationSettings, generate
+
+    model = build(name, "chat").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 2)
+    prompt, settings = [5, 17, 42, 8, 99, 23], GenerationSettings(max_new_tokens=6)
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        for _ in range(6):  # greedy decoding by hand, one whole forward pass per token
+            ids = torch.cat(
+                [ids, model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1:].argmax(-1)], 1
+            )
+    by_hand = ids[0, len(prompt) :].tolist()
+    assert generate(model, [prompt], settings, pad_id=0, stop_ids=[])[0] == by_hand
+    untuned = generate(base(name, "chat"), [prompt], settings, pad_id=0, stop_ids=[])[0]
+    assert by_hand != untuned

@@ -37,6 +37,12 @@ class PromptLearning(PeftMethod):
         raise NotImplementedError
 
 
+def is_prompt_learning(model: torch.nn.Module) -> bool:
+    """A peft prompt- or prefix-tuned model (its virtual tokens go in front of every input)."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(config is not None and config.is_prompt_learning)
+
+
 def _generative_task_type(model: torch.nn.Module) -> str:
     return "SEQ_2_SEQ_LM" if getattr(model.config, "is_encoder_decoder", False) else "CAUSAL_LM"
 

@@ -1,14 +1,17 @@
 """What one training run will cost, from a short calibration on the real model and data.
 
 Peak memory = runtime + weights + the larger of the two phases of a run:
-  training     gradients (one per trainable parameter) + AdamW's two moments + the rise in memory while one
-               forward and backward pass runs on the epoch's longest batch (activations autograd keeps, their
-               gradients, temporaries), measured as it happens
+  training     gradients (one per trainable parameter) + AdamW's two moments + activations: the rise in
+               memory while one forward and backward pass runs on the epoch's longest batch (what autograd
+               keeps, its gradients, temporaries), measured as it happens, or, where larger, the peak of
+               the first real training steps above runtime and weights, less gradients and moments (on the
+               CPU the allocator keeps memory freed by earlier passes, so steps need more than one pass
+               shows)
   evaluation   the best model loaded again for the final test + the rise during a no-grad forward pass on
                the longest validation batch (the optimizer's state is freed before this phase)
 where runtime is the process itself (Python, torch, the libraries, tokenizer, encoded data: resident memory
-once the model is ready, less the model's tensors) and weights are the model's tensors as loaded (a QLoRA
-base at its quantized size). On a GPU the same parts are GPU memory, read from torch's allocator, and runtime
+once the model's weights are read in, less the model's tensors) and weights are the model's tensors as
+loaded (a QLoRA base at its quantized size). On a GPU the same parts are GPU memory, read from torch's allocator, and runtime
 is 0. On the CPU the rises are read from the process's resident memory (its peak, or samples taken while
 the pass runs where an earlier peak hides it).
 
@@ -134,7 +137,10 @@ def estimate(
     run's own batches."""
     device = next(model.parameters()).device
     weights = tensor_bytes(model)
-    runtime = max(resident_bytes() - weights, 0) if device.type == "cpu" else 0
+    runtime = 0
+    if device.type == "cpu":
+        page_in(model)  # weights mapped from a safetensors file are not resident until first read
+        runtime = max(resident_bytes() - weights, 0)
 
     def collate(rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {k: v.to(device) for k, v in task.collate(list(rows), pad_id).items()}
@@ -176,8 +182,10 @@ def estimate(
                 return int(batch["input_ids"].numel()), middle - start, time.perf_counter() - middle
 
             order = [batches[i % len(batches)] for i in range(WARMUP_STEPS + TIMED_STEPS)]
-            for indices in order[:WARMUP_STEPS]:  # the moments, kernels, the allocator's pools settle
-                step(indices)
+            # the moments, kernels, the allocator's pools settle; the rise over these steps also holds what
+            # the allocator keeps from one step to the next, which a single pass does not show
+            level = allocated_bytes(device)
+            steps_peak = level + peak_increment(lambda: [step(i) for i in order[:WARMUP_STEPS]], device)
             timed = [step(indices) for indices in order[WARMUP_STEPS:]]
             per_token = sum(t[1] for t in timed) / max(sum(t[0] for t in timed), 1)
             per_update = sum(t[2] for t in timed) / len(timed)
@@ -191,6 +199,8 @@ def estimate(
 
     trainable, total = count_parameters(model)
     grads = trainable_bytes(model)
+    # the steps' peak above the model as loaded, less the gradients and AdamW's two moments
+    activations = max(activations, steps_peak - runtime - weights - 3 * grads)
     steps = math.ceil(len(batches) / cfg.gradient_accumulation)
     return Estimate(
         method=method.name,
@@ -206,6 +216,19 @@ def estimate(
         epoch_seconds=per_token * epoch_tokens + steps * per_update,
         device=str(device),
     )
+
+
+def allocated_bytes(device: torch.device) -> int:
+    """Memory in use now: the allocator's on a GPU, the process's resident memory on the CPU."""
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
+
+
+def page_in(model: torch.nn.Module) -> None:
+    """Read every weight once, so that memory-mapped ones count in resident memory as they will in training."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.numel() and t.device.type == "cpu":
+                t.reshape(-1)[:: max(1, 4096 // t.element_size())].sum()
 
 
 def _evaluation_rise(
