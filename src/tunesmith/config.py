@@ -133,6 +133,67 @@ class TrainConfig(Section):
         return value
 
 
+class EvaluationConfig(Section):
+    """The final evaluation on the test split (evaluation/bootstrap.py, evaluation/forgetting.py)."""
+
+    bootstrap_resamples: int = Field(1000, ge=0)
+    """Resamples for the 95% interval of tuned - base; 0 turns the interval off."""
+    forgetting: bool = True
+    """Measure how much general ability tuning cost, on the reference text shipped with tunesmith."""
+    perplexity_increase_warning: float = Field(0.2, ge=0)
+    """Decoders: warn when perplexity on general English rises by more than this share (0.2 = 20%)."""
+    embedding_similarity_warning: float = Field(0.8, ge=0, le=1)
+    """Encoders: warn when general sentence embeddings' mean cosine similarity to the base falls below."""
+    retrieval_drop_warning: float = Field(0.1, ge=0, le=1)
+    """Encoders: warn when general retrieval accuracy@1 falls by more than this."""
+
+
+class SearchRange(Section):
+    """One searched key: `choices`, or `low`..`high` (integers if both are integers; `log` samples on a log
+    scale, `step` quantizes)."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchRange:
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("give either a non-empty `choices` list or `low` and `high`, not both")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError("give `choices`, or `low` and `high` with low <= high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.low, bool)
+
+
+class SearchConfig(Section):
+    """`tunesmith tune`: Optuna's TPE sampler over `space`, the median pruner on each validation."""
+
+    trials: int = Field(20, gt=0)
+    """Finished trials (completed or pruned) to reach; a resumed search runs only the missing ones."""
+    metric: str | None = None
+    """The validation metric to optimise; empty: train.metric."""
+    space: dict[str, SearchRange] = Field(default_factory=dict)
+    """Dotted config keys and their ranges, e.g. {train.learning_rate: {low: 1e-5, high: 1e-3, log: true},
+    method.rank: {choices: [4, 8, 16]}, train.epochs: {low: 1, high: 4}}."""
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    """Trials to run first with these exact values (e.g. your current settings), then the sampler's."""
+    pruning: bool = True
+    """Stop a trial early when its validation metric is worse than the median of earlier trials at the same
+    epoch."""
+    startup_trials: int = Field(2, ge=0)
+    """Trials that always run to the end before pruning starts."""
+    seed: int = 42
+
+
 class RunConfig(Section):
     task: SerializeAsAny[PluginParams] = Field(
         default_factory=lambda: {"name": "classification"}, validate_default=True
@@ -146,6 +207,8 @@ class RunConfig(Section):
     """The method and its own keys, e.g. {name: lora, rank: 8}."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     check: CheckConfig = Field(default_factory=CheckConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     output_dir: Path | None = None
     """Run folder: resolved config, metrics, checkpoints, best model, label map, evaluation."""
 

@@ -123,6 +123,16 @@ def test_train_eval_predict_journey(tmp_path, small_data):
     saved = json.loads((run / "eval.json").read_text())
     assert report["tuned"]["macro_f1"] == pytest.approx(saved["tuned"]["macro_f1"])
     assert report["base"]["macro_f1"] == pytest.approx(saved["base"]["macro_f1"])
+    interval = report["interval"]["macro_f1"]  # the paired bootstrap of tuned - base
+    assert interval["delta"] == pytest.approx(report["delta"]["macro_f1"])
+    assert interval["low"] <= interval["delta"] <= interval["high"]
+    assert set(report["interval"]) == {
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "weighted_f1",
+    }
 
     proc = tunesmith("predict", run, "development files for libfoo", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -200,3 +210,60 @@ def test_plan_measures_methods_and_recommends_one(tmp_path, small_data):
     assert "ia3" in text and "none fits in 1 MiB; the smallest is ia3" in text
     assert_user_error(tunesmith("plan", *data, "--method", "lorra"), "unknown method 'lorra'")
     assert_user_error(tunesmith("plan", *data, "--memory-budget", "lots"), "not a memory size: 'lots'")
+
+
+def test_compare_runs_as_table_json_and_html(tmp_path, small_data, tiny_bert_dir):
+    from html.parser import HTMLParser
+
+    runs = []
+    for method in ("lora", "freeze"):
+        run = tmp_path / method
+        proc = tunesmith(
+            "train",
+            "--model",
+            tiny_bert_dir,
+            "--data",
+            small_data["train"],
+            "--validation",
+            small_data["validation"],
+            "--test",
+            small_data["test"],
+            "--method",
+            method,
+            "--out",
+            run,
+            "train.epochs=1",
+            "train.batch_size=16",
+        )
+        assert proc.returncode == 0, proc.stderr
+        runs.append(run)
+
+    page = tmp_path / "report" / "compare.html"
+    proc = tunesmith("compare", *runs, "--json", "--html", page)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["method"] for r in rows] == ["lora", "freeze"]
+    for row, run in zip(rows, runs, strict=True):
+        saved = json.loads((run / "eval.json").read_text())
+        assert row["tuned"]["macro_f1"] == saved["tuned"]["macro_f1"]
+        assert row["delta"]["macro_f1"] == pytest.approx(
+            saved["tuned"]["macro_f1"] - saved["base"]["macro_f1"]
+        )
+        assert row["peak_memory_measured"] and row["peak_memory_bytes"] > 10 * 2**20
+        assert 0 < row["embedding_similarity"] <= 1  # forgetting of an encoder
+    assert rows[0]["trainable_parameters"] != rows[1]["trainable_parameters"]
+
+    cells: list[str] = []
+
+    class Cells(HTMLParser):
+        def handle_data(self, data: str) -> None:
+            cells.append(data)
+
+    Cells().feed(page.read_text())
+    assert {"lora", "freeze", "macro_f1", "forgetting", "peak memory"} <= set(cells)
+
+    proc = tunesmith("compare", *runs)
+    assert proc.returncode == 0 and "runs compared" in proc.stdout and "macro_f1" in proc.stdout
+
+    proc = tunesmith("compare", runs[0], tmp_path / "nothing-here")
+    assert proc.returncode == 2 and "nothing-here has no run.json" in proc.stderr

@@ -162,7 +162,7 @@ def test_merged_chat_model_writes_the_same_tokens_in_plain_transformers(tmp_path
     from tests.recipes.test_generative import chat_config
     from tunesmith.recipes.predict import generate_answers
 
-    run = finetune(chat_config(tmp_path, **{"train.epochs": 1}), quiet()).run
+    run = finetune(chat_config(tmp_path, **{"train.epochs": 1, "evaluation.forgetting": False}), quiet()).run
     result = export_run(run, tmp_path / "merged", "merged")
     assert result.comparison.tokens_equal == result.comparison.tokens_total == len(TEXTS)
     folder = result.folder

@@ -74,7 +74,7 @@ def test_lora_on_minilm_learns_and_reloads_identically(small_data, tmp_path):
     ):
         assert (out / name).is_file(), name
     report = json.loads((out / "eval.json").read_text())
-    assert set(report) == {"headline", "tuned", "base", "base_description", "delta"}
+    assert set(report) == {"headline", "tuned", "base", "base_description", "delta", "interval", "forgetting"}
     assert report["tuned"]["examples"] == 30 and len(report["tuned"]["confusion_matrix"]) == 3
 
     # The reloaded run predicts exactly what the model in memory predicted (one epoch: best == last).

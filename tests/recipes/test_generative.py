@@ -88,6 +88,12 @@ def test_chat_lora_lowers_the_loss_and_beats_the_base_model(chat_run):
     assert report["tuned"]["generated"] == 3
     shown = report["examples"][0]
     assert {"prompt", "reference", "base", "tuned"} <= set(shown)
+    forgetting = report["forgetting"]  # general ability, base vs tuned, on the shipped reference text
+    assert 1 < forgetting["base_perplexity"] < 100 and forgetting["tuned_perplexity"] > 1
+    assert forgetting["perplexity_increase"] == pytest.approx(
+        forgetting["tuned_perplexity"] / forgetting["base_perplexity"] - 1
+    )
+    assert len(forgetting["prompts"]) == 3 and all(p["base"] and p["tuned"] for p in forgetting["prompts"])
 
 
 def test_reloaded_chat_run_generates_what_the_trained_model_generated(chat_run):
@@ -263,6 +269,9 @@ def test_eval_cli_shows_base_and_tuned_with_example_outputs(chat_run):
     report = json.loads(proc.stdout)
     assert report["headline"][:2] == ["loss", "perplexity"]
     assert set(report["delta"]) == set(report["headline"])
+    assert set(report["interval"]) == {"rouge1", "rouge2", "rougeL"}  # means of per-answer scores only
+    for interval in report["interval"].values():
+        assert interval["low"] <= interval["delta"] <= interval["high"]
     assert len(report["examples"]) == 3 and all(e["tuned"] == e["tuned"].strip() for e in report["examples"])
 
 
@@ -297,7 +306,13 @@ def test_prompt_learning_methods_train_chat_on_padded_rows_and_reload(method, tm
     the reloaded run generates what the trained model generated."""
     cfg = chat_config(
         tmp_path,
-        **{"method": method, "method.virtual_tokens": 8, "train.epochs": 1, "train.learning_rate": 3e-2},
+        **{
+            "method": method,
+            "method.virtual_tokens": 8,
+            "train.epochs": 1,
+            "train.learning_rate": 3e-2,
+            "evaluation.forgetting": False,  # tested elsewhere; decoding these models is slow
+        },
     )
     p = prepare(cfg)
     result = finetune(cfg, quiet())
@@ -316,3 +331,13 @@ def test_prompt_learning_methods_train_chat_on_padded_rows_and_reload(method, tm
     assert generate_answers(trained, ["What is htop?"]) == trained.task.generate_texts(
         model, [prompt], 1, trained.pad_id
     )
+
+
+def test_report_of_a_chat_run_shows_example_outputs_and_general_prompts(chat_run, tmp_path):
+    from tunesmith.reporting.run_report import write_report
+
+    tmp, result = chat_run
+    page = write_report(result.run, tmp_path / "chat.html").read_text()
+    assert "<h2>Example outputs</h2>" in page and "general prompt" in page and "perplexity" in page
+    assert "Confusion matrix" not in page
+    assert page.count('src="data:image/png;base64,') == 1  # the curves

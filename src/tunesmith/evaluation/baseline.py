@@ -27,6 +27,7 @@ def embed(
     encoder: torch.nn.Module, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 64
 ) -> np.ndarray:
     encoder.eval()
+    device = next(encoder.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     for start in range(0, len(order), batch_size):
@@ -34,11 +35,10 @@ def embed(
         batch = tokenizer(
             [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
-        hidden = encoder(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float().numpy()
+        ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        hidden = encoder(input_ids=ids, attention_mask=attention).last_hidden_state
+        mask = attention.unsqueeze(-1).to(hidden.dtype)
+        out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float().cpu().numpy()
     return out
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tunesmith.evaluation.bootstrap import LEVEL, Interval
+from tunesmith.evaluation.forgetting import describe
 from tunesmith.evaluation.metrics import HEADLINE, greater_is_better
 
 
@@ -18,14 +20,17 @@ def comparison(
     base_description: str,
     headline: Sequence[str] = HEADLINE,
     examples: Sequence[dict[str, Any]] = (),
+    intervals: Mapping[str, Interval] | None = None,
 ) -> dict[str, Any]:
-    """The report: tuned and base metrics, their difference on the headline metrics, example outputs."""
+    """The report: tuned and base metrics, their difference on the headline metrics (with its bootstrap
+    interval where the metric has one), example outputs."""
     shown = [k for k in headline if k in tuned]
     out: dict[str, Any] = {"headline": shown, "tuned": tuned}
     if base is not None:
         out["base"] = base
         out["base_description"] = base_description
         out["delta"] = {k: tuned[k] - base[k] for k in shown if k in base}
+        out["interval"] = {k: intervals[k].as_json() for k in shown if intervals and k in intervals}
     if examples:
         out["examples"] = list(examples)
     return out
@@ -40,6 +45,9 @@ def print_comparison(console: Console, report: dict[str, Any], title: str) -> No
     table.add_column("tuned", justify="right")
     if base is not None:
         table.add_column("delta", justify="right")
+    intervals = report.get("interval") or {}
+    if intervals:
+        table.add_column(f"{100 * LEVEL:.0f}% interval", justify="right")
     for key in report.get("headline", HEADLINE):
         row = [key]
         if base is not None:
@@ -50,6 +58,8 @@ def print_comparison(console: Console, report: dict[str, Any], title: str) -> No
             better = delta < 0 if not greater_is_better(key) else delta > 0
             worse = delta > 0 if not greater_is_better(key) else delta < 0
             row.append(f"[{'green' if better else 'red' if worse else 'white'}]{delta:+.3f}[/]")
+        if intervals:
+            row.append(_interval_cell(intervals.get(key)))
         table.add_row(*row)
     console.print(table)
     if "per_class" in tuned:
@@ -58,6 +68,37 @@ def print_comparison(console: Console, report: dict[str, Any], title: str) -> No
         _print_examples(console, report["examples"])
     if base is not None:
         console.print(f"[dim]{report['base_description']}; {tuned['examples']} test examples[/]")
+    if intervals:
+        console.print(
+            f"[dim]interval: {100 * LEVEL:.0f}% paired bootstrap of tuned - base over the test examples; * where "
+            "it excludes 0, i.e. the difference is unlikely to be chance[/]"
+        )
+    if report.get("forgetting"):
+        _print_forgetting(console, report["forgetting"])
+
+
+def _print_forgetting(console: Console, section: dict[str, Any]) -> None:
+    console.print(
+        "[bold]forgetting[/] (general ability, base vs tuned, on the reference shipped with tunesmith)"
+    )
+    for line in describe(section):
+        console.print(f"  {line}")
+    if section.get("prompts"):
+        table = Table(title="general prompts", show_lines=True)
+        for col in ("prompt", "base", "tuned"):
+            table.add_column(col, overflow="fold")
+        for row in section["prompts"]:
+            table.add_row(*(_clip(row[c]) for c in ("prompt", "base", "tuned")))
+        console.print(table)
+    for warning in section.get("warnings", []):
+        console.print(f"[yellow]warning: {escape(warning)}[/]")
+
+
+def _interval_cell(interval: dict[str, Any] | None) -> str:
+    if interval is None:
+        return ""
+    star = " *" if interval["excludes_zero"] else "  "
+    return f"[{interval['low']:+.3f}, {interval['high']:+.3f}]{star}"
 
 
 def _print_examples(console: Console, examples: Sequence[dict[str, Any]]) -> None:

@@ -12,16 +12,20 @@ from collections.abc import Sequence
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measure over examples (Porter stemming, as in the summarization literature)."""
+    return _means(rouge_per_example(predictions, references))
+
+
+def rouge_per_example(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """Each example's ROUGE-1/2/L F-measure."""
     from rouge_score import rouge_scorer
 
     _same_length(predictions, references)
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals: Counter[str] = Counter()
+    out: dict[str, list[float]] = {"rouge1": [], "rouge2": [], "rougeL": []}
     for pred, ref in zip(predictions, references, strict=True):
         for name, score in scorer.score(ref, pred).items():
-            totals[name] += score.fmeasure
-    n = max(len(predictions), 1)
-    return {"rouge1": totals["rouge1"] / n, "rouge2": totals["rouge2"] / n, "rougeL": totals["rougeL"] / n}
+            out[name].append(score.fmeasure)
+    return out
 
 
 def bleu_chrf(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
@@ -49,13 +53,22 @@ def normalize_answer(text: str) -> str:
 def squad_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """Exact match and token F1 as in the official SQuAD v1.1 script: each prediction takes its best score
     over the example's accepted answers."""
+    return _means(squad_per_example(predictions, references))
+
+
+def squad_per_example(
+    predictions: Sequence[str], references: Sequence[Sequence[str]]
+) -> dict[str, list[float]]:
     _same_length(predictions, references)
-    em = f1 = 0.0
+    out: dict[str, list[float]] = {"exact_match": [], "f1": []}
     for pred, answers in zip(predictions, references, strict=True):
-        em += max(float(normalize_answer(pred) == normalize_answer(a)) for a in answers)
-        f1 += max(_token_f1(pred, a) for a in answers)
-    n = max(len(predictions), 1)
-    return {"exact_match": em / n, "f1": f1 / n}
+        out["exact_match"].append(max(float(normalize_answer(pred) == normalize_answer(a)) for a in answers))
+        out["f1"].append(max(_token_f1(pred, a) for a in answers))
+    return out
+
+
+def _means(scores: dict[str, list[float]]) -> dict[str, float]:
+    return {name: sum(values) / max(len(values), 1) for name, values in scores.items()}
 
 
 def _token_f1(prediction: str, answer: str) -> float:

@@ -21,10 +21,12 @@ from tunesmith.data.checks.gate import CheckReport
 from tunesmith.data.checks.render import print_report
 from tunesmith.data.splits import stratified_split
 from tunesmith.errors import ConfigError, UserError
+from tunesmith.evaluation.bootstrap import paired_intervals
+from tunesmith.evaluation.forgetting import GeneralAbility, forgetting
 from tunesmith.evaluation.report import comparison
 from tunesmith.methods import METHODS, Method, count_parameters
 from tunesmith.models.catalog import ResolvedModel, resolve_model
-from tunesmith.planning.memory import human
+from tunesmith.planning.memory import human, peak_resident_bytes
 from tunesmith.recipes.check import check_run_data, refuse_to_train
 from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate
 from tunesmith.runs import RunFolder
@@ -88,8 +90,9 @@ def prepare(config: RunConfig) -> Prepared:
     splits = load_splits(task, config)
     task.fit(splits.train, {"validation": splits.validation, "test": splits.test})
     train_features = task.encode(splits.train, tokenizer)
-    val_features = task.encode(splits.validation, tokenizer)
-    task.encode(splits.test, tokenizer)
+    val_features = task.encode(splits.validation, tokenizer) if splits.validation else []
+    if splits.test:
+        task.encode(splits.test, tokenizer)  # fails now, not after training, if a test example cannot encode
     return Prepared(
         config,
         task,
@@ -130,7 +133,12 @@ def finetune(
     resume: bool = False,
     overwrite: bool = False,
     on_step: list[Any] | None = None,
+    on_validation: list[Any] | None = None,
+    final_evaluation: bool = True,
 ) -> FinetuneResult:
+    """Check the data, train with validation, keep the best model, then (with `final_evaluation`) fit the base
+    model's baseline and evaluate base vs tuned on the test split, forgetting included. A search's trials
+    skip that last part: they are compared on validation only."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -153,7 +161,8 @@ def finetune(
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_precision(cfg.precision))
     set_seed(cfg.seed)
     probe = None
-    if not (resume and run.probe.is_file()):  # fitted before the model loads: its base model is gone by then
+    fit_probe = final_evaluation and not (resume and run.probe.is_file())
+    if fit_probe:  # fitted before the model loads: its base model is gone by then
         probe = Path(tempfile.mkdtemp(prefix="tunesmith-probe-")) / run.probe.name
         with console.status("fitting the base-model baseline"):
             p.task.fit_baseline(p.resolved, p.splits.train, probe, cfg.seed)
@@ -222,6 +231,7 @@ def finetune(
         accelerator,
         on_step or [],
         p.method,
+        on_validation or [],
     )
     started = time.perf_counter()
     result = loop.run(resume=resume)
@@ -250,38 +260,86 @@ def finetune(
             1,
         ),
         "device": str(accelerator.device),
+        **measured_peak(accelerator.device),
         "estimate": cost.as_json(),
     }
     run.write_json(run.summary, summary)
     trained_model = loop.trained_model
     loop.release()  # the optimizer's state is not needed any more: room for the evaluation's models
     report = None
-    if p.splits.test:
+    if p.splits.test and final_evaluation:
         from tunesmith.inference import load_run
 
         base_evaluation = p.task.evaluate_baseline(p.resolved, p.splits.test, run.probe)
+        base_general = None
+        if config.evaluation.forgetting:
+            base_general = base_general_ability(p.task, p.resolved, accelerator.device)
         trained = load_run(run.root, device=str(accelerator.device))
-        report = evaluate_examples(trained, p.splits.test, base_evaluation)
+        report = evaluate_examples(trained, p.splits.test, base_evaluation, base_general)
         run.write_json(run.eval, report)
     return FinetuneResult(run.root, summary, report, trained_model)
 
 
-def evaluate_examples(trained: Any, examples: list[Any], base: Any = None) -> dict[str, Any]:
-    """Tuned vs base on the same examples, with the same metric code, and a few example outputs. `base`: the
-    base model's evaluation when the caller made it already (before the tuned model loaded, to hold one
-    model less in memory)."""
+def evaluate_examples(
+    trained: Any, examples: list[Any], base: Any = None, base_general: GeneralAbility | None = None
+) -> dict[str, Any]:
+    """Tuned vs base on the same examples, with the same metric code, the interval of the difference, a few
+    example outputs, and what tuning cost in general ability. `base` and `base_general`: the base model's
+    evaluation and general ability when the caller measured them already (before the tuned model loaded, to
+    hold one model less in memory)."""
     task, cfg = trained.task, trained.config
     features = task.encode(examples, trained.tokenizer)
     tuned = task.evaluate(trained.model, features, cfg.train.eval_batch_size, trained.pad_id)
+    resolved = resolve_model(cfg.model.name)
     if base is None:
-        base = task.evaluate_baseline(resolve_model(cfg.model.name), examples, trained.run.probe)
-    return comparison(
+        base = task.evaluate_baseline(resolved, examples, trained.run.probe)
+    intervals = {}
+    if base is not None and cfg.evaluation.bootstrap_resamples:
+        tuned_resampler, base_resampler = task.resampler(features, tuned), task.resampler(features, base)
+        if tuned_resampler and base_resampler:
+            intervals = paired_intervals(
+                tuned_resampler,
+                base_resampler,
+                len(features),
+                resamples=cfg.evaluation.bootstrap_resamples,
+                seed=cfg.train.seed,
+            )
+    report = comparison(
         tuned.metrics,
         base.metrics if base else None,
         task.baseline_description,
         task.headline,
         task.shown_examples(features, tuned, base),
+        intervals,
     )
+    if cfg.evaluation.forgetting:
+        device = next(trained.model.parameters()).device
+        if base_general is None:
+            base_general = base_general_ability(task, resolved, device)
+        tuned_general = task.general_ability(trained.model)
+        if base_general is not None and tuned_general is not None:
+            report["forgetting"] = forgetting(base_general, tuned_general, cfg.evaluation)
+    return report
+
+
+def measured_peak(device: torch.device) -> dict[str, Any]:
+    """The training's peak memory as measured: torch's allocator on a GPU; on the CPU the process's peak
+    resident memory (which includes anything else this process did before)."""
+    if device.type == "cuda":
+        return {
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(device),
+            "peak_memory_of": "cuda allocator",
+        }
+    return {"peak_memory_bytes": peak_resident_bytes(), "peak_memory_of": "process resident memory"}
+
+
+def base_general_ability(task: Task, resolved: ResolvedModel, device: torch.device) -> GeneralAbility | None:
+    """The untuned base model's scores on the general reference (loaded for this, then freed)."""
+    model = task.load_model(resolved).to(device)
+    try:
+        return task.general_ability(model)
+    finally:
+        del model
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:

@@ -15,6 +15,8 @@ from tunesmith.config import ModelConfig
 from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.readers import NO_ROWS, OnError
 from tunesmith.errors import DataError
+from tunesmith.evaluation.bootstrap import Resampler
+from tunesmith.evaluation.forgetting import GeneralAbility
 from tunesmith.plugin import PluginParams
 
 
@@ -162,6 +164,16 @@ class Task(ABC):
 
     def evaluate_baseline(self, resolved: Any, examples: Sequence[Any], path: Path) -> Evaluation | None:
         """The base model on `examples`, with the same metric code as `evaluate`; None if there is none."""
+        return None
+
+    def general_ability(self, model: torch.nn.Module) -> GeneralAbility | None:
+        """`model`'s scores on the general reference (evaluation/forgetting.py), measured alike on the base
+        and the tuned model; None where the task has no such measure."""
+        return None
+
+    def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
+        """`evaluation`'s headline metrics on resamples of `features` (for the bootstrap interval of tuned vs
+        base); None where they cannot be resampled."""
         return None
 
 

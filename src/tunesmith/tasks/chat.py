@@ -11,7 +11,7 @@ from typing import Literal
 from tunesmith.data.chat_formats import Conversation, read_conversations
 from tunesmith.data.checks.view import ExampleView
 from tunesmith.data.readers import OnError
-from tunesmith.evaluation.text_metrics import bleu_chrf, rouge
+from tunesmith.evaluation.text_metrics import bleu_chrf, rouge, rouge_per_example
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
 
@@ -41,3 +41,8 @@ class Chat(GenerativeTask):
     def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
         firsts = [refs[0] for refs in references]
         return {**rouge(outputs, firsts), **bleu_chrf(outputs, firsts)}
+
+    def example_scores(
+        self, outputs: Sequence[str], references: Sequence[list[str]]
+    ) -> dict[str, list[float]]:
+        return rouge_per_example(outputs, [refs[0] for refs in references])

@@ -15,6 +15,8 @@ from tunesmith.data.padding import pad
 from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
 from tunesmith.errors import DataError
 from tunesmith.evaluation import baseline
+from tunesmith.evaluation.bootstrap import Resampler, classification_resampler
+from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
 from tunesmith.evaluation.metrics import HEADLINE, classification_metrics
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
@@ -195,6 +197,13 @@ class Classification(Task):
         preds = probs.argmax(-1).tolist()
         metrics = {"loss": loss, **classification_metrics(truth.tolist(), preds, self.labels)}
         return Evaluation(metrics, preds)
+
+    def general_ability(self, model: torch.nn.Module) -> GeneralAbility | None:
+        return encoder_ability(model, self.tokenizer, self.model_cfg.max_length)
+
+    def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
+        truth = [f["label"] for f in features]
+        return classification_resampler(truth, evaluation.predictions, len(self.labels))
 
     # --- base model: frozen encoder + linear head ---
     baseline_description = baseline.DESCRIPTION

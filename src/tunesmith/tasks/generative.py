@@ -39,6 +39,8 @@ from tunesmith.data.checks.view import TokenCount
 from tunesmith.data.packing import collate_packed, collate_padded, packing_supported
 from tunesmith.data.padding import pad
 from tunesmith.errors import ConfigError, DataError, UserError
+from tunesmith.evaluation.bootstrap import Resampler, mean_resampler
+from tunesmith.evaluation.forgetting import ANSWER_TOKENS, GeneralAbility, decoder_ability
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, generate
 from tunesmith.methods.prompt_learning import virtual_tokens
@@ -94,6 +96,36 @@ class GenerativeTask(Task):
     @abstractmethod
     def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
         """Task metrics of generated answers against each example's accepted answers."""
+
+    def example_scores(
+        self, outputs: Sequence[str], references: Sequence[list[str]]
+    ) -> dict[str, list[float]]:
+        """Each answer's scores, for the metrics that are their mean (the bootstrap resamples them)."""
+        return {}
+
+    def general_ability(self, model: torch.nn.Module) -> GeneralAbility | None:
+        if self.encoder_decoder:
+            return None  # a seq2seq model's perplexity on plain text is not defined the same way
+
+        def answers(prompts: Sequence[str]) -> list[str]:
+            ids = [self.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
+            tokens = generate(
+                model,
+                ids,
+                GenerationSettings(max_new_tokens=ANSWER_TOKENS),
+                pad_id=self.tokenizer.pad_token_id,
+                stop_ids=stop_token_ids(self.tokenizer),
+                batch_size=len(ids),
+            )
+            return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+
+        return decoder_ability(model, self.tokenizer, self.model_cfg.max_length, answers)
+
+    def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
+        if len(evaluation.predictions) != len(features):
+            return None
+        scores = self.example_scores(evaluation.predictions, [f["references"] for f in features])
+        return mean_resampler(scores) if scores else None
 
     def turns(self, example: Any) -> list[dict[str, str]]:
         """The conversation trained on, ending with the answer: a chat up to its last assistant turn (turns

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tunesmith.data.checks.view import TokenCount
 from tunesmith.data.padding import pad
 from tunesmith.data.squad import QAExample
+from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
 from tunesmith.evaluation.text_metrics import squad_scores
 from tunesmith.tasks.base import Evaluation, evaluating, length_sorted_batches, move
 from tunesmith.tasks.qa import GenerativeQA
@@ -178,6 +179,9 @@ class ExtractiveQA(GenerativeQA):
             }
             for f in firsts
         ]
+
+    def general_ability(self, model: torch.nn.Module) -> GeneralAbility | None:
+        return encoder_ability(model, self.tokenizer, self.model_cfg.max_length)
 
     def evaluate_baseline(self, resolved: Any, examples: Sequence[Any], path: Path) -> Evaluation | None:
         return None  # an encoder without a trained span head has no answer to give

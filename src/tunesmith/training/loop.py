@@ -79,12 +79,16 @@ class TrainLoop:
         accelerator: Any,
         on_step: Sequence[Callable[[LoopState, float], None]] = (),
         method: Method | None = None,
+        on_validation: Sequence[Callable[[LoopState, dict[str, float]], None]] = (),
     ):
         self.task, self.cfg, self.pad_id, self.console = task, cfg, pad_id, console
         self.train_features, self.val_features = train_features, val_features
         self.save_best = save_best
         self.on_step = list(on_step)
         """Called after every optimizer step with (state, loss): hooks for search, pruning, tests."""
+        self.on_validation = list(on_validation)
+        """Called after every validation (its checkpoint written) with (state, metrics): e.g. a search's
+        pruner, which may stop the run by raising."""
         self.accelerator = accelerator
         self.method = method
         self.checkpoints = run_dir / "checkpoints"
@@ -214,6 +218,8 @@ class TrainLoop:
             f"step {state.step} (epoch {state.epoch}): validation {shown}{'  [best]' if better else ''}"
         )
         save_checkpoint(self.checkpoints, self.model, self.optimizer, self.scheduler, state)
+        for hook in self.on_validation:
+            hook(state, metrics)
 
     def _should_stop(self, state: LoopState) -> bool:
         patience = self.cfg.early_stopping_patience

@@ -1,0 +1,198 @@
+"""`tunesmith tune`: hyperparameter search when results disappoint.
+
+Optuna's TPE sampler proposes values for the keys in `search.space`; each trial is a real `finetune` run in
+its own folder (`trial-000/`, ...), compared on the validation metric only (the test split stays unseen
+until the chosen config is trained). The median pruner reads the metric after every validation (each
+epoch) and stops trials that trail the median of earlier trials at the same epoch. The study lives in an
+SQLite file in the search folder, so an interrupted search resumes where it stopped: `tune` again runs only
+the trials still missing. The best trial's config is written as `best.yaml`, ready for `tunesmith train`.
+
+    search folder/
+      search.db      the Optuna study (every trial, its values and per-epoch reports)
+      trial-NNN/     each trial's run folder (no test evaluation)
+      trials.json    a summary of every trial
+      best.yaml      the run config with the best values, output_dir set for the final run
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from tunesmith.config import RunConfig, SearchRange, build_config, set_dotted
+from tunesmith.errors import ConfigError
+from tunesmith.evaluation.metrics import greater_is_better
+
+STUDY = "tunesmith"
+
+
+@dataclass
+class SearchResult:
+    folder: Path
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_config: Path | None
+    trials: list[dict[str, Any]]
+
+
+def search_folder(config: RunConfig, out: Path | None) -> Path:
+    if out is not None:
+        return Path(out)
+    if config.output_dir is None:
+        raise ConfigError(
+            "no search folder: give --out FOLDER, or output_dir in the config (then OUTPUT-search)"
+        )
+    return Path(f"{config.output_dir}-search")
+
+
+def trial_config(base: dict[str, Any], values: dict[str, Any], folder: Path) -> RunConfig:
+    tree = json.loads(json.dumps(base))  # a deep copy of plain data
+    for key, value in values.items():
+        set_dotted(tree, key.split("."), value)
+    tree["output_dir"] = str(folder)
+    return build_config(tree)
+
+
+def suggest(trial: Any, key: str, space: SearchRange) -> Any:
+    if space.choices is not None:
+        return trial.suggest_categorical(key, space.choices)
+    if space.integer:
+        step = int(space.step) if space.step else 1
+        return trial.suggest_int(key, int(space.low), int(space.high), step=step, log=space.log)
+    return trial.suggest_float(key, float(space.low), float(space.high), step=space.step, log=space.log)
+
+
+def check_space(config: RunConfig, base: dict[str, Any], folder: Path) -> None:
+    """Refuse a space whose keys or values the config would reject, before any trial runs."""
+    space = config.search.space
+    if not space:
+        raise ConfigError(
+            "search.space is empty: name what to search, e.g. search.space: {train.learning_rate: "
+            "{low: 1e-5, high: 1e-3, log: true}, method.rank: {choices: [4, 8, 16]}}"
+        )
+    if "method.name" in space or "task.name" in space:
+        raise ConfigError(
+            "search one method and task at a time (compare methods with `tunesmith plan` and "
+            "`tunesmith compare`); remove method.name / task.name from search.space"
+        )
+    for key, r in space.items():
+        for value in r.choices if r.choices is not None else [r.low, r.high]:
+            try:
+                trial_config(base, {key: value}, folder)
+            except ConfigError as exc:
+                raise ConfigError(f"search.space.{key} = {value!r}: {exc}") from None
+    for i, values in enumerate(config.search.enqueue):
+        unknown = set(values) - set(space)
+        if unknown:
+            raise ConfigError(
+                f"search.enqueue[{i}] names keys not in search.space: {', '.join(sorted(unknown))}"
+            )
+
+
+def tune(config: RunConfig, console: Console, out: Path | None = None) -> SearchResult:
+    import optuna
+
+    from tunesmith.recipes.finetune import finetune
+
+    folder = search_folder(config, out)
+    metric = config.search.metric or config.train.metric
+    base = config.model_dump(mode="json")
+    base["train"]["metric"] = metric
+    base["search"] = {}  # trials do not search
+    check_space(config, base, folder / "trial-check")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    search = config.search
+    study = optuna.create_study(
+        study_name=STUDY,
+        storage=f"sqlite:///{(folder / 'search.db').resolve()}",
+        load_if_exists=True,
+        direction="maximize" if greater_is_better(metric) else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=search.seed),
+        pruner=(
+            optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=0)
+            if search.pruning
+            else optuna.pruners.NopPruner()
+        ),
+    )
+    states = optuna.trial.TrialState
+    for stale in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
+        study.tell(stale.number, state=states.FAIL)  # left running by an interrupted search
+    finished = len(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)))
+    if finished == 0 and not study.get_trials(deepcopy=False):
+        for values in search.enqueue:
+            study.enqueue_trial(values)
+    missing = max(search.trials - finished, 0)
+    if finished:
+        console.print(f"resuming the search in {folder}: {finished} trials done, {missing} to go")
+
+    def objective(trial: Any) -> float:
+        values = {key: suggest(trial, key, r) for key, r in search.space.items()}
+        run_folder = folder / f"trial-{trial.number:03d}"
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        console.print(f"[bold]trial {trial.number}[/]: {shown}")
+
+        def report(state: Any, metrics: dict[str, float]) -> None:
+            if metric not in metrics:
+                return
+            step = state.step if config.train.eval_every_steps else state.epoch
+            trial.report(metrics[metric], step)
+            if trial.should_prune():
+                console.print(
+                    f"  trial {trial.number} pruned at epoch {state.epoch}: {metric} {metrics[metric]:.4f}"
+                )
+                raise optuna.TrialPruned()
+
+        result = finetune(
+            trial_config(base, values, run_folder),
+            console,
+            overwrite=True,
+            on_validation=[report],
+            final_evaluation=False,
+        )
+        value = result.summary[f"best_validation_{metric}"]
+        console.print(f"  trial {trial.number}: best validation {metric} {value:.4f}")
+        return value
+
+    if missing:
+        study.optimize(objective, n_trials=missing, catch=())
+    return _finish(study, config, folder, metric)
+
+
+def _finish(study: Any, config: RunConfig, folder: Path, metric: str) -> SearchResult:
+    import optuna
+
+    trials = [
+        {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "params": t.params,
+            "value": t.value,
+            "reports": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+            "folder": str(folder / f"trial-{t.number:03d}"),
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+    (folder / "trials.json").write_text(json.dumps({"metric": metric, "trials": trials}, indent=2) + "\n")
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not completed:
+        return SearchResult(folder, None, {}, None, trials)
+    best = study.best_trial
+    tree = config.model_dump(mode="json")
+    for key, value in best.params.items():
+        set_dotted(tree, key.split("."), value)
+    tree["train"]["metric"] = metric
+    best_yaml = folder / "best.yaml"
+    header = (
+        f"# tunesmith tune: best of {len(trials)} trials on validation {metric} = {best.value:.4f} "
+        f"(trial {best.number})\n# train it: tunesmith train --config {best_yaml}\n"
+    )
+    best_yaml.write_text(header + yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
+    return SearchResult(folder, best.value, best.params, best_yaml, trials)

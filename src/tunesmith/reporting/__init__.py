@@ -1,0 +1,1 @@
+"""Self-contained HTML pages (reports, comparisons): inline CSS, images embedded, nothing fetched."""

@@ -1,0 +1,110 @@
+"""`tunesmith report`: a self-contained HTML page about a real run, opened in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli import tunesmith
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory) -> Path:
+    from tests.conftest import SMALL_LABELS, demo_rows, write_csv
+
+    tmp = tmp_path_factory.mktemp("report")
+    data = {
+        split: write_csv(tmp / f"{split}.csv", demo_rows(split, SMALL_LABELS, n))
+        for split, n in (("train", 120), ("validation", 30), ("test", 60))
+    }
+    run = tmp / "run"
+    proc = tunesmith(
+        "train",
+        "--model",
+        "minilm",
+        "--data",
+        data["train"],
+        "--validation",
+        data["validation"],
+        "--test",
+        data["test"],
+        "--out",
+        run,
+        "model.max_length=48",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.learning_rate=0.003",
+        "train.log_every_steps=1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def test_report_is_one_self_contained_page_with_every_section(classifier_run):
+    proc = tunesmith("report", classifier_run)
+    assert proc.returncode == 0, proc.stderr
+    page = (classifier_run / "report.html").read_text()
+    for heading in (
+        "At a glance",
+        "Test set: base vs tuned",
+        "Training",
+        "Per class (tuned)",
+        "Confusion matrix",
+        "Forgetting",
+        "Resources",
+        "Data check",
+        "Config",
+    ):
+        assert f"<h2>{heading}" in page, heading
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 2  # curves, confusion
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<script" not in page  # nothing fetched
+    assert "95% interval" in page and "mean cosine similarity to the base" in page
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium and chromium-driver are not installed"
+)
+def test_report_renders_in_chromium_without_console_errors(classifier_run, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    page = tmp_path / "report.html"
+    assert tunesmith("report", classifier_run, "--out", page).returncode == 0
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1300,3000",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        driver.get(page.as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.alt])"
+        )
+        assert len(images) == 2
+        for complete, width, height, alt in images:
+            assert complete and width > 300 and height > 200, alt  # the PNG decoded and has a real size
+        assert driver.execute_script("return document.querySelectorAll('table').length") >= 5
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
+        assert errors == []
+        driver.save_screenshot(str(tmp_path / "report.png"))
+        assert (tmp_path / "report.png").stat().st_size > 20_000
+    finally:
+        driver.quit()
