@@ -25,6 +25,8 @@ import resource
 import tempfile
 from pathlib import Path
 
+from tunesmith.processes import ChildDied, run_apart
+
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024**2
 ALL = [
@@ -117,7 +119,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-examples", type=int, default=320, help="chat: the first N training chats")
     args = parser.parse_args()
-    ctx = mp.get_context("spawn")
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     path = results / f"methods-{args.task}.json"
@@ -125,17 +126,10 @@ def main() -> None:
     for method in args.methods:
         if args.task == "classification" and method == "prefix":
             continue  # encoders take no prefix (refused before any model loads)
-        queue = ctx.Queue()
-        proc = ctx.Process(target=child, args=(args.task, method, args.epochs, args.train_examples, queue))
-        proc.start()
-        while True:
-            try:
-                row = queue.get(timeout=5)
-                break
-            except Exception:
-                if not proc.is_alive():
-                    raise SystemExit(f"the {method} run died (exit code {proc.exitcode})") from None
-        proc.join()
+        try:
+            row = run_apart(child, args.task, method, args.epochs, args.train_examples)
+        except ChildDied as exc:
+            raise SystemExit(f"the {method} run: {exc}") from None
         rows = [r for r in rows if r["method"] != method] + [row]
         path.write_text(json.dumps(rows, indent=2) + "\n")
         print(json.dumps(row), flush=True)

@@ -19,6 +19,8 @@ import resource
 import tempfile
 from pathlib import Path
 
+from tunesmith.processes import ChildDied, run_apart
+
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024**2
 
@@ -75,24 +77,16 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["full", "lora", "qlora", "prompt"])
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
-    ctx = mp.get_context("spawn")
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     path = results / f"planner-{args.task}.json"
     earlier = json.loads(path.read_text()) if path.is_file() else []
     rows = []
     for method in args.methods:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=child, args=(args.task, method, args.epochs, queue))
-        proc.start()
-        while True:
-            try:
-                measured = queue.get(timeout=5)
-                break
-            except Exception:
-                if not proc.is_alive():
-                    raise SystemExit(f"the {method} run died (exit code {proc.exitcode})") from None
-        proc.join()
+        try:
+            measured = run_apart(child, args.task, method, args.epochs)
+        except ChildDied as exc:
+            raise SystemExit(f"the {method} run: {exc}") from None
         e = measured["estimate"]
         rows.append(
             {

@@ -30,6 +30,20 @@ METHOD_HELP = (
 )
 
 
+# The options `train` and `plan` share (one run config from a YAML file, flags and dotted overrides).
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides: train.epochs=5 method.rank=16")
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
+TaskName = Annotated[str | None, typer.Option(help="classification, chat, summarization or qa")]
+ModelName = Annotated[
+    str | None, typer.Option(help="Catalog name (see `tunesmith models`), local folder or hub id")
+]
+TrainFile = Annotated[Path | None, typer.Option(help="Training file: CSV, JSONL or Parquet")]
+ValidationFile = Annotated[Path | None, typer.Option(help="Validation file (else split off --data)")]
+TestFile = Annotated[Path | None, typer.Option(help="Test file (else split off --data)")]
+
+
 def quiet_libraries() -> None:
     # Batched tokenization uses every core (the data check of 100,000 chats is a third faster). tunesmith never
     # forks after tokenizing, and saying "true" outright silences the library's fork warning.
@@ -112,17 +126,13 @@ def check(
 
 @app.command()
 def train(
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="Dotted overrides: train.epochs=5 method.rank=16")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
-    task: Annotated[str | None, typer.Option(help="classification, chat, summarization or qa")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Catalog name (see `tunesmith models`), local folder or hub id")
-    ] = None,
-    data: Annotated[Path | None, typer.Option(help="Training file: CSV, JSONL or Parquet")] = None,
-    validation: Annotated[Path | None, typer.Option(help="Validation file (else split off --data)")] = None,
-    test: Annotated[Path | None, typer.Option(help="Test file (else split off --data)")] = None,
+    overrides: Overrides = None,
+    config: ConfigFile = None,
+    task: TaskName = None,
+    model: ModelName = None,
+    data: TrainFile = None,
+    validation: ValidationFile = None,
+    test: TestFile = None,
     method: Annotated[str | None, typer.Option(help=METHOD_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder to create")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
@@ -379,17 +389,13 @@ def tune(
 
 @app.command()
 def plan(
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="Dotted overrides: train.batch_size=8")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
-    task: Annotated[str | None, typer.Option(help="classification, chat, summarization or qa")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Catalog name (see `tunesmith models`), local folder or hub id")
-    ] = None,
-    data: Annotated[Path | None, typer.Option(help="Training file: CSV, JSONL or Parquet")] = None,
-    validation: Annotated[Path | None, typer.Option(help="Validation file (else split off --data)")] = None,
-    test: Annotated[Path | None, typer.Option(help="Test file (else split off --data)")] = None,
+    overrides: Overrides = None,
+    config: ConfigFile = None,
+    task: TaskName = None,
+    model: ModelName = None,
+    data: TrainFile = None,
+    validation: ValidationFile = None,
+    test: TestFile = None,
     method: Annotated[
         str, typer.Option(help="all, or method names separated by commas (e.g. lora,qlora,full)")
     ] = "all",

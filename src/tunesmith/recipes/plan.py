@@ -18,6 +18,7 @@ from tunesmith.errors import ConfigError, UserError
 from tunesmith.methods import METHODS, Method
 from tunesmith.planning.estimate import Estimate, estimate
 from tunesmith.planning.memory import human, parse_size
+from tunesmith.processes import ChildDied, run_apart
 from tunesmith.training.loop import total_steps
 
 PREFERENCE = (
@@ -109,18 +110,14 @@ def _measure_child(config_yaml: str, name: str, queue: Any) -> None:
 
 def measure_apart(config: RunConfig, name: str) -> Estimate:
     """`measure` in a fresh process, as `tunesmith train` would start: its memory is that method's alone."""
-    import multiprocessing
-
     from tunesmith.config import dump_config
 
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_measure_child, args=(dump_config(config), name, queue))
-    child.start()
     try:
-        answer = queue.get()
-    finally:
-        child.join()
+        answer = run_apart(_measure_child, dump_config(config), name)
+    except ChildDied as exc:
+        raise UserError(
+            f"calibrating method {name}: {exc} (killed for lack of memory? try a smaller train.batch_size)"
+        ) from None
     if isinstance(answer, str):
         raise UserError(f"calibrating method {name} failed: {answer}")
     return Estimate(**answer)
