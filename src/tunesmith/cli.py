@@ -485,6 +485,169 @@ def plan(
         console.print(f"[red]{result.reason}[/]")
 
 
+@app.command()
+def serve(
+    runs: Annotated[list[str], typer.Argument(help="Run folders to serve: RUN or NAME=RUN")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of server settings")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000; 0 picks a free one)")] = None,
+    api_key_file: Annotated[Path | None, typer.Option(help="File of API keys, one per line")] = None,
+    admin_key_file: Annotated[
+        Path | None, typer.Option(help="File of admin keys (version switches over HTTP)")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without API keys (local use only)")
+    ] = False,
+    log_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL of the request log (default SQLite RUN/requests.db)")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Most texts per forward pass (1: no batching)")
+    ] = None,
+    batch_wait_ms: Annotated[float | None, typer.Option(help="How long a batch waits to fill")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+) -> None:
+    """Serve runs over HTTP: OpenAI-compatible /v1/chat/completions, /v1/classify, /v1/feedback, /metrics.
+    Every request is logged for `monitor` and `retune`; promoted or rolled-back versions swap in live."""
+    from pydantic import ValidationError
+
+    from tunesmith.config import read_yaml
+    from tunesmith.serving.server import parse_runs, read_keys
+    from tunesmith.serving.server import serve as run_server
+    from tunesmith.serving.settings import ServeSettings
+
+    quiet_libraries()
+    tree = read_yaml(config) if config else {}
+    flags = {"host": host, "port": port, "log_url": log_url, "batch_size": batch_size}
+    flags.update(batch_wait_ms=batch_wait_ms, device=device)
+    tree.update({k: v for k, v in flags.items() if v is not None})
+    if no_auth:
+        tree["auth"] = False
+    if api_key_file is not None:
+        tree["api_keys"] = read_keys(api_key_file)
+    if admin_key_file is not None:
+        tree["admin_keys"] = read_keys(admin_key_file)
+    try:
+        settings = ServeSettings(**tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"server settings: {where}: {first['msg']}") from None
+    run_server(parse_runs(runs), settings, console)
+
+
+@app.command()
+def monitor(
+    run: Annotated[Path, typer.Argument(help="Served run folder")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted overrides: monitor.domain_auc=0.8 monitor.psi=0.25")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Window: 7d, 12h, 30m or an ISO date (default: all)")
+    ] = None,
+    log_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the request log")] = None,
+    sample_to_label: Annotated[
+        Path | None, typer.Option(help="Write the most unfamiliar requests here, for labelling")
+    ] = None,
+    sample: Annotated[int, typer.Option(help="How many requests --sample-to-label writes")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Drift of recent traffic against held-out data: embedding drift (domain classifier, MMD), length and
+    unseen words, predicted label shares and confidence. Exit code 1 on drift (for cron), 0 otherwise."""
+    from tunesmith.monitoring.monitor import describe, parse_since, write_sample
+    from tunesmith.monitoring.monitor import monitor as run_monitor
+
+    quiet_libraries()
+    report = run_monitor(run, parse_since(since), overrides, log_url)
+    written = None
+    if sample_to_label is not None and report["status"] != "insufficient_data":
+        written = write_sample(run, report, sample_to_label, sample, log_url)
+    public = {k: v for k, v in report.items() if not k.startswith("_")}
+    if as_json:
+        print(json.dumps(public, indent=2))
+    else:
+        console.print(
+            f"[bold]{run}[/] version {report['version']}: {report['requests']} requests, "
+            f"status [bold]{report['status']}[/]"
+        )
+        for line in describe(report):
+            console.print(escape(line), style="red" if line.startswith("ALERT") else None)
+        if written is not None:
+            console.print(
+                f"{written} requests to label in {sample_to_label}; then: tunesmith retune {run} --extra FILE"
+            )
+    if report["drift"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def retune(
+    run: Annotated[Path, typer.Argument(help="Served run folder")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted overrides: retune.tolerance=0.01 train.epochs=2")
+    ] = None,
+    feedback: Annotated[bool, typer.Option(help="Learn from the corrections sent to /v1/feedback")] = True,
+    extra: Annotated[
+        list[Path] | None, typer.Option(help="Extra labelled file(s) in the task's format (repeatable)")
+    ] = None,
+    log_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the request log")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON")] = False,
+) -> None:
+    """A new version from the serving version's data plus corrections (and --extra files): data check,
+    fine-tuning into RUN/versions/vN, then new vs serving on the same test set; promoted if not worse."""
+    from tunesmith.monitoring.retune import retune as run_retune
+
+    quiet_libraries()
+    result = run_retune(
+        run,
+        console if not as_json else Console(stderr=True),
+        feedback=feedback,
+        extra=extra,
+        overrides=overrides,
+        log_url=log_url,
+    )
+    decision = result.decision
+    if as_json:
+        print(json.dumps(decision, indent=2))
+        return
+    c = decision["comparison"]
+    interval = c.get("interval")
+    shown = f" [{interval['low']:+.4f}, {interval['high']:+.4f}]" if interval else ""
+    console.print(
+        f"{result.version} vs {decision['from']} on the same {decision['data']['test_examples']} test examples: "
+        f"{c['metric']} {c['candidate']:.4f} vs {c['serving']:.4f} ({c['candidate'] - c['serving']:+.4f}{shown})"
+    )
+    verdict = "[green]promoted[/]" if decision["promoted"] else "[yellow]not promoted[/]"
+    console.print(f"{verdict}: {escape(decision['reason'])}")
+
+
+@app.command()
+def rollback(
+    run: Annotated[Path, typer.Argument(help="Served run folder")],
+    to: Annotated[str | None, typer.Option(help="Version to serve (default: the one served before)")] = None,
+    show: Annotated[bool, typer.Option("--list", help="List the versions and which one serves")] = False,
+) -> None:
+    """Serve another version of a run (a running server swaps it in within seconds, no restart)."""
+    from tunesmith.monitoring.versions import Deployment
+
+    deployment = Deployment(run)
+    state = deployment.state()
+    if show:
+        for version in deployment.versions():
+            mark = "*" if version == state["current"] else " "
+            console.print(f"{mark} {version}  {deployment.folder(version)}")
+        return
+    if to is None:
+        earlier = [h["from"] for h in state.get("history", []) if h.get("version") == state["current"]]
+        if not earlier:
+            raise UserError(f"{run}: no earlier version to roll back to; give --to VERSION")
+        to = earlier[-1]
+    deployment.serve(to, reason="rollback")
+    console.print(f"{run}: now serving {to} (was {state['current']})")
+
+
 @app.command("export")
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder")],

@@ -194,6 +194,45 @@ class SearchConfig(Section):
     seed: int = 42
 
 
+class MonitorConfig(Section):
+    """`tunesmith monitor`: recent traffic against held-out data the model was not trained on
+    (monitoring/drift.py). A detector alerts when its threshold is crossed; any alert is drift (exit 1)."""
+
+    min_requests: int = Field(30, ge=2)
+    """Fewer logged requests in the window: no verdict (exit 0, status insufficient_data)."""
+    reference_examples: int = Field(500, ge=10)
+    """Most reference texts (validation + test splits, topped up from training data when fewer than 100)."""
+    recent_examples: int = Field(500, ge=10)
+    """Most recent requests compared (the latest ones in the window)."""
+    domain_auc: float = Field(0.75, gt=0.5, le=1)
+    """Alert when a classifier tells recent from reference embeddings with this ROC-AUC (0.5 = cannot)."""
+    mmd_p_value: float = Field(0.01, gt=0, lt=1)
+    """Alert when the MMD permutation test's p-value is below this."""
+    permutations: int = Field(200, ge=20)
+    """Permutations for the MMD p-value."""
+    length_p_value: float = Field(0.01, gt=0, lt=1)
+    """Alert when the two-sample KS test on text length (tokens) gives a p-value below this."""
+    oov_increase: float = Field(0.1, ge=0, le=1)
+    """Alert when the share of words never seen in training rises by more than this."""
+    psi: float = Field(0.2, ge=0)
+    """Alert when the population stability index of predicted label shares exceeds this (0.1-0.2 moderate)."""
+    confidence_drop: float = Field(0.1, ge=0, le=1)
+    """Alert when mean top-label probability falls by more than this."""
+    seed: int = 0
+
+
+class RetuneConfig(Section):
+    """`tunesmith retune`: a new version from the training data plus corrections, promoted if not worse."""
+
+    promote: Literal["if_not_worse", "never", "always"] = "if_not_worse"
+    """`if_not_worse`: serve the new version when its test metric (train.metric) is at least the serving
+    version's minus `tolerance`, on the same test examples."""
+    tolerance: float = Field(0.0, ge=0)
+    """How much worse the new version may score and still be promoted."""
+    correction_weight: int = Field(1, ge=1, le=20)
+    """Each correction enters the training data this many times (corrections are few and precious)."""
+
+
 class RunConfig(Section):
     task: SerializeAsAny[PluginParams] = Field(
         default_factory=lambda: {"name": "classification"}, validate_default=True
@@ -209,6 +248,8 @@ class RunConfig(Section):
     check: CheckConfig = Field(default_factory=CheckConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    retune: RetuneConfig = Field(default_factory=RetuneConfig)
     output_dir: Path | None = None
     """Run folder: resolved config, metrics, checkpoints, best model, label map, evaluation."""
 

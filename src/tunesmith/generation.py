@@ -7,7 +7,7 @@ left-padded (the new tokens then line up at the right); encoder-decoder inputs a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from pydantic import Field
@@ -40,12 +40,17 @@ def generate(
     stop_ids: Sequence[int],
     batch_size: int = 16,
     encoder_decoder: bool = False,
+    observer: TokenObserver | None = None,
 ) -> list[list[int]]:
-    """New token ids for each prompt (without the prompt, cut at the first stop token), in input order."""
+    """New token ids for each prompt (without the prompt, cut at the first stop token), in input order.
+    `observer` (one prompt only): sees each new token as it is made, and can end the answer early (the
+    server's streaming and stop strings)."""
     from tunesmith.tasks.base import evaluating  # here: importing tasks at module level would be circular
 
+    if observer is not None and len(prompts) != 1:
+        raise ValueError("an observer follows one prompt at a time")
     if not encoder_decoder and is_prompt_learning(model):
-        return [_decode_by_forward_passes(model, p, settings, stop_ids, pad_id) for p in prompts]
+        return [_decode_by_forward_passes(model, p, settings, stop_ids, pad_id, observer) for p in prompts]
     out: list[list[int]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     if settings.do_sample:
@@ -60,7 +65,11 @@ def generate(
     }
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-    else:  # keep the model's generation_config sampling defaults from leaking into greedy/beam decoding
+    if observer is not None:
+        kwargs.update(streamer=_SkipPrompt(observer), stopping_criteria=_stop_when_observer_says(observer))
+    if (
+        not settings.do_sample
+    ):  # keep the model's generation_config sampling defaults from leaking into greedy/beam decoding
         kwargs.update(temperature=None, top_p=None, top_k=None)
     with evaluating(model) as device:
         for start in range(0, len(order), batch_size):
@@ -87,6 +96,7 @@ def _decode_by_forward_passes(
     settings: GenerationSettings,
     stop_ids: Sequence[int],
     pad_id: int,
+    observer: TokenObserver | None = None,
 ) -> list[int]:
     """Decoding with one whole forward pass per new token and no cache, for prompt- and prefix-tuned decoders.
     With peft 0.21 and transformers 5, `generate` gets these models wrong after the first token: a prefix
@@ -128,8 +138,49 @@ def _decode_by_forward_passes(
             new.append(token)
             if token in stop_ids:
                 break
+            if observer is not None:
+                observer.put(token)
+                if observer.stopped:
+                    break
             ids = torch.cat([ids, torch.tensor([[token]], device=device)], 1)
     return _cut(new, stop_ids, pad_id)
+
+
+class TokenObserver(Protocol):
+    stopped: bool
+    """True once the observer wants no more tokens."""
+
+    def put(self, token: int) -> None: ...
+
+
+class _SkipPrompt:
+    """transformers' streamer interface around an observer: the first call carries the prompt, then one new
+    token per call."""
+
+    def __init__(self, observer: TokenObserver):
+        self.observer = observer
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.observer.put(int(token))
+
+    def end(self) -> None:
+        pass
+
+
+def _stop_when_observer_says(observer: TokenObserver) -> Any:
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopWhenObserverSays(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            done = observer.stopped
+            return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopWhenObserverSays()])
 
 
 def _cut(tokens: list[int], stop_ids: Sequence[int], pad_id: int) -> list[int]:

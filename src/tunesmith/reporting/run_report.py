@@ -21,6 +21,7 @@ from tunesmith.errors import UserError
 from tunesmith.evaluation.forgetting import describe
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.planning.memory import human
+from tunesmith.reporting.deployment import deployment_section
 from tunesmith.reporting.html import Cell, page, table
 from tunesmith.runs import RunFolder
 
@@ -53,6 +54,7 @@ def build_report(run: RunFolder) -> str:
         _details(report),
         _forgetting(report.get("forgetting")),
         _resources(summary),
+        deployment_section(run.root),
         _data_check(check),
         "<h2>Config</h2><pre>" + escape(run.config.read_text(encoding="utf-8")) + "</pre>",
     ]

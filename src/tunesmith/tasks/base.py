@@ -14,7 +14,7 @@ import torch
 from tunesmith.config import ModelConfig
 from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.readers import NO_ROWS, OnError
-from tunesmith.errors import DataError
+from tunesmith.errors import DataError, UserError
 from tunesmith.evaluation.bootstrap import Resampler
 from tunesmith.evaluation.forgetting import GeneralAbility
 from tunesmith.plugin import PluginParams
@@ -175,6 +175,22 @@ class Task(ABC):
         """`evaluation`'s headline metrics on resamples of `features` (for the bootstrap interval of tuned vs
         base); None where they cannot be resampled."""
         return None
+
+    # --- serving and re-tuning (monitoring/) ---
+    record_params: ClassVar[dict[str, Any]] = {}
+    """Task keys a retune sets so that the files `record` writes read back (e.g. chat's format)."""
+
+    def traffic_text(self, logged_input: Any) -> str:
+        """The text of a logged request's input that `monitor` compares with the data's inputs."""
+        return str(logged_input)
+
+    def record(self, example: Any) -> dict[str, Any]:
+        """`example` as a JSONL record this task reads back (`retune` writes its data files with it)."""
+        raise UserError(f"retune does not handle the {self.name} task yet (classification and chat do)")
+
+    def corrected_record(self, logged_input: Any, label: str | None, answer: str | None) -> dict[str, Any]:
+        """A training record from a logged request's input and its correction (a label or an answer)."""
+        raise UserError(f"retune does not handle the {self.name} task yet (classification and chat do)")
 
 
 def length_sorted_batches(

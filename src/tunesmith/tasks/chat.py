@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from tunesmith.data.chat_formats import Conversation, read_conversations
 from tunesmith.data.checks.view import ExampleView
@@ -46,3 +46,19 @@ class Chat(GenerativeTask):
         self, outputs: Sequence[str], references: Sequence[list[str]]
     ) -> dict[str, list[float]]:
         return rouge_per_example(outputs, [refs[0] for refs in references])
+
+    # --- serving and re-tuning ---
+    record_params: ClassVar[dict[str, Any]] = {"format": "openai"}
+
+    def traffic_text(self, logged_input: Any) -> str:
+        """A logged chat's last user message: what this request asked."""
+        users = [
+            m.get("content", "") for m in logged_input if isinstance(m, dict) and m.get("role") == "user"
+        ]
+        return users[-1] if users else ""
+
+    def record(self, example: Conversation) -> dict[str, Any]:
+        return {"messages": [dict(m) for m in example.messages]}
+
+    def corrected_record(self, logged_input: Any, label: str | None, answer: str | None) -> dict[str, Any]:
+        return {"messages": [*logged_input, {"role": "assistant", "content": answer}]}

@@ -205,6 +205,12 @@ class Classification(Task):
         truth = [f["label"] for f in features]
         return classification_resampler(truth, evaluation.predictions, len(self.labels))
 
+    def record(self, example: LabelledText) -> dict[str, Any]:
+        return {self.params.text_column: example.text, self.params.label_column: example.label}
+
+    def corrected_record(self, logged_input: Any, label: str | None, answer: str | None) -> dict[str, Any]:
+        return {self.params.text_column: logged_input, self.params.label_column: label}
+
     # --- base model: frozen encoder + linear head ---
     baseline_description = baseline.DESCRIPTION
 

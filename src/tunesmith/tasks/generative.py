@@ -42,7 +42,7 @@ from tunesmith.errors import ConfigError, DataError, UserError
 from tunesmith.evaluation.bootstrap import Resampler, mean_resampler
 from tunesmith.evaluation.forgetting import ANSWER_TOKENS, GeneralAbility, decoder_ability
 from tunesmith.evaluation.text_metrics import perplexity
-from tunesmith.generation import GenerationSettings, generate
+from tunesmith.generation import GenerationSettings, TokenObserver, generate
 from tunesmith.methods.prompt_learning import virtual_tokens
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks.base import Evaluation, Task, evaluating, length_sorted_batches, move
@@ -109,15 +109,8 @@ class GenerativeTask(Task):
 
         def answers(prompts: Sequence[str]) -> list[str]:
             ids = [self.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
-            tokens = generate(
-                model,
-                ids,
-                GenerationSettings(max_new_tokens=ANSWER_TOKENS),
-                pad_id=self.tokenizer.pad_token_id,
-                stop_ids=stop_token_ids(self.tokenizer),
-                batch_size=len(ids),
-            )
-            return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+            settings = GenerationSettings(max_new_tokens=ANSWER_TOKENS)
+            return self.generate_texts(model, ids, len(ids), self.tokenizer.pad_token_id, settings)
 
         return decoder_ability(model, self.tokenizer, self.model_cfg.max_length, answers)
 
@@ -358,18 +351,42 @@ class GenerativeTask(Task):
         return shown
 
     def generate_texts(
-        self, model: torch.nn.Module, prompts: Sequence[list[int]], batch_size: int, pad_id: int
+        self,
+        model: torch.nn.Module,
+        prompts: Sequence[list[int]],
+        batch_size: int,
+        pad_id: int,
+        settings: GenerationSettings | None = None,
+        observer: TokenObserver | None = None,
     ) -> list[str]:
-        tokens = generate(
+        """Answers to token-id prompts, with the task's generation settings unless `settings` is given."""
+        return [
+            self.decode(t)
+            for t in self.generate_tokens(model, prompts, batch_size, pad_id, settings, observer)
+        ]
+
+    def generate_tokens(
+        self,
+        model: torch.nn.Module,
+        prompts: Sequence[list[int]],
+        batch_size: int,
+        pad_id: int,
+        settings: GenerationSettings | None = None,
+        observer: TokenObserver | None = None,
+    ) -> list[list[int]]:
+        return generate(
             model,
             prompts,
-            self.params.generation,
+            settings or self.params.generation,
             pad_id=pad_id,
             stop_ids=stop_token_ids(self.tokenizer),
             batch_size=batch_size,
             encoder_decoder=self.encoder_decoder,
+            observer=observer,
         )
-        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
     def messages_for_text(self, text: str) -> list[dict[str, str]]:
         """The prompt for one raw input of `predict` (a user message by default)."""

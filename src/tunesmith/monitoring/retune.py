@@ -1,0 +1,216 @@
+"""`tunesmith retune RUN`: a new version from the serving version's data plus what the server learnt.
+
+1. Data: the serving version's own train/validation/test splits; corrections sent to /v1/feedback (the
+   latest per request) join the training split (a correction of a text already there replaces its label),
+   and so do extra labelled files (e.g. the sample `monitor --sample-to-label` wrote, once labelled).
+   Validation and test stay as they were: a correction whose text is in them is left out (it would leak).
+   The files are written to RUN/versions/vN-data/ in the task's own format.
+2. The data gate and the fine-tuning run as for `tunesmith train`, into RUN/versions/vN (a run folder).
+3. The new and the serving version answer the same test examples; the paired bootstrap gives the interval of
+   the difference on train.metric; `retune.promote` decides (if_not_worse by default, with
+   `retune.tolerance`), and promotion rewrites RUN/serving.json, which a running server picks up.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tunesmith.config import RunConfig, build_config
+from tunesmith.errors import UserError
+from tunesmith.evaluation.bootstrap import paired_intervals
+from tunesmith.evaluation.metrics import greater_is_better
+from tunesmith.inference import TrainedRun, load_run
+from tunesmith.monitoring.versions import Deployment
+from tunesmith.serving.request_log import RequestLog, default_url
+from tunesmith.training.checkpoint import write_json_atomic
+
+
+@dataclass
+class RetuneResult:
+    version: str
+    folder: Path
+    decision: dict[str, Any]
+
+
+def retune_data(
+    trained: TrainedRun, corrections: list[dict[str, Any]], extra: list[Path], out: Path, weight: int
+) -> dict[str, Any]:
+    """Write train/validation/test JSONL for the new version; returns counts and what was left out."""
+    from tunesmith.recipes.finetune import load_splits
+
+    task = trained.task
+    splits = load_splits(task, trained.config)
+    held_out = {task.view(ex).input.strip() for ex in [*splits.validation, *splits.test]}
+    new_records: dict[str, dict[str, Any]] = {}
+    leaked = 0
+    for row in corrections:
+        record = task.corrected_record(row["input"], row["correct_label"], row["correct_answer"])
+        text = task.traffic_text(row["input"]).strip()
+        if text in held_out:
+            leaked += 1
+            continue
+        new_records[text] = record
+    extra_examples = [ex for path in extra for ex in task.read(path, "auto")]
+    for ex in extra_examples:
+        new_records[task.view(ex).input.strip()] = task.record(ex)
+    train = [task.record(ex) for ex in splits.train if task.view(ex).input.strip() not in new_records]
+    replaced = len(splits.train) - len(train)
+    train += [record for record in new_records.values() for _ in range(weight)]
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, records in (
+        ("train", train),
+        ("validation", [task.record(ex) for ex in splits.validation]),
+        ("test", [task.record(ex) for ex in splits.test]),
+    ):
+        path = out / f"{split}.jsonl"
+        with path.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        files[split] = path
+    return {
+        "files": files,
+        "corrections": len(corrections),
+        "corrections_used": len(new_records) - len(extra_examples),
+        "corrections_in_held_out": leaked,
+        "extra_examples": len(extra_examples),
+        "replaced_training_examples": replaced,
+        "train_examples": len(train),
+        "test_examples": len(splits.test),
+        "test": splits.test,
+    }
+
+
+def new_version_config(
+    serving: RunConfig, files: dict[str, Path], out: Path, overrides: list[str], task: Any
+) -> RunConfig:
+    tree = serving.model_dump(mode="json")
+    tree["data"].update(
+        train=str(files["train"]),
+        validation=str(files["validation"]) if files["validation"].stat().st_size else None,
+        test=str(files["test"]) if files["test"].stat().st_size else None,
+        format="jsonl",
+    )
+    tree["task"].update(task.record_params)
+    tree["output_dir"] = str(out)
+    return build_config(tree, overrides)
+
+
+def compare_versions(
+    candidate: TrainedRun, serving: TrainedRun, examples: list[Any], metric: str, resamples: int, seed: int
+) -> dict[str, Any]:
+    """Both versions on the same test examples: their metric and the paired 95% interval of the difference."""
+    scores = {}
+    resamplers = {}
+    for name, trained in (("candidate", candidate), ("serving", serving)):
+        features = trained.task.encode(examples, trained.tokenizer)
+        evaluation = trained.task.evaluate(
+            trained.model, features, trained.config.train.eval_batch_size, trained.pad_id
+        )
+        if metric not in evaluation.metrics:
+            raise UserError(
+                f"the test evaluation has no {metric!r}; set train.metric to one of {sorted(evaluation.metrics)}"
+            )
+        scores[name] = evaluation.metrics
+        resamplers[name] = trained.task.resampler(features, evaluation)
+    out: dict[str, Any] = {
+        "metric": metric,
+        "candidate": scores["candidate"][metric],
+        "serving": scores["serving"][metric],
+        "greater_is_better": greater_is_better(metric),
+        "candidate_metrics": scores["candidate"],
+        "serving_metrics": scores["serving"],
+    }
+    if resamples and resamplers["candidate"] and resamplers["serving"]:
+        intervals = paired_intervals(
+            resamplers["candidate"], resamplers["serving"], len(examples), resamples=resamples, seed=seed
+        )
+        if metric in intervals:
+            out["interval"] = intervals[metric].as_json()
+    return out
+
+
+def decide(comparison: dict[str, Any], rule: str, tolerance: float) -> tuple[bool, str]:
+    gain = comparison["candidate"] - comparison["serving"]
+    if not comparison["greater_is_better"]:
+        gain = -gain
+    if rule == "always":
+        return True, "retune.promote is always"
+    if rule == "never":
+        return False, "retune.promote is never (promote by hand: tunesmith rollback RUN --to VERSION)"
+    if gain >= -tolerance:
+        return (
+            True,
+            f"not worse: {comparison['metric']} {comparison['candidate']:.4f} vs {comparison['serving']:.4f}",
+        )
+    return False, (
+        f"worse: {comparison['metric']} {comparison['candidate']:.4f} vs {comparison['serving']:.4f} "
+        f"(tolerance {tolerance:g}); the serving version stays"
+    )
+
+
+def retune(
+    run: Path,
+    console: Console,
+    *,
+    feedback: bool = True,
+    extra: list[Path] | None = None,
+    overrides: list[str] | None = None,
+    log_url: str | None = None,
+) -> RetuneResult:
+    from tunesmith.recipes.finetune import finetune
+
+    deployment = Deployment(run)
+    serving_version = deployment.current()
+    serving = load_run(deployment.folder(serving_version))
+    corrections: list[dict[str, Any]] = []
+    if feedback:
+        log = RequestLog(log_url or default_url(deployment.root))
+        try:
+            corrections = log.corrections(deployment.root)
+        finally:
+            log.close()
+    if not corrections and not extra:
+        raise UserError(
+            f"nothing to learn from: no corrections logged for {deployment.root.name} and no --extra file"
+        )
+    version = deployment.next_version()
+    folder = deployment.versions_dir / version
+    data_folder = deployment.versions_dir / f"{version}-data"
+    shutil.rmtree(data_folder, ignore_errors=True)
+    data = retune_data(
+        serving, corrections, list(extra or []), data_folder, serving.config.retune.correction_weight
+    )
+    left_out = data["corrections_in_held_out"]
+    console.print(
+        f"{version} from {serving_version}: {data['corrections_used']} corrections"
+        + (f" ({left_out} left out: their texts are in validation/test)" if left_out else "")
+        + f", {data['extra_examples']} extra examples, {data['train_examples']} training examples"
+    )
+    config = new_version_config(serving.config, data["files"], folder, overrides or [], serving.task)
+    result = finetune(config, console)
+    cfg = config
+    candidate = load_run(result.run)
+    metric = cfg.train.metric
+    comparison = compare_versions(
+        candidate, serving, data["test"], metric, cfg.evaluation.bootstrap_resamples, cfg.train.seed
+    )
+    promote, reason = decide(comparison, cfg.retune.promote, cfg.retune.tolerance)
+    decision = {
+        "version": version,
+        "from": serving_version,
+        "data": {k: v for k, v in data.items() if k not in ("files", "test")},
+        "comparison": comparison,
+        "promoted": promote,
+        "reason": reason,
+    }
+    write_json_atomic(folder / "retune.json", decision)
+    if promote:
+        deployment.serve(version, reason=f"retune: {reason}")
+    return RetuneResult(version, folder, decision)

@@ -1,0 +1,91 @@
+"""Request bodies, validated strictly: a wrong type is a 422 naming the field, never a guess or a 500.
+Unknown fields are ignored where OpenAI clients send them (chat), refused elsewhere."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """POST /v1/chat/completions, the OpenAI shape (fields we do not use, such as `user`, are ignored)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    """Omitted: the run's own generation settings (greedy unless configured); 0: greedy; above: sampling."""
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1)
+    seed: int | None = None
+
+    def stops(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return [s for s in stops if s]
+
+
+class ClassifyRequest(_Strict):
+    """POST /v1/classify: one text or a list; `top_k` labels per text (all by default)."""
+
+    model: str
+    input: str | list[str]
+    top_k: int | None = Field(None, ge=1)
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class FeedbackRequest(_Strict):
+    """POST /v1/feedback: the right label (classification) or a better answer (chat) for a logged request."""
+
+    id: str = Field(min_length=1, max_length=64)
+    label: str | None = None
+    answer: str | None = None
+    note: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_correction(self) -> FeedbackRequest:
+        if (self.label is None) == (self.answer is None):
+            raise ValueError("give exactly one of label (classification) or answer (chat)")
+        return self
+
+
+class VersionRequest(_Strict):
+    version: str = Field(pattern=r"^v[1-9][0-9]*$")
+
+
+def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """The OpenAI error shape, which its clients turn into typed exceptions."""
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}

@@ -1,0 +1,77 @@
+"""`tunesmith serve`: load the runs, bind the port, run uvicorn until SIGINT/SIGTERM (which drain the
+request log before exit)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from rich.console import Console
+
+from tunesmith.errors import UserError
+from tunesmith.serving.settings import ServeSettings
+
+
+def parse_runs(items: list[str]) -> dict[str, Path]:
+    """`RUN` (served under its folder's name) or `NAME=RUN`; names must be unique."""
+    runs: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        folder = Path(path if sep else item)
+        name = name if sep else folder.resolve().name
+        if not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise UserError(f"{item}: a served name may use letters, digits, '-', '_' and '.'")
+        if name in runs:
+            raise UserError(f"two runs would be served as {name!r}; name them: NAME=RUN")
+        runs[name] = folder
+    return runs
+
+
+def read_keys(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        keys = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the key file ({exc.strerror})") from None
+    keys = [k for k in keys if k and not k.startswith("#")]
+    if not keys:
+        raise UserError(f"{path}: no keys in it (one per line)")
+    if any(len(k) < 16 for k in keys):
+        raise UserError(f"{path}: keys must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+    return keys
+
+
+def serve(runs: dict[str, Path], settings: ServeSettings, console: Console) -> None:
+    import uvicorn
+
+    from tunesmith.serving.app import build_app
+    from tunesmith.serving.pool import ModelPool
+
+    if settings.auth and not settings.api_keys:
+        raise UserError("API keys are required: give --api-key-file FILE (or --no-auth for local use only)")
+    pool = ModelPool(runs, settings.device)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it every
+    # keep-alive response waits ~40 ms for a delayed ACK between its header and body segments
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    with console.status("loading models"):
+        pool.load_all()
+    for name, served in pool.models.items():
+        shared = pool.shared_with(name)
+        note = f", shares its base with {', '.join(shared)}" if shared else ""
+        console.print(
+            f"{name}: {served.trained.task.name} ({served.trained.config.method.name} on "
+            f"{served.trained.config.model.name}), version {served.version}{note}"
+        )
+    app = build_app(pool, settings)
+    port = sock.getsockname()[1]
+    auth = "API key required" if settings.auth else "[red]no authentication[/]"
+    console.print(f"listening on http://{settings.host}:{port} ({auth})", highlight=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])

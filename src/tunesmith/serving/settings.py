@@ -1,0 +1,41 @@
+"""The server's settings: one typed section, from `tunesmith serve` flags or a YAML file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tunesmith.plugin import Section
+
+
+class ServeSettings(Section):
+    host: str = "127.0.0.1"
+    """Address to listen on; 0.0.0.0 serves other machines too (put TLS in front)."""
+    port: int = Field(8000, ge=0, le=65535)
+    """0 picks a free port (printed at start)."""
+    auth: bool = True
+    """Require `Authorization: Bearer KEY` on every endpoint but /health. Off only when asked (--no-auth)."""
+    api_keys: list[str] = Field(default_factory=list, repr=False)
+    """Keys a client may send (read from --api-key-file, one per line)."""
+    admin_keys: list[str] = Field(default_factory=list, repr=False)
+    """Keys for /admin endpoints (version switches); none: those endpoints are off unless auth is off."""
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    """A larger request body is refused with 413 before it is read."""
+    max_input_chars: int = Field(20_000, gt=0)
+    """Longest text in one input or message (413 beyond)."""
+    max_inputs: int = Field(256, gt=0)
+    """Most texts in one /v1/classify request (413 beyond)."""
+    max_tokens: int = Field(512, gt=0)
+    """Cap on max_tokens of a chat completion."""
+    batch_size: int = Field(32, gt=0)
+    """Most texts in one forward pass; 1 turns dynamic batching off."""
+    batch_wait_ms: float = Field(2.0, ge=0)
+    """How long a batch that is not full waits for more requests to join it."""
+    max_queue: int = Field(1024, gt=0)
+    """Most texts (or chats) waiting per model; more are refused with 503 and Retry-After."""
+    log_url: str | None = None
+    """SQLAlchemy URL of the request log (postgresql://...); empty: SQLite at RUN/requests.db per run."""
+    watch_seconds: float = Field(2.0, gt=0)
+    """How often each run's serving.json is checked for a promoted or rolled-back version."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
