@@ -76,6 +76,13 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
 SMALL_LABELS = ("doc", "libdevel", "net")
 
 
+def demo_files(folder: Path, labels: tuple[str, ...] = SMALL_LABELS, **sizes: int) -> dict[str, Path]:
+    """CSV slices of the demo data: demo_files(tmp, train=60, validation=30) -> {"train": tmp/train.csv, ...}."""
+    return {
+        split: write_csv(folder / f"{split}.csv", demo_rows(split, labels, n)) for split, n in sizes.items()
+    }
+
+
 @pytest.fixture()
 def small_data(tmp_path: Path) -> dict[str, Path]:
     """A 3-class slice of the demo data: 120 train, 30 validation, 30 test rows."""

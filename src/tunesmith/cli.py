@@ -78,6 +78,13 @@ def _config_from(
     return build_config(tree, [*dotted, *(overrides or [])])
 
 
+def _model_and_data(
+    model: str | None, train: Path | None, validation: Path | None, test: Path | None
+) -> dict[str, Any]:
+    """The flags check, train and plan share, as dotted config keys."""
+    return {"model.name": model, "data.train": train, "data.validation": validation, "data.test": test}
+
+
 @app.command()
 def check(
     file: Annotated[Path | None, typer.Argument(help="Training file (or data.train from --config)")] = None,
@@ -111,7 +118,7 @@ def check(
         tree,
         overrides,
         {"task": task},
-        {"model.name": model, "data.train": file, "data.validation": validation, "data.test": test},
+        _model_and_data(model, file, validation, test),
     )
     report = check_run_data(run_config).report
     if as_json:
@@ -160,10 +167,7 @@ def train(
         overrides,
         {"task": task, "method": method},
         {
-            "model.name": model,
-            "data.train": data,
-            "data.validation": validation,
-            "data.test": test,
+            **_model_and_data(model, data, validation, test),
             "output_dir": out,
             "train.memory_budget": memory_budget,
         },
@@ -420,12 +424,7 @@ def plan(
         read_yaml(config) if config else {},
         overrides,
         {"task": task},
-        {
-            "model.name": model,
-            "data.train": data,
-            "data.validation": validation,
-            "data.test": test,
-        },
+        _model_and_data(model, data, validation, test),
     )
 
     def count(n: int) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from tests.conftest import chat_rows, demo_rows, write_csv
+from tests.conftest import chat_rows, demo_files
 from tunesmith.config import build_config
 from tunesmith.recipes.finetune import finetune
 
@@ -26,10 +26,7 @@ FAST_EVALUATION = {"forgetting": False, "bootstrap_resamples": 200}
 def classifier_run(folder: Path, labels: tuple[str, ...], train: int = 90, seed: int = 42) -> Path:
     """A LoRA MiniLM classifier on a slice of the shipped demo data (1 epoch)."""
     folder.mkdir(parents=True, exist_ok=True)
-    data = {
-        split: str(write_csv(folder / f"{split}.csv", demo_rows(split, labels, n)))
-        for split, n in (("train", train), ("validation", 30), ("test", 45))
-    }
+    data = {k: str(v) for k, v in demo_files(folder, labels, train=train, validation=30, test=45).items()}
     tree = {
         "model": {"name": "minilm", "max_length": 64},
         "data": data,

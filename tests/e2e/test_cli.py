@@ -26,6 +26,12 @@ def tunesmith(*args: str, stdin: str | None = None, cwd: Path | None = None) -> 
     )
 
 
+def train_cli(run: Path, data: dict[str, Path], model: object, method: str, *more: object):
+    """`tunesmith train` on the train/validation/test files of `data` into `run`; `more`: flags, overrides."""
+    files = ["--data", data["train"], "--validation", data["validation"], "--test", data["test"]]
+    return tunesmith("train", "--model", model, *files, "--method", method, "--out", run, *more)
+
+
 def assert_user_error(proc: subprocess.CompletedProcess, message: str) -> None:
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr, proc.stderr
@@ -89,22 +95,13 @@ def test_not_a_run_folder(tmp_path):
 @pytest.mark.slow
 def test_train_eval_predict_journey(tmp_path, small_data):
     run = tmp_path / "tickets"
-    proc = tunesmith(
-        "train",
+    proc = train_cli(
+        run,
+        small_data,
+        "minilm",
+        "lora",
         "--task",
         "classification",
-        "--model",
-        "minilm",
-        "--data",
-        small_data["train"],
-        "--validation",
-        small_data["validation"],
-        "--test",
-        small_data["test"],
-        "--method",
-        "lora",
-        "--out",
-        run,
         "train.epochs=1",
         "train.batch_size=8",
         "train.learning_rate=0.003",
@@ -218,23 +215,7 @@ def test_compare_runs_as_table_json_and_html(tmp_path, small_data, tiny_bert_dir
     runs = []
     for method in ("lora", "freeze"):
         run = tmp_path / method
-        proc = tunesmith(
-            "train",
-            "--model",
-            tiny_bert_dir,
-            "--data",
-            small_data["train"],
-            "--validation",
-            small_data["validation"],
-            "--test",
-            small_data["test"],
-            "--method",
-            method,
-            "--out",
-            run,
-            "train.epochs=1",
-            "train.batch_size=16",
-        )
+        proc = train_cli(run, small_data, tiny_bert_dir, method, "train.epochs=1", "train.batch_size=16")
         assert proc.returncode == 0, proc.stderr
         runs.append(run)
 

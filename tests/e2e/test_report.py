@@ -16,13 +16,10 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 @pytest.fixture(scope="module")
 def classifier_run(tmp_path_factory) -> Path:
-    from tests.conftest import SMALL_LABELS, demo_rows, write_csv
+    from tests.conftest import demo_files
 
     tmp = tmp_path_factory.mktemp("report")
-    data = {
-        split: write_csv(tmp / f"{split}.csv", demo_rows(split, SMALL_LABELS, n))
-        for split, n in (("train", 120), ("validation", 30), ("test", 60))
-    }
+    data = demo_files(tmp, train=120, validation=30, test=60)
     run = tmp / "run"
     proc = tunesmith(
         "train",

@@ -47,13 +47,10 @@ def run_logits(run: Path) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
 
 @pytest.fixture(scope="module")
 def lora_classifier(tmp_path_factory, minilm_dir) -> Path:
-    from tests.conftest import SMALL_LABELS, demo_rows, write_csv
+    from tests.conftest import demo_files
 
     tmp = tmp_path_factory.mktemp("lora-classifier")
-    data = {
-        split: write_csv(tmp / f"{split}.csv", demo_rows(split, SMALL_LABELS, n))
-        for split, n in (("train", 60), ("validation", 30), ("test", 30))
-    }
+    data = demo_files(tmp, train=60, validation=30, test=30)
     return classifier_run(data, tmp / "run", "minilm", {"name": "lora", "rank": 8})
 
 

@@ -29,13 +29,10 @@ def config(data, out=None, method="lora", **train):
 
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory) -> Plan:
-    from tests.conftest import SMALL_LABELS, demo_rows, write_csv
+    from tests.conftest import demo_files
 
     tmp = tmp_path_factory.mktemp("plan")
-    data = {
-        split: write_csv(tmp / f"{split}.csv", demo_rows(split, SMALL_LABELS, n))
-        for split, n in (("train", 60), ("validation", 30), ("test", 30))
-    }
+    data = demo_files(tmp, train=60, validation=30, test=30)
     return plan(config(data), ["full", "lora", "prompt", "prefix"], None, lambda _: None)
 
 

@@ -8,17 +8,14 @@ import json
 import pytest
 from rich.console import Console
 
-from tests.conftest import SMALL_LABELS, demo_rows, write_csv
+from tests.conftest import demo_files
 from tunesmith.config import build_config, load_config
 from tunesmith.errors import ConfigError
 from tunesmith.recipes.tune import tune
 
 
 def search_config(tmp, **search):
-    data = {
-        split: str(write_csv(tmp / f"{split}.csv", demo_rows(split, SMALL_LABELS, n)))
-        for split, n in (("train", 64), ("validation", 30))
-    }
+    data = {split: str(path) for split, path in demo_files(tmp, train=64, validation=30).items()}
     tree = {
         "model": {"name": "minilm", "max_length": 48},
         "data": {**data, "test_fraction": 0.0},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -36,6 +37,46 @@ def comparison(
     return out
 
 
+@dataclass(frozen=True)
+class MetricRow:
+    """One headline metric of a report, for any renderer (console table, HTML page)."""
+
+    metric: str
+    tuned: float
+    base: float | None
+    delta: float | None
+    verdict: str
+    """better, worse or same (by the metric's direction); same without a base."""
+    interval: str
+    """"[low, high]" of the bootstrap interval, or empty."""
+    significant: bool
+    """The interval excludes 0."""
+
+
+def metric_rows(report: Mapping[str, Any]) -> list[MetricRow]:
+    tuned, base = report["tuned"], report.get("base")
+    intervals = report.get("interval") or {}
+    rows = []
+    for key in report.get("headline", HEADLINE):
+        delta = report["delta"][key] if base is not None else None
+        verdict = "same"
+        if delta:
+            verdict = "better" if (delta > 0) == greater_is_better(key) else "worse"
+        interval = intervals.get(key)
+        rows.append(
+            MetricRow(
+                key,
+                tuned[key],
+                base[key] if base is not None else None,
+                delta,
+                verdict,
+                f"[{interval['low']:+.3f}, {interval['high']:+.3f}]" if interval else "",
+                bool(interval and interval["excludes_zero"]),
+            )
+        )
+    return rows
+
+
 def print_comparison(console: Console, report: dict[str, Any], title: str) -> None:
     tuned, base = report["tuned"], report.get("base")
     table = Table(title=title)
@@ -48,18 +89,16 @@ def print_comparison(console: Console, report: dict[str, Any], title: str) -> No
     intervals = report.get("interval") or {}
     if intervals:
         table.add_column(f"{100 * LEVEL:.0f}% interval", justify="right")
-    for key in report.get("headline", HEADLINE):
-        row = [key]
-        if base is not None:
-            row.append(f"{base[key]:.3f}")
-        row.append(f"{tuned[key]:.3f}")
-        if base is not None:
-            delta = report["delta"][key]
-            better = delta < 0 if not greater_is_better(key) else delta > 0
-            worse = delta > 0 if not greater_is_better(key) else delta < 0
-            row.append(f"[{'green' if better else 'red' if worse else 'white'}]{delta:+.3f}[/]")
+    colours = {"better": "green", "worse": "red", "same": "white"}
+    for r in metric_rows(report):
+        row = [r.metric]
+        if r.base is not None:
+            row.append(f"{r.base:.3f}")
+        row.append(f"{r.tuned:.3f}")
+        if r.delta is not None:
+            row.append(f"[{colours[r.verdict]}]{r.delta:+.3f}[/]")
         if intervals:
-            row.append(_interval_cell(intervals.get(key)))
+            row.append(r.interval + (" *" if r.significant else "  ") if r.interval else "")
         table.add_row(*row)
     console.print(table)
     if "per_class" in tuned:
@@ -92,13 +131,6 @@ def _print_forgetting(console: Console, section: dict[str, Any]) -> None:
         console.print(table)
     for warning in section.get("warnings", []):
         console.print(f"[yellow]warning: {escape(warning)}[/]")
-
-
-def _interval_cell(interval: dict[str, Any] | None) -> str:
-    if interval is None:
-        return ""
-    star = " *" if interval["excludes_zero"] else "  "
-    return f"[{interval['low']:+.3f}, {interval['high']:+.3f}]{star}"
 
 
 def _print_examples(console: Console, examples: Sequence[dict[str, Any]]) -> None:

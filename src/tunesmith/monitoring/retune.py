@@ -46,6 +46,11 @@ def retune_data(
 
     task = trained.task
     splits = load_splits(task, trained.config)
+    if not splits.test:
+        raise UserError(
+            "retune compares the new version with the serving one on the test split, and this run has none: "
+            "retrain it with data.test or data.test_fraction"
+        )
     held_out = {task.view(ex).input.strip() for ex in [*splits.validation, *splits.test]}
     new_records: dict[str, dict[str, Any]] = {}
     leaked = 0
@@ -96,6 +101,8 @@ def new_version_config(
         validation=str(files["validation"]) if files["validation"].stat().st_size else None,
         test=str(files["test"]) if files["test"].stat().st_size else None,
         format="jsonl",
+        validation_fraction=0.0,  # the splits are the files: nothing more is split off the training data
+        test_fraction=0.0,
     )
     tree["task"].update(task.record_params)
     tree["output_dir"] = str(out)

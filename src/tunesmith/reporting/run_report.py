@@ -19,7 +19,7 @@ from typing import Any
 
 from tunesmith.errors import UserError
 from tunesmith.evaluation.forgetting import describe
-from tunesmith.evaluation.metrics import greater_is_better
+from tunesmith.evaluation.report import metric_rows
 from tunesmith.planning.memory import human
 from tunesmith.reporting.deployment import deployment_section
 from tunesmith.reporting.html import Cell, page, table
@@ -118,21 +118,16 @@ def _test_section(report: dict[str, Any]) -> str:
         *(["tuned - base", "95% interval"] if base else []),
     ]
     rows = []
-    for key in report.get("headline", []):
-        row: list[object] = [key]
-        if base:
-            row.append(Cell(f"{base[key]:.3f}", numeric=True))
-        row.append(Cell(f"{tuned[key]:.3f}", numeric=True))
-        if base:
-            delta = report["delta"][key]
-            good = delta > 0 if greater_is_better(key) else delta < 0
-            row.append(Cell(f"{delta:+.3f}", "good" if good else "bad" if delta else "", numeric=True))
-            interval = intervals.get(key)
-            text = f"[{interval['low']:+.3f}, {interval['high']:+.3f}]" if interval else ""
-            css = "good" if interval and interval["excludes_zero"] and good else ""
-            row.append(
-                Cell(text + (" *" if interval and interval["excludes_zero"] else ""), css, numeric=True)
-            )
+    css = {"better": "good", "worse": "bad", "same": ""}
+    for r in metric_rows(report):
+        row: list[object] = [r.metric]
+        if r.base is not None:
+            row.append(Cell(f"{r.base:.3f}", numeric=True))
+        row.append(Cell(f"{r.tuned:.3f}", numeric=True))
+        if r.delta is not None:
+            row.append(Cell(f"{r.delta:+.3f}", css[r.verdict], numeric=True))
+            good = "good" if r.significant and r.verdict == "better" else ""
+            row.append(Cell(r.interval + (" *" if r.significant else ""), good, numeric=True))
         rows.append(row)
     note = f"{tuned.get('examples', '?')} test examples."
     if base:

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import secrets
 import signal
 import time
 import uuid
@@ -101,6 +102,28 @@ class Server:
     def log_row(self, served: ServedModel, **row: Any) -> None:
         self.logs[served.name].record(
             encode_row(run=served.root, model=served.name, version=served.version, **row)
+        )
+
+    def chat_done(
+        self,
+        served: ServedModel,
+        completion_id: str,
+        messages: list[dict[str, str]],
+        text: str,
+        usage: dict[str, int],
+        seconds: float,
+    ) -> None:
+        """Time and log a finished chat completion (streamed or not)."""
+        self.metrics.inference_seconds.labels(served.name, "chat").observe(seconds)
+        self.log_row(
+            served,
+            request_id=completion_id,
+            endpoint="chat",
+            input=messages,
+            output=text,
+            latency_ms=seconds * 1000,
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
         )
 
     # --- model work (on the worker thread) ---
@@ -319,17 +342,7 @@ def build_app(pool: ModelPool, settings: ServeSettings) -> FastAPI:
         seconds = time.perf_counter() - started
         finish = _finish_reason(stream, tokens, generation)
         usage = _usage(prompt, tokens)
-        server.metrics.inference_seconds.labels(served.name, "chat").observe(seconds)
-        server.log_row(
-            served,
-            request_id=completion_id,
-            endpoint="chat",
-            input=messages,
-            output=text,
-            latency_ms=seconds * 1000,
-            prompt_tokens=usage["prompt_tokens"],
-            completion_tokens=usage["completion_tokens"],
-        )
+        server.chat_done(served, completion_id, messages, text, usage, seconds)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -455,6 +468,8 @@ def _generation_settings(
         values.update(do_sample=False)
     else:
         values.update(do_sample=True, temperature=body.temperature, top_p=body.top_p or 1.0)
+        if body.seed is None:  # as OpenAI's API: sampling without a seed differs from call to call
+            values["seed"] = secrets.randbelow(2**31)
     return GenerationSettings(**values)
 
 
@@ -542,18 +557,7 @@ async def _stream(
             }
             yield f"data: {json.dumps(payload)}\n\n"
         yield "data: [DONE]\n\n"
-        seconds = time.perf_counter() - started
-        server.metrics.inference_seconds.labels(served.name, "chat").observe(seconds)
-        server.log_row(
-            served,
-            request_id=completion_id,
-            endpoint="chat",
-            input=messages,
-            output=text,
-            latency_ms=seconds * 1000,
-            prompt_tokens=usage["prompt_tokens"],
-            completion_tokens=usage["completion_tokens"],
-        )
+        server.chat_done(served, completion_id, messages, text, usage, time.perf_counter() - started)
     finally:
         stream.cancel()  # a client that left stops the generation at its next token
 

@@ -34,6 +34,8 @@ class Splits:
 class Evaluation:
     metrics: dict[str, Any]
     predictions: list[Any]
+    example_scores: dict[str, list[float]] = field(default_factory=dict)
+    """Per-example scores behind the metrics that are their mean (the bootstrap resamples these)."""
 
 
 class Task(ABC):

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 from tunesmith.data.chat_formats import Conversation, read_conversations
 from tunesmith.data.checks.view import ExampleView
 from tunesmith.data.readers import OnError
-from tunesmith.evaluation.text_metrics import bleu_chrf, rouge, rouge_per_example
+from tunesmith.evaluation.text_metrics import bleu_chrf, rouge_per_example
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
 
@@ -38,9 +38,8 @@ class Chat(GenerativeTask):
         prompt = "\n".join(m["content"] for m in turns[:-1] if m["role"] != "system")
         return ExampleView(example.path, example.line, example.unit, prompt, turns[-1]["content"], False)
 
-    def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
-        firsts = [refs[0] for refs in references]
-        return {**rouge(outputs, firsts), **bleu_chrf(outputs, firsts)}
+    def corpus_scores(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
+        return bleu_chrf(outputs, [refs[0] for refs in references])
 
     def example_scores(
         self, outputs: Sequence[str], references: Sequence[list[str]]

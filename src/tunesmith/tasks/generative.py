@@ -94,13 +94,15 @@ class GenerativeTask(Task):
     # --- what subclasses provide ---
 
     @abstractmethod
-    def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
-        """Task metrics of generated answers against each example's accepted answers."""
-
+    @abstractmethod
     def example_scores(
         self, outputs: Sequence[str], references: Sequence[list[str]]
     ) -> dict[str, list[float]]:
-        """Each answer's scores, for the metrics that are their mean (the bootstrap resamples them)."""
+        """Each answer's scores against its example's accepted answers (ROUGE, exact match...): the task
+        metrics that are means over answers, which the bootstrap resamples."""
+
+    def corpus_scores(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
+        """Task metrics over the whole set that are not means of per-answer scores (BLEU, chrF); none here."""
         return {}
 
     def general_ability(self, model: torch.nn.Module) -> GeneralAbility | None:
@@ -117,7 +119,9 @@ class GenerativeTask(Task):
     def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
         if len(evaluation.predictions) != len(features):
             return None
-        scores = self.example_scores(evaluation.predictions, [f["references"] for f in features])
+        scores = evaluation.example_scores or self.example_scores(
+            evaluation.predictions, [f["references"] for f in features]
+        )
         return mean_resampler(scores) if scores else None
 
     def turns(self, example: Any) -> list[dict[str, str]]:
@@ -332,12 +336,16 @@ class GenerativeTask(Task):
         limit = self.params.eval_generate_examples if during_training else len(features)
         chosen = list(features[:limit])
         outputs: list[str] = []
+        scores: dict[str, list[float]] = {}
         if chosen:
             outputs = self.generate_texts(model, [f["prompt_ids"] for f in chosen], batch_size, pad_id)
-            metrics.update(self.score(outputs, [f["references"] for f in chosen]))
+            references = [f["references"] for f in chosen]
+            scores = self.example_scores(outputs, references)
+            metrics.update({name: sum(v) / len(v) for name, v in scores.items()})
+            metrics.update(self.corpus_scores(outputs, references))
         metrics["examples"] = len(features)
         metrics["generated"] = len(outputs)
-        return Evaluation(metrics, outputs)
+        return Evaluation(metrics, outputs, scores)
 
     def shown_examples(
         self, features: Sequence[dict[str, Any]], tuned: Evaluation, base: Evaluation | None
@@ -357,13 +365,9 @@ class GenerativeTask(Task):
         batch_size: int,
         pad_id: int,
         settings: GenerationSettings | None = None,
-        observer: TokenObserver | None = None,
     ) -> list[str]:
         """Answers to token-id prompts, with the task's generation settings unless `settings` is given."""
-        return [
-            self.decode(t)
-            for t in self.generate_tokens(model, prompts, batch_size, pad_id, settings, observer)
-        ]
+        return [self.decode(t) for t in self.generate_tokens(model, prompts, batch_size, pad_id, settings)]
 
     def generate_tokens(
         self,
@@ -374,6 +378,7 @@ class GenerativeTask(Task):
         settings: GenerationSettings | None = None,
         observer: TokenObserver | None = None,
     ) -> list[list[int]]:
+        """New token ids (cut at the stop token); `observer` follows a single prompt token by token."""
         return generate(
             model,
             prompts,

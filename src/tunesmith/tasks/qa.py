@@ -17,7 +17,7 @@ from pydantic import Field
 from tunesmith.data.checks.view import ExampleView
 from tunesmith.data.readers import OnError
 from tunesmith.data.squad import QAExample, qa_examples
-from tunesmith.evaluation.text_metrics import squad_per_example, squad_scores
+from tunesmith.evaluation.text_metrics import squad_per_example
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Task
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
@@ -82,9 +82,6 @@ class GenerativeQA(GenerativeTask):
 
     def references(self, example: Any) -> list[str]:
         return list(example.answers)
-
-    def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
-        return squad_scores(outputs, references)
 
     def example_scores(
         self, outputs: Sequence[str], references: Sequence[list[str]]

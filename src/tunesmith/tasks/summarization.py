@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from tunesmith.data.checks.view import ExampleView
 from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
-from tunesmith.evaluation.text_metrics import rouge, rouge_per_example
+from tunesmith.evaluation.text_metrics import rouge_per_example
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
 
@@ -71,9 +71,6 @@ class Summarization(GenerativeTask):
 
     def turns(self, example: Any) -> list[dict[str, str]]:
         return [*self.prompt_for(example.text), {"role": "assistant", "content": example.summary or ""}]
-
-    def score(self, outputs: Sequence[str], references: Sequence[list[str]]) -> dict[str, float]:
-        return rouge(outputs, [refs[0] for refs in references])
 
     def example_scores(
         self, outputs: Sequence[str], references: Sequence[list[str]]

@@ -1,0 +1,40 @@
+"""What retune writes reads back as the same examples, and a logged request plus its correction becomes a
+training example the task accepts (chat and classification)."""
+
+from __future__ import annotations
+
+import json
+
+from tunesmith.config import build_config
+from tunesmith.tasks import build_task
+
+
+def task_for(name: str, **params):
+    config = build_config({"task": {"name": name, **params}})
+    return build_task(config.task, config.model)
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_chat_records_round_trip_and_a_correction_becomes_the_answer(tmp_path):
+    task = task_for("chat", **task_for("chat").record_params)
+    logged = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is apt?"}]
+    assert task.traffic_text(logged) == "What is apt?"
+    corrected = task.corrected_record(logged, None, "The Debian package manager.")
+    original = task.read(write(tmp_path / "a.jsonl", [corrected]), "auto")[0]
+    again = task.read(write(tmp_path / "b.jsonl", [task.record(original)]), "auto")[0]
+    assert original.messages == again.messages
+    assert task.references(original) == ["The Debian package manager."]
+    assert task.view(original).input == "What is apt?"
+
+
+def test_classification_records_keep_the_configured_columns(tmp_path):
+    task = task_for("classification", text_column="body", label_column="queue")
+    record = task.corrected_record("card charged twice", "billing", None)
+    assert record == {"body": "card charged twice", "queue": "billing"}
+    example = task.read(write(tmp_path / "c.jsonl", [record]), "auto")[0]
+    assert (example.text, example.label) == ("card charged twice", "billing")
+    assert task.record(example) == record
