@@ -95,6 +95,11 @@ def test_official_openai_client_chats_streams_and_stops(server, runs):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
     assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
 
+    with server.client() as http:
+        correction = {"id": reply.id, "answer": "dpkg -L PACKAGE lists them."}
+        assert http.post("/v1/feedback", json=correction).status_code == 200
+        assert http.post("/v1/feedback", json={"id": reply.id, "label": "doc"}).status_code == 422
+
     word = text.split()[2]
     cut = client.chat.completions.create(model="bot", messages=messages, stop=[word], temperature=0)
     assert cut.choices[0].message.content == text[: text.index(word)].strip()
@@ -228,3 +233,36 @@ def test_a_restart_keeps_the_log_and_feedback_finds_old_requests(server, runs):
             "/v1/feedback", json={"id": item["id"], "label": "libdevel", "note": "dev package"}
         )
     assert response.status_code == 200 and response.json()["request_id"] == item["id"]
+
+
+def test_sighup_swaps_a_version_on_a_shared_base_and_settings_come_from_yaml(runs, tmp_path):
+    import shutil
+    import signal
+
+    from tunesmith.monitoring.versions import Deployment
+
+    copy = tmp_path / "other"
+    shutil.copytree(runs["other"], copy, ignore=shutil.ignore_patterns("requests.db*"))
+    shutil.copytree(runs["other"], copy / "versions" / "v2", ignore=shutil.ignore_patterns("requests.db*"))
+    settings = tmp_path / "serve.yaml"
+    settings.write_text("watch_seconds: 3600\nbatch_size: 4\nmax_input_chars: 100\n")  # only SIGHUP swaps now
+    served = Server(
+        [f"tickets={runs['tickets']}", f"other={copy}"], tmp_path / "server", "--config", str(settings)
+    )
+    try:
+        with served.client() as client:
+            before = client.post("/v1/classify", json={"model": "other", "input": TEXTS}).json()
+            assert client.post("/v1/classify", json={"model": "other", "input": "x" * 101}).status_code == 413
+        Deployment(copy).serve("v2", "test")
+        served.process.send_signal(signal.SIGHUP)
+        served.wait_for_version("other", "v2", timeout=30)
+        with served.client() as client:
+            after = client.post("/v1/classify", json={"model": "other", "input": TEXTS}).json()
+            tickets = client.post("/v1/classify", json={"model": "tickets", "input": TEXTS}).json()
+        assert after["version"] == "v2"
+        for a, b in zip(before["data"], after["data"], strict=True):  # v2 is a copy: the same answers
+            assert a["label"] == b["label"] and a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)
+        expected = predict_texts(load_run(runs["tickets"]), TEXTS)
+        assert [d["label"] for d in tickets["data"]] == [r[0][0] for r in expected]
+    finally:
+        served.stop()
