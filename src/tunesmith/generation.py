@@ -66,7 +66,7 @@ def generate(
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     if observer is not None:
-        kwargs.update(streamer=_SkipPrompt(observer), stopping_criteria=_stop_when_observer_says(observer))
+        kwargs.update(stopping_criteria=_observed(observer))
     if (
         not settings.do_sample
     ):  # keep the model's generation_config sampling defaults from leaking into greedy/beam decoding
@@ -153,34 +153,20 @@ class TokenObserver(Protocol):
     def put(self, token: int) -> None: ...
 
 
-class _SkipPrompt:
-    """transformers' streamer interface around an observer: the first call carries the prompt, then one new
-    token per call."""
-
-    def __init__(self, observer: TokenObserver):
-        self.observer = observer
-        self.prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        for token in value.reshape(-1).tolist():
-            self.observer.put(int(token))
-
-    def end(self) -> None:
-        pass
-
-
-def _stop_when_observer_says(observer: TokenObserver) -> Any:
+def _observed(observer: TokenObserver) -> Any:
+    """A stopping criterion that hands the observer each new token and stops when it says so. (It runs after
+    the token is appended, so the answer ends exactly where the observer stopped; a streamer is told of the
+    token only after the stop is decided, which would add one more.)"""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    class StopWhenObserverSays(StoppingCriteria):
+    class Observed(StoppingCriteria):
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-            done = observer.stopped
-            return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+            observer.put(int(input_ids[0, -1]))
+            return torch.full(
+                (input_ids.shape[0],), observer.stopped, dtype=torch.bool, device=input_ids.device
+            )
 
-    return StoppingCriteriaList([StopWhenObserverSays()])
+    return StoppingCriteriaList([Observed()])
 
 
 def _cut(tokens: list[int], stop_ids: Sequence[int], pad_id: int) -> list[int]:

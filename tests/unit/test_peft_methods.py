@@ -318,3 +318,29 @@ def test_a_prompt_learning_decoder_answers_with_its_virtual_tokens(name):
     assert generate(model, [prompt], settings, pad_id=0, stop_ids=[])[0] == by_hand
     untuned = generate(base(name, "chat"), [prompt], settings, pad_id=0, stop_ids=[])[0]
     assert by_hand != untuned
+
+
+@pytest.mark.parametrize("name", ["lora", "prefix"])
+def test_an_observer_sees_each_new_token_and_can_end_the_answer(name):
+    """The server streams through an observer on both decoding paths (generate, and forward passes for
+    prompt learning): it must see exactly the tokens returned, and stopping it ends the answer there."""
+    from tunesmith.generation import GenerationSettings, generate
+
+    class Watch:
+        def __init__(self, stop_after: int | None):
+            self.seen: list[int] = []
+            self.stop_after = stop_after
+            self.stopped = False
+
+        def put(self, token: int) -> None:
+            self.seen.append(token)
+            self.stopped = self.stop_after is not None and len(self.seen) >= self.stop_after
+
+    model = build(name, "chat").eval()
+    prompt, settings = [5, 17, 42, 8, 99, 23], GenerationSettings(max_new_tokens=7)
+    plain = generate(model, [prompt], settings, pad_id=-1, stop_ids=[])[0]
+    watch = Watch(None)
+    assert generate(model, [prompt], settings, pad_id=-1, stop_ids=[], observer=watch)[0] == plain
+    assert watch.seen == plain and len(plain) == 7
+    early = Watch(3)
+    assert generate(model, [prompt], settings, pad_id=-1, stop_ids=[], observer=early)[0] == plain[:3]
