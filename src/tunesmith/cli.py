@@ -148,10 +148,18 @@ def train(
         str | None, typer.Option(help="Refuse to start over this estimated peak memory, e.g. 8GB")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    nproc: Annotated[
+        int, typer.Option(min=1, help="Processes per machine (torchrun; DDP over gloo on CPU, NCCL on GPUs)")
+    ] = 1,
+    nnodes: Annotated[int, typer.Option(min=1, help="Machines in a multi-node run")] = 1,
+    node_rank: Annotated[int, typer.Option(min=0, help="This machine's index, 0 to nnodes-1")] = 0,
+    master_addr: Annotated[str | None, typer.Option(help="Address of machine 0 (multi-node)")] = None,
+    master_port: Annotated[int, typer.Option(help="Port on machine 0 (multi-node)")] = 29500,
 ) -> None:
     """Fine-tune a model; prints base vs tuned on the test split and where the run folder is."""
     from tunesmith.config import read_yaml
     from tunesmith.recipes.finetune import finetune
+    from tunesmith.training.distributed import check_process_count, is_main_process, launched, relaunch
 
     quiet_libraries()
     if resume:
@@ -172,9 +180,14 @@ def train(
             "train.memory_budget": memory_budget,
         },
     )
+    if (nproc > 1 or nnodes > 1) and not launched():
+        check_process_count(run_config.train, nproc * nnodes)  # refused here once, not in every process
+        raise typer.Exit(relaunch(sys.argv[1:], nproc, nnodes, node_rank, master_addr, master_port))
     result = finetune(
         run_config, Console(stderr=True) if as_json else console, resume=resume, overwrite=overwrite
     )
+    if not is_main_process():
+        return
     if as_json:
         print(
             json.dumps(

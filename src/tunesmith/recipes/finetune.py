@@ -6,6 +6,7 @@ is created or touched, so a mistake never costs earlier results.
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import time
@@ -32,6 +33,7 @@ from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate
 from tunesmith.runs import RunFolder
 from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
+from tunesmith.training.distributed import is_main_process
 from tunesmith.training.loop import TrainLoop, total_steps
 
 
@@ -151,17 +153,22 @@ def finetune(
             raise UserError(f"nothing to resume: {run.root} is not a run folder")
         if run.summary.is_file():
             raise UserError(f"{run.root} finished already; nothing to resume")
+    main = is_main_process()
+    if not main:  # the other processes of a distributed run compute; the main one prints and writes
+        console = Console(file=io.StringIO())
     p = prepare(config)
-    if not resume:
+    if not resume and main:
         run.check_creatable(overwrite)
     print_report(console, p.report)
     cfg = config.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_precision(cfg.precision))
+    # cpu=True also where no GPU exists: accelerate only sets up a multi-process CPU run (gloo) when told so
+    on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=on_cpu, mixed_precision=_precision(cfg.precision))
     set_seed(cfg.seed)
     probe = None
-    fit_probe = final_evaluation and not (resume and run.probe.is_file())
+    fit_probe = main and final_evaluation and not (resume and run.probe.is_file())
     if fit_probe:  # fitted before the model loads: its base model is gone by then
         probe = Path(tempfile.mkdtemp(prefix="tunesmith-probe-")) / run.probe.name
         with console.status("fitting the base-model baseline"):
@@ -176,11 +183,13 @@ def finetune(
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     p.task.prepare_model(model)
-    with accelerator.autocast():
-        cost = run_estimate(p, model, p.method, cfg)
-    console.print(f"[dim]estimate: {cost.line()}[/]")
+    cost = None
+    if main:  # measured once; another process stopping on its own reading would leave the rest waiting
+        with accelerator.autocast():
+            cost = run_estimate(p, model, p.method, cfg)
+        console.print(f"[dim]estimate: {cost.line()}[/]")
     budget = parse_budget(cfg.memory_budget)
-    if budget is not None and cost.peak_bytes > budget:
+    if cost is not None and budget is not None and cost.peak_bytes > budget:
         del base, model
         if probe is not None:
             shutil.rmtree(probe.parent, ignore_errors=True)
@@ -189,15 +198,17 @@ def finetune(
             f"this {p.method.name} run needs ≈ {human(cost.peak_bytes)} at its peak, over "
             f"train.memory_budget={cfg.memory_budget}; {hint}"
         )
-    if not resume:
-        run.create(overwrite)
-        run.config.write_text(dump_config(config), encoding="utf-8")
-        run.write_json(run.task, p.task.state())
-    run.write_json(run.data_check, p.report.to_dict())
+    if main:
+        if not resume:
+            run.create(overwrite)
+            run.config.write_text(dump_config(config), encoding="utf-8")
+            run.write_json(run.task, p.task.state())
+        run.write_json(run.data_check, p.report.to_dict())
     if probe is not None:
         if probe.is_file():
             shutil.move(probe, run.probe)
         shutil.rmtree(probe.parent, ignore_errors=True)
+    accelerator.wait_for_everyone()  # the run folder exists before any process writes into it
     trainable, total = count_parameters(model)
     pad_id = p.tokenizer.pad_token_id or 0
     train_features, val_features = p.train_features, p.val_features
@@ -260,12 +271,15 @@ def finetune(
             1,
         ),
         "device": str(accelerator.device),
+        "processes": accelerator.num_processes,
         **measured_peak(accelerator.device),
-        "estimate": cost.as_json(),
+        "estimate": cost.as_json() if cost is not None else None,
     }
-    run.write_json(run.summary, summary)
     trained_model = loop.trained_model
     loop.release()  # the optimizer's state is not needed any more: room for the evaluation's models
+    if not main:
+        return FinetuneResult(run.root, summary, None, trained_model)
+    run.write_json(run.summary, summary)
     report = None
     if p.splits.test and final_evaluation:
         from tunesmith.inference import load_run

@@ -24,6 +24,7 @@ from tunesmith.methods.base import Method
 from tunesmith.tasks.base import Task
 from tunesmith.training.batching import epoch_batches
 from tunesmith.training.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
+from tunesmith.training.distributed import check_process_count, micro_batch_seed, sum_gradients, sum_values
 from tunesmith.training.progress import MetricsLog, TrainProgress
 
 
@@ -90,6 +91,10 @@ class TrainLoop:
         """Called after every validation (its checkpoint written) with (state, metrics): e.g. a search's
         pruner, which may stop the run by raising."""
         self.accelerator = accelerator
+        self.world = accelerator.num_processes
+        self.main = accelerator.is_main_process
+        """Only the main process writes: metrics log, best model, checkpoints (the others compute the same)."""
+        check_process_count(cfg, self.world)
         self.method = method
         self.checkpoints = run_dir / "checkpoints"
         self.log = MetricsLog(run_dir / "metrics.jsonl")
@@ -146,26 +151,35 @@ class TrainLoop:
                     )
                     break
             state.finished = True
-            save_checkpoint(self.checkpoints, self.model, self.optimizer, self.scheduler, state)
+            self._checkpoint(state)
             seconds = time.perf_counter() - progress.started
             return LoopResult(state, progress.samples_per_second, seconds, step_seconds)
 
+    def _checkpoint(self, state: LoopState) -> None:
+        if self.main:
+            save_checkpoint(self.checkpoints, self.trained_model, self.optimizer, self.scheduler, state)
+        self.accelerator.wait_for_everyone()
+
     def _log_train(self, state: LoopState, epoch: int, loss: float, progress: TrainProgress) -> None:
+        if not self.main:
+            return
         lr = self.scheduler.get_last_lr()[0]
         record = {"event": "train", "step": state.step, "epoch": epoch + 1, "loss": loss, "lr": lr}
         self.log.write({**record, "samples_per_second": progress.samples_per_second})
 
     def optimizer_step(self, window: list[list[int]], step: int) -> tuple[float, int]:
         """Optimizer step number `step` over `window` micro-batches. Gradients are of summed losses, divided by the
-        window's total count (examples or target tokens), so accumulation equals one big batch exactly."""
+        window's total count (examples or target tokens), so accumulation equals one big batch exactly. With
+        several processes, micro-batch i goes to process i mod N and the gradients are summed across them
+        (training/distributed.py): the same step as one process takes."""
         self.model.train()
         total_loss, total_count, samples = 0.0, 0, 0
-        for i, indices in enumerate(window):
+        rank = self.accelerator.process_index
+        for i, indices in list(enumerate(window))[rank :: self.world]:
             batch = self.task.collate([self.train_features[j] for j in indices], self.pad_id)
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-            # Skip the gradient all-reduce on all but the last micro-batch (matters under DDP only).
-            sync = i == len(window) - 1
-            with self.accelerator.no_sync(self.model) if not sync else nullcontext():
+            torch.manual_seed(micro_batch_seed(self.cfg.seed, step, i))
+            with self.accelerator.no_sync(self.model) if self.world > 1 else nullcontext():
                 loss_sum, count = self.task.loss(self.model, batch)
                 total_loss += loss_sum.item()
                 if self.method and (extra := self.method.penalty(self.trained_model)) is not None:
@@ -173,6 +187,12 @@ class TrainLoop:
                 self.accelerator.backward(loss_sum)
             total_count += count
             samples += len(indices)
+        if self.world > 1:
+            sum_gradients(self.trainable)
+            total_loss, total_count, samples = sum_values(
+                [total_loss, total_count, samples], self.accelerator.device
+            )
+            samples = int(samples)
         for p in self.trainable:
             if p.grad is not None:
                 p.grad.div_(total_count)
@@ -205,19 +225,21 @@ class TrainLoop:
             metrics, value, better = {}, None, True
         if better:
             state.best, state.best_step, state.evals_without_improvement = value, state.step, 0
-            self.save_best(model)
+            if self.main:
+                self.save_best(model)
         else:
             state.evals_without_improvement += 1
-        self.log.write(
-            {"event": "validation", "step": state.step, "epoch": state.epoch, **metrics, "best": better}
-        )
+        if self.main:
+            self.log.write(
+                {"event": "validation", "step": state.step, "epoch": state.epoch, **metrics, "best": better}
+            )
         shown = "  ".join(
             f"{k} {v:.4f}" for k, v in metrics.items() if k in ("loss", "accuracy", self.cfg.metric)
         )
         progress.say(
             f"step {state.step} (epoch {state.epoch}): validation {shown}{'  [best]' if better else ''}"
         )
-        save_checkpoint(self.checkpoints, self.model, self.optimizer, self.scheduler, state)
+        self._checkpoint(state)
         for hook in self.on_validation:
             hook(state, metrics)
 
@@ -232,6 +254,7 @@ class TrainLoop:
         if folder is None:
             return LoopState()
         state = load_checkpoint(folder, self.trained_model, self.optimizer, self.scheduler)
-        self.log.truncate_after(state.step)
+        if self.main:
+            self.log.truncate_after(state.step)
         self.console.print(f"resuming from {folder.name}: epoch {state.epoch + 1}, step {state.step}")
         return state

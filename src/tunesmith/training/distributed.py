@@ -1,0 +1,113 @@
+"""Several processes, on PyTorch's own engine: torchrun (torch.distributed.run) starts them, accelerate sets up
+the process group from torchrun's variables (gloo on CPU, NCCL on GPUs), and the loop deals each optimizer
+step's micro-batches to the processes.
+
+Why the gradients are summed here and not in DDP's backward hook: an optimizer step is a window of
+`gradient_accumulation` micro-batches dealt round-robin to the processes, so that the effective batch and the
+schedule do not depend on the process count. The last window of an epoch can be short and leave a process
+without a micro-batch, and DDP's reducer needs every process to run the same backward passes. So backward runs
+under `no_sync`, and one all-reduce of the flattened trainable gradients (torch.distributed, the same
+collective DDP uses) sums them after the window.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+
+
+def launched() -> bool:
+    """True inside a process torchrun started."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no distributed run): the one process that prints and writes the run folder."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_process_count(cfg: Any, processes: int) -> None:
+    """Refuse a process count that cannot share each optimizer step's micro-batches evenly."""
+    if processes > 1 and cfg.gradient_accumulation % processes:
+        from tunesmith.errors import ConfigError
+
+        raise ConfigError(
+            f"with {processes} processes, train.gradient_accumulation must be a multiple of {processes}: each "
+            "optimizer step's micro-batches are dealt to the processes, so the effective batch "
+            f"(batch_size x gradient_accumulation = {cfg.batch_size} x {cfg.gradient_accumulation}) stays what "
+            "the config says; raise gradient_accumulation (and lower batch_size to keep the same batch)"
+        )
+
+
+def without_launch_options(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in LAUNCH_OPTIONS:
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
+
+
+def relaunch(
+    argv: Sequence[str], nproc: int, nnodes: int, node_rank: int, master_addr: str | None, master_port: int
+) -> int:
+    """Run this same command under torchrun with `nproc` processes per node; returns torchrun's exit code."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if nnodes == 1:
+        command.append("--standalone")  # a local rendezvous on a free port
+    else:
+        if master_addr is None:
+            from tunesmith.errors import UserError
+
+            raise UserError("--nnodes above 1 needs --master-addr (the address of node 0) on every node")
+        command += [
+            f"--nnodes={nnodes}",
+            f"--node-rank={node_rank}",
+            f"--master-addr={master_addr}",
+            f"--master-port={master_port}",
+        ]
+    command += ["-m", "tunesmith", *without_launch_options(argv)]
+    return subprocess.call(command)
+
+
+def sum_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
+    """Sum each parameter's gradient over all processes (a missing gradient counts as zeros)."""
+    import torch.distributed as dist
+
+    grads = []
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    for grad, summed in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        grad.copy_(summed)
+
+
+def sum_values(values: Sequence[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def micro_batch_seed(seed: int, step: int, index: int) -> int:
+    """The random seed of micro-batch `index` of optimizer step `step`: dropout then depends on which examples
+    are trained on, not on which process runs them or what ran before (so 2 processes equal 1, and a resumed
+    run equals an uninterrupted one)."""
+    return ((seed * 1_000_003 + step) * 4099 + index) % (2**63)
