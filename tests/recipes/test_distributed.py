@@ -76,3 +76,53 @@ def test_an_accumulation_the_processes_cannot_share_is_refused(pair, tmp_path):
     proc = train_cli(tmp_path / "r", pair["data"], "minilm", "lora", "--nproc", "2", "train.epochs=1")
     assert_user_error(proc, "with 2 processes, train.gradient_accumulation must be a multiple of 2")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_crashed_in_one_process_resumes_in_two_to_the_same_weights(pair, tmp_path):
+    """Checkpoints hold the unwrapped weights and the global position in the epoch's micro-batches, so the
+    process count may change between a crash and the resume."""
+    import io
+
+    from rich.console import Console
+
+    from tunesmith.config import build_config
+    from tunesmith.recipes.finetune import finetune
+
+    more = (*SETTINGS[1:], "train.epochs=2", "train.eval_every_steps=2", "train.early_stopping_patience=null")
+    straight = tmp_path / "straight"
+    assert train_cli(straight, pair["data"], "minilm", "lora", *more).returncode == 0
+
+    class Crash(Exception):
+        pass
+
+    def crash(state, loss):
+        if state.step == 5:  # after the checkpoint of step 4, in the second epoch
+            raise Crash()
+
+    crashed = tmp_path / "crashed"
+    tree = {
+        "model": {"name": "minilm"},
+        "data": {k: str(v) for k, v in pair["data"].items()},
+        "method": {"name": "lora"},
+        "output_dir": str(crashed),
+    }
+    with pytest.raises(Crash):
+        finetune(build_config(tree, list(more)), Console(file=io.StringIO()), on_step=[crash])
+    proc = train_cli_resume(crashed)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from step-0000004" in proc.stdout
+
+    def final(run):
+        pointer = json.loads((run / "checkpoints" / "latest.json").read_text())["checkpoint"]
+        return load_file(run / "checkpoints" / pointer / "trainable.safetensors")
+
+    expected, resumed = final(straight), final(crashed)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=1e-5)
+
+
+def train_cli_resume(run):
+    from tests.e2e.test_cli import tunesmith
+
+    return tunesmith("train", "--resume", "--out", run, "--nproc", "2")
