@@ -126,7 +126,7 @@ def oov_shift(reference_rate: float, recent_rate: float, threshold: float) -> De
     return Detection(rise, threshold, rise > threshold, detail)
 
 
-def label_shares(labels: Sequence[str], names: Sequence[str]) -> np.ndarray:
+def label_counts(labels: Sequence[str], names: Sequence[str]) -> np.ndarray:
     counts = np.array([sum(label == name for label in labels) for name in names], dtype=np.float64)
     return counts
 
@@ -137,7 +137,7 @@ def prediction_shift(
     """PSI of predicted label shares (smoothed), with the chi-square test's p-value in the detail."""
     from scipy.stats import chi2_contingency
 
-    ref_counts, rec_counts = label_shares(reference, names), label_shares(recent, names)
+    ref_counts, rec_counts = label_counts(reference, names), label_counts(recent, names)
     ref_share = (ref_counts + 0.5) / (ref_counts.sum() + 0.5 * len(names))
     rec_share = (rec_counts + 0.5) / (rec_counts.sum() + 0.5 * len(names))
     psi = float(((rec_share - ref_share) * np.log(rec_share / ref_share)).sum())

@@ -38,7 +38,7 @@ from tunesmith.recipes.predict import predict_texts
 from tunesmith.serving.batcher import Batcher, Overloaded
 from tunesmith.serving.metrics import Metrics
 from tunesmith.serving.pool import ModelPool, ServedModel
-from tunesmith.serving.request_log import RequestLog, default_url, encode_row
+from tunesmith.serving.request_log import default_url, encode_row, open_logs
 from tunesmith.serving.schemas import (
     ChatRequest,
     ClassifyRequest,
@@ -64,7 +64,7 @@ class Server:
         self.settings = settings
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="tunesmith-model")
         urls = {name: settings.log_url or default_url(d.root) for name, d in pool.runs.items()}
-        opened = {url: RequestLog(url) for url in dict.fromkeys(urls.values())}
+        opened = open_logs(urls.values())  # one log per URL, however many runs share it
         self.logs = {name: opened[url] for name, url in urls.items()}
         self.metrics = Metrics(self.state)
         self.batchers = {
@@ -87,7 +87,7 @@ class Server:
         return {"models": dict(self.pool.models), "queued": queued, "log_pending": pending}
 
     def model(self, name: str, endpoint: str) -> ServedModel:
-        served = self.pool.get(name) if isinstance(name, str) else None
+        served = self.pool.get(name)
         if served is None:
             known = ", ".join(sorted(self.pool.models))
             raise ApiError(404, f"no model named {name!r} is served here; served: {known}", "model_not_found")
@@ -585,7 +585,6 @@ class _Guard:
         self.app = app
         self.settings = settings
         self.server = server
-        self.state = app.state
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
         if scope["type"] != "http":
