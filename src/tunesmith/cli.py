@@ -159,7 +159,13 @@ def train(
     """Fine-tune a model; prints base vs tuned on the test split and where the run folder is."""
     from tunesmith.config import read_yaml
     from tunesmith.recipes.finetune import finetune
-    from tunesmith.training.distributed import check_process_count, is_main_process, launched, relaunch
+    from tunesmith.training.distributed import (
+        check_process_count,
+        check_strategy,
+        is_main_process,
+        launched,
+        relaunch,
+    )
 
     quiet_libraries()
     if resume:
@@ -182,6 +188,7 @@ def train(
     )
     if (nproc > 1 or nnodes > 1) and not launched():
         check_process_count(run_config.train, nproc * nnodes)  # refused here once, not in every process
+        check_strategy(run_config)
         raise typer.Exit(relaunch(sys.argv[1:], nproc, nnodes, node_rank, master_addr, master_port))
     result = finetune(
         run_config, Console(stderr=True) if as_json else console, resume=resume, overwrite=overwrite

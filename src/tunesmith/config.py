@@ -133,6 +133,15 @@ class TrainConfig(Section):
         return value
 
 
+class DistributedConfig(Section):
+    """How several processes (`tunesmith train --nproc N`) share the work; one process ignores it."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """`ddp`: every process holds the whole model and the gradients are summed. `fsdp`: each process holds 1/N
+    of every parameter, gradient and optimizer state (torch's fully_shard), gathered layer by layer for each
+    pass: the model's memory divided by N, for more communication."""
+
+
 class EvaluationConfig(Section):
     """The final evaluation on the test split (evaluation/bootstrap.py, evaluation/forgetting.py)."""
 
@@ -245,6 +254,7 @@ class RunConfig(Section):
     )
     """The method and its own keys, e.g. {name: lora, rank: 8}."""
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     check: CheckConfig = Field(default_factory=CheckConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)

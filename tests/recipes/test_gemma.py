@@ -48,6 +48,7 @@ def gemma_run(tmp_path_factory):
                 "log_every_steps": 1,
                 "early_stopping_patience": None,
             },
+            "evaluation": {"forgetting": False},  # tested on SmolLM2 (test_generative.py)
             "output_dir": str(tmp / "run"),
         }
     )

@@ -50,6 +50,9 @@ class AdaLora(PeftMethod):
     name = "adalora"
     Params = AdaLoraParams
     default_learning_rate = 1e-3
+    cannot_shard = (
+        "its rank budget and orthogonality penalty work on whole matrices, outside the forward pass"
+    )
     params: AdaLoraParams
 
     def peft_config(self, model: torch.nn.Module, task_type: str | None, total_steps: int | None) -> Any:

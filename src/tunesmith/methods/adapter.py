@@ -140,11 +140,13 @@ class Adapter(Method):
                 module.requires_grad_(True)
         return model
 
-    def save(self, model: torch.nn.Module, folder: Path) -> None:
+    def save(
+        self, model: torch.nn.Module, folder: Path, weights: dict[str, torch.Tensor] | None = None
+    ) -> None:
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
-        trained = {
+        trained = weights or {
             name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad
         }
         save_file(trained, str(folder / WEIGHTS), metadata={"format": "pt"})

@@ -21,6 +21,8 @@ class Method(ABC):
     """True: the run's model folder is a whole Hugging Face model. False: an adapter on the base model."""
     cannot_merge: ClassVar[str | None] = None
     """Why the trained weights cannot be folded into a plain model of the base architecture, or None."""
+    cannot_shard: ClassVar[str | None] = None
+    """Why this method cannot train with its parameters sharded across processes (FSDP), or None."""
     merge_tolerance: ClassVar[float] = 1e-4
     """Largest logit difference accepted between the run's model and its merged export (summation order)."""
 
@@ -50,9 +52,13 @@ class Method(ABC):
     def after_step(self, model: torch.nn.Module, step: int) -> None:
         """Called after optimizer step `step` (1-based), before gradients are cleared."""
 
-    def save(self, model: torch.nn.Module, folder: Path) -> None:
-        """Write the trained weights as safetensors in a folder that plain transformers/peft can load."""
-        model.save_pretrained(folder, safe_serialization=True)
+    def save(
+        self, model: torch.nn.Module, folder: Path, weights: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        """Write the trained weights as safetensors in a folder that plain transformers/peft can load.
+        `weights`: when the model's parameters are sharded across processes, their whole tensors (all of the
+        state dict for a whole-model method, the trainable parameters otherwise)."""
+        model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
 
     def load(self, folder: Path, load_base: Callable[[str | None], torch.nn.Module]) -> torch.nn.Module:
         """Rebuild the trained model from `save`'s folder. `load_base(None)` loads the pretrained base,

@@ -27,6 +27,9 @@ class PromptLearning(PeftMethod):
         "input, not in weights a plain model has; "
         "export it with --format adapter (peft loads it)"
     )
+    cannot_shard = (
+        "peft builds the virtual tokens outside the model's forward pass, where FSDP has not gathered them"
+    )
     params: PromptLearningParams
 
     def peft_config(self, model: torch.nn.Module, task_type: str | None, total_steps: int | None) -> Any:

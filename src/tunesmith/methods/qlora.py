@@ -40,6 +40,7 @@ class Qlora(Lora):
     Params = QloraParams
     default_learning_rate = 5e-4
     params: QloraParams
+    cannot_shard = "bitsandbytes' 4-bit weights are not tensors FSDP can split; use lora with bf16"
     merge_tolerance = 1e-3
     """The run's model computes with bitsandbytes' kernels; its merged export with the dequantized float
     weights agrees to float rounding (about 1e-5 in the logits)."""

@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -87,6 +87,17 @@ class Estimate:
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "peak_bytes": self.peak_bytes}
+
+    def sharded(self, processes: int) -> Estimate:
+        """Each process's share under FSDP: 1/N of the weights, gradients and optimizer state. Activations and
+        runtime are each process's own; the final evaluation loads the whole best model in the main one."""
+        return replace(
+            self,
+            weights_bytes=math.ceil(self.weights_bytes / processes),
+            gradients_bytes=math.ceil(self.gradients_bytes / processes),
+            optimizer_bytes=math.ceil(self.optimizer_bytes / processes),
+            device=f"{self.device}, per process with fsdp over {processes}",
+        )
 
 
 def format_seconds(seconds: float) -> str:

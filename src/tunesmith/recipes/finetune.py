@@ -33,7 +33,7 @@ from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate
 from tunesmith.runs import RunFolder
 from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
-from tunesmith.training.distributed import is_main_process
+from tunesmith.training.distributed import check_strategy, is_main_process
 from tunesmith.training.loop import TrainLoop, total_steps
 
 
@@ -166,6 +166,8 @@ def finetune(
     # cpu=True also where no GPU exists: accelerate only sets up a multi-process CPU run (gloo) when told so
     on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     accelerator = Accelerator(cpu=on_cpu, mixed_precision=_precision(cfg.precision))
+    if accelerator.num_processes > 1:
+        check_strategy(config)
     set_seed(cfg.seed)
     probe = None
     fit_probe = main and final_evaluation and not (resume and run.probe.is_file())
@@ -187,6 +189,8 @@ def finetune(
     if main:  # measured once; another process stopping on its own reading would leave the rest waiting
         with accelerator.autocast():
             cost = run_estimate(p, model, p.method, cfg)
+        if config.distributed.strategy == "fsdp" and accelerator.num_processes > 1:
+            cost = cost.sharded(accelerator.num_processes)
         console.print(f"[dim]estimate: {cost.line()}[/]")
     budget = parse_budget(cfg.memory_budget)
     if cost is not None and budget is not None and cost.peak_bytes > budget:
@@ -221,9 +225,9 @@ def finetune(
     for note in p.splits.notes:
         console.print(f"[dim]{note}[/]")
 
-    def save_best(trained: torch.nn.Module) -> None:
+    def save_best(trained: torch.nn.Module, weights: dict[str, torch.Tensor] | None) -> None:
         def write(folder: Path) -> None:
-            p.method.save(trained, folder)
+            p.method.save(trained, folder, weights)
             p.tokenizer.save_pretrained(folder)
             (folder / "tunesmith.json").write_text(f'{{"method": "{p.method.name}"}}\n', encoding="utf-8")
 
@@ -243,6 +247,7 @@ def finetune(
         on_step or [],
         p.method,
         on_validation or [],
+        config.distributed.strategy,
     )
     started = time.perf_counter()
     result = loop.run(resume=resume)

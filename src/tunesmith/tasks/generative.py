@@ -424,7 +424,7 @@ def _answer_logits(
     largest activation, so only the hidden states that predict a target go through it: the decoder stack
     runs as usual, the hidden states are gathered, then the output layer. Models whose causal-LM head does
     more than a plain projection (logit soft-capping or scaling) or that a wrapper must drive (prompt
-    learning, DDP) go through their own forward instead, keeping only the columns some row needs.
+    learning) go through their own forward instead, keeping only the columns some row needs.
     """
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -441,8 +441,6 @@ def _answer_logits(
 
 
 def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        return None
     peft_config = getattr(model, "peft_config", None)
     if peft_config and any(c.is_prompt_learning for c in peft_config.values()):
         return None

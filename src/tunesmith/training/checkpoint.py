@@ -3,6 +3,9 @@ is switched to it with an atomic file replace. A crash at any moment leaves the 
 
 Everything is stored without pickle: tensors in safetensors, the rest in JSON; the optimizer state goes
 through torch.save and is read back with weights_only=True (tensors and plain containers only).
+
+Weights and optimizer state are whole tensors keyed by parameter name (gathered from the shards under FSDP),
+so a checkpoint resumes with any process count and either strategy.
 """
 
 from __future__ import annotations
@@ -41,22 +44,31 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state by parameter name, whole tensors on CPU. Under FSDP it is gathered on the main
+    process (every process must call it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(model, optimizer, options=options)  # type: ignore[return-value]
+
+
 def save_checkpoint(
     root: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    weights: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
     scheduler: Any,
     state: LoopState,
 ) -> Path:
+    """`weights`: the trainable parameters' whole tensors; `optimizer`: `optimizer_state`'s dict."""
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.step:07d}-e{state.epoch}"
     final = root / name
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(trainable, tmp / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file(weights, tmp / "trainable.safetensors")
+    torch.save(optimizer, tmp / "optimizer.pt")
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
@@ -93,10 +105,19 @@ def load_checkpoint(
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
     if missing or set(weights) - set(params):
         raise ValueError(f"checkpoint {folder} does not match the model (method or model changed?)")
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    whole = StateDictOptions(full_state_dict=True, strict=False)  # into plain or sharded parameters
+    set_model_state_dict(model, weights, options=whole)
+    moments = torch.load(folder / "optimizer.pt", weights_only=True)
+    if all(isinstance(key, int) for key in moments["state"]):  # by position: written before names were used
+        optimizer.load_state_dict(moments)
+    else:
+        set_optimizer_state_dict(model, optimizer, moments, options=whole)
     extra = json.loads((folder / "state.json").read_text(encoding="utf-8"))
     scheduler.load_state_dict(extra["scheduler"])
     rng = load_file(folder / "rng.safetensors")

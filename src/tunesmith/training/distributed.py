@@ -5,9 +5,10 @@ step's micro-batches to the processes.
 Why the gradients are summed here and not in DDP's backward hook: an optimizer step is a window of
 `gradient_accumulation` micro-batches dealt round-robin to the processes, so that the effective batch and the
 schedule do not depend on the process count. The last window of an epoch can be short and leave a process
-without a micro-batch, and DDP's reducer needs every process to run the same backward passes. So backward runs
-under `no_sync`, and one all-reduce of the flattened trainable gradients (torch.distributed, the same
-collective DDP uses) sums them after the window.
+without a micro-batch, and DDP needs every process to run the same passes: its forward broadcasts buffers and
+its reducer all-reduces in backward. So the loss runs on the unwrapped model (accelerate's DDP wrapper only
+broadcasts rank 0's weights at the start), and one all-reduce of the flattened trainable gradients
+(torch.distributed, the same collective DDP uses) sums them after the window.
 """
 
 from __future__ import annotations
@@ -43,6 +44,25 @@ def check_process_count(cfg: Any, processes: int) -> None:
             "optimizer step's micro-batches are dealt to the processes, so the effective batch "
             f"(batch_size x gradient_accumulation = {cfg.batch_size} x {cfg.gradient_accumulation}) stays what "
             "the config says; raise gradient_accumulation (and lower batch_size to keep the same batch)"
+        )
+
+
+def check_strategy(config: Any) -> None:
+    """Refuse, before any process starts, a method or precision FSDP cannot shard (`config`: a RunConfig)."""
+    if config.distributed.strategy != "fsdp":
+        return
+    from tunesmith.errors import ConfigError
+    from tunesmith.methods import METHODS
+
+    method = config.method.name
+    if (why := METHODS.get(method).cannot_shard) is not None:
+        raise ConfigError(
+            f"method {method} cannot train with distributed.strategy=fsdp: {why}; use distributed.strategy=ddp"
+        )
+    if config.train.precision == "fp16":
+        raise ConfigError(
+            "distributed.strategy=fsdp trains in bf16 or fp32 (fp16 needs a loss scaler over the shards); "
+            "set train.precision to bf16 or auto"
         )
 
 

@@ -22,8 +22,15 @@ from tunesmith.config import TrainConfig
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.methods.base import Method
 from tunesmith.tasks.base import Task
+from tunesmith.training import sharding
 from tunesmith.training.batching import epoch_batches
-from tunesmith.training.checkpoint import LoopState, latest_checkpoint, load_checkpoint, save_checkpoint
+from tunesmith.training.checkpoint import (
+    LoopState,
+    latest_checkpoint,
+    load_checkpoint,
+    optimizer_state,
+    save_checkpoint,
+)
 from tunesmith.training.distributed import check_process_count, micro_batch_seed, sum_gradients, sum_values
 from tunesmith.training.progress import MetricsLog, TrainProgress
 
@@ -74,17 +81,19 @@ class TrainLoop:
         val_features: Sequence[dict[str, Any]],
         cfg: TrainConfig,
         run_dir: Path,
-        save_best: Callable[[torch.nn.Module], None],
+        save_best: Callable[[torch.nn.Module, dict[str, torch.Tensor] | None], None],
         pad_id: int,
         console: Console,
         accelerator: Any,
         on_step: Sequence[Callable[[LoopState, float], None]] = (),
         method: Method | None = None,
         on_validation: Sequence[Callable[[LoopState, dict[str, float]], None]] = (),
+        strategy: str = "ddp",
     ):
         self.task, self.cfg, self.pad_id, self.console = task, cfg, pad_id, console
         self.train_features, self.val_features = train_features, val_features
         self.save_best = save_best
+        """Called by the main process with the model and, when it is sharded, its gathered weights."""
         self.on_step = list(on_step)
         """Called after every optimizer step with (state, loss): hooks for search, pruning, tests."""
         self.on_validation = list(on_validation)
@@ -100,9 +109,17 @@ class TrainLoop:
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.lengths = [f["length"] for f in train_features]
         self.total_steps = total_steps(len(train_features), cfg)
-        optimizer = build_optimizer(model, cfg)
+        self.sharded = strategy == "fsdp" and self.world > 1
+        """FSDP (training/sharding.py): the model is not wrapped; parameters, gradients and the optimizer's
+        state are shards. One process trains unsharded whatever the strategy."""
+        if self.sharded:
+            self.root = sharding.shard(task, model, accelerator.device)
+        optimizer = build_optimizer(model, cfg)  # after sharding: it holds the shards
         self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        if self.sharded:
+            self.model, self.optimizer = model, accelerator.prepare_optimizer(optimizer)
+        else:
+            self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
     def release(self) -> None:
@@ -156,8 +173,11 @@ class TrainLoop:
             return LoopResult(state, progress.samples_per_second, seconds, step_seconds)
 
     def _checkpoint(self, state: LoopState) -> None:
-        if self.main:
-            save_checkpoint(self.checkpoints, self.trained_model, self.optimizer, self.scheduler, state)
+        if self.main or self.sharded:  # sharded, every process takes part in gathering the whole tensors
+            model, optimizer = self.trained_model, self.optimizer.optimizer  # type: ignore[union-attr]
+            weights, moments = sharding.trainable_weights(model), optimizer_state(model, optimizer)
+            if self.main:
+                save_checkpoint(self.checkpoints, weights, moments, self.scheduler, state)
         self.accelerator.wait_for_everyone()
 
     def _log_train(self, state: LoopState, epoch: int, loss: float, progress: TrainProgress) -> None:
@@ -174,21 +194,35 @@ class TrainLoop:
         (training/distributed.py): the same step as one process takes."""
         self.model.train()
         total_loss, total_count, samples = 0.0, 0, 0
-        rank = self.accelerator.process_index
-        for i, indices in list(enumerate(window))[rank :: self.world]:
+        mine = list(enumerate(window))[self.accelerator.process_index :: self.world]
+        # sharded, every process must run as many passes as the busiest (each pass gathers from all): one
+        # left short runs a zero-weight pass on a micro-batch of the window
+        passes = math.ceil(len(window) / self.world) if self.sharded else len(mine)
+        for k in range(passes):
+            i, indices = mine[k] if k < len(mine) else (0, window[0])
             batch = self.task.collate([self.train_features[j] for j in indices], self.pad_id)
-            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            batch = {key: v.to(self.accelerator.device) for key, v in batch.items()}
             torch.manual_seed(micro_batch_seed(self.cfg.seed, step, i))
-            with self.accelerator.no_sync(self.model) if self.world > 1 else nullcontext():
-                loss_sum, count = self.task.loss(self.model, batch)
-                total_loss += loss_sum.item()
-                if self.method and (extra := self.method.penalty(self.trained_model)) is not None:
-                    loss_sum = loss_sum + count * extra  # after the division below: mean loss + penalty
-                self.accelerator.backward(loss_sum)
+            if self.sharded:  # reduce-scatter the summed gradients once, after the last pass
+                sharding.set_gradient_sync(self.root, k == passes - 1)
+            # DDP: the unwrapped model, as DDP's forward broadcasts buffers (a collective a process without a
+            # micro-batch would not join); the gradients are summed after the window (training/distributed.py)
+            with self.accelerator.autocast():  # also where a task runs the backbone apart from the forward
+                loss_sum, count = (
+                    self.root(batch) if self.sharded else self.task.loss(self.trained_model, batch)
+                )
+            if k >= len(mine):
+                self.accelerator.backward(loss_sum * 0.0)
+                continue
+            total_loss += loss_sum.item()
+            if self.method and (extra := self.method.penalty(self.trained_model)) is not None:
+                loss_sum = loss_sum + count * extra  # after the division below: mean loss + penalty
+            self.accelerator.backward(loss_sum)
             total_count += count
             samples += len(indices)
-        if self.world > 1:
+        if self.world > 1 and not self.sharded:  # sharded, FSDP's reduce-scatter has summed them
             sum_gradients(self.trainable)
+        if self.world > 1:
             total_loss, total_count, samples = sum_values(
                 [total_loss, total_count, samples], self.accelerator.device
             )
@@ -209,9 +243,13 @@ class TrainLoop:
         """Validate, keep the best model on the chosen metric, and write a resumable checkpoint."""
         model = self.trained_model
         if self.val_features:
-            result = self.task.evaluate(
-                model, self.val_features, self.cfg.eval_batch_size, self.pad_id, during_training=True
-            )
+            with (
+                self.accelerator.autocast(),
+                sharding.whole_root(self.root) if self.sharded else nullcontext(),
+            ):
+                result = self.task.evaluate(
+                    model, self.val_features, self.cfg.eval_batch_size, self.pad_id, during_training=True
+                )
             metrics = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
             if self.cfg.metric not in metrics:
                 raise ValueError(
@@ -225,8 +263,12 @@ class TrainLoop:
             metrics, value, better = {}, None, True
         if better:
             state.best, state.best_step, state.evals_without_improvement = value, state.step, 0
+            weights = None
+            if self.sharded:  # gathered by every process; a whole-model method saves buffers too
+                whole = self.method is None or self.method.saves_full_model
+                weights = sharding.all_weights(model) if whole else sharding.trainable_weights(model)
             if self.main:
-                self.save_best(model)
+                self.save_best(model, weights)
         else:
             state.evals_without_improvement += 1
         if self.main:
@@ -253,7 +295,8 @@ class TrainLoop:
         folder = latest_checkpoint(self.checkpoints)
         if folder is None:
             return LoopState()
-        state = load_checkpoint(folder, self.trained_model, self.optimizer, self.scheduler)
+        optimizer = self.optimizer.optimizer  # type: ignore[union-attr]
+        state = load_checkpoint(folder, self.trained_model, optimizer, self.scheduler)
         if self.main:
             self.log.truncate_after(state.step)
         self.console.print(f"resuming from {folder.name}: epoch {state.epoch + 1}, step {state.step}")
