@@ -196,7 +196,7 @@ def test_fsdp_in_two_processes_reaches_the_weights_of_one(fsdp, method, weights)
     assert_same_weights(one, two)
     summary = json.loads((fsdp[method, 2] / "run.json").read_text())
     assert summary["processes"] == 2 and summary["optimizer_steps"] == 5
-    assert "per process with fsdp over 2" in fsdp[method, 2, "stdout"]
+    assert "with fsdp over 2 processes: each holds at least" in fsdp[method, 2, "stdout"]
     assert fsdp[method, 2, "stdout"].count("run folder:") == 1
 
 

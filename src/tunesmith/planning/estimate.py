@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -88,16 +88,38 @@ class Estimate:
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "peak_bytes": self.peak_bytes}
 
-    def sharded(self, processes: int) -> Estimate:
-        """Each process's share under FSDP: 1/N of the weights, gradients and optimizer state. Activations and
-        runtime are each process's own; the final evaluation loads the whole best model in the main one."""
-        return replace(
-            self,
-            weights_bytes=math.ceil(self.weights_bytes / processes),
-            gradients_bytes=math.ceil(self.gradients_bytes / processes),
-            optimizer_bytes=math.ceil(self.optimizer_bytes / processes),
-            device=f"{self.device}, per process with fsdp over {processes}",
+
+@dataclass
+class ShardedShare:
+    """Each process's share of the model under FSDP, counted from the tensors, not measured: a measurement
+    runs the whole model on one device, which an FSDP run is there to avoid. Activations come on top."""
+
+    method: str
+    processes: int
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, method: str, processes: int) -> ShardedShare:
+        grads = math.ceil(trainable_bytes(model) / processes)
+        return cls(method, processes, math.ceil(tensor_bytes(model) / processes), grads, 2 * grads)
+
+    @property
+    def peak_bytes(self) -> int:
+        """A floor of the peak: weights, gradients and AdamW's moments, without activations."""
+        return self.weights_bytes + self.gradients_bytes + self.optimizer_bytes
+
+    def line(self) -> str:
+        return (
+            f"{self.method} with fsdp over {self.processes} processes: each holds at least "
+            f"{human(self.peak_bytes)} (weights {human(self.weights_bytes)}, gradients "
+            f"{human(self.gradients_bytes)}, optimizer {human(self.optimizer_bytes)}) plus activations; "
+            "`tunesmith plan` measures activations and time in one process"
         )
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "peak_bytes_at_least": self.peak_bytes}
 
 
 def format_seconds(seconds: float) -> str:

@@ -27,6 +27,7 @@ from tunesmith.evaluation.forgetting import GeneralAbility, forgetting
 from tunesmith.evaluation.report import comparison
 from tunesmith.methods import METHODS, Method, count_parameters
 from tunesmith.models.catalog import ResolvedModel, resolve_model
+from tunesmith.planning.estimate import Estimate, ShardedShare
 from tunesmith.planning.memory import human, peak_resident_bytes
 from tunesmith.recipes.check import check_run_data, refuse_to_train
 from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate
@@ -178,19 +179,21 @@ def finetune(
         set_seed(cfg.seed)  # the training starts from the same random state with or without it
 
     steps = total_steps(len(p.train_features), cfg)
+    sharded = config.distributed.strategy == "fsdp" and accelerator.num_processes > 1
     base = p.task.load_model(p.resolved, **p.method.load_kwargs(str(accelerator.device)))
-    if not getattr(base, "is_quantized", False):
-        base = base.to(accelerator.device)
+    if not getattr(base, "is_quantized", False) and not sharded:
+        base = base.to(accelerator.device)  # sharded, each unit's shard moves there: the whole never does
     model = p.method.apply(base, p.task.name, steps)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     p.task.prepare_model(model)
-    cost = None
-    if main:  # measured once; another process stopping on its own reading would leave the rest waiting
+    cost: Estimate | ShardedShare | None = None
+    if main and sharded:
+        cost = ShardedShare.of(model, p.method.name, accelerator.num_processes)
+        console.print(f"[dim]estimate: {cost.line()}[/]")
+    elif main:  # measured once; another process stopping on its own reading would leave the rest waiting
         with accelerator.autocast():
             cost = run_estimate(p, model, p.method, cfg)
-        if config.distributed.strategy == "fsdp" and accelerator.num_processes > 1:
-            cost = cost.sharded(accelerator.num_processes)
         console.print(f"[dim]estimate: {cost.line()}[/]")
     budget = parse_budget(cfg.memory_budget)
     if cost is not None and budget is not None and cost.peak_bytes > budget:
@@ -199,7 +202,8 @@ def finetune(
             shutil.rmtree(probe.parent, ignore_errors=True)
         hint = cheaper_methods(p, p.method.name, budget)
         raise ConfigError(
-            f"this {p.method.name} run needs ≈ {human(cost.peak_bytes)} at its peak, over "
+            f"this {p.method.name} run needs {'at least' if sharded else '≈'} {human(cost.peak_bytes)} at its "
+            f"peak, over "
             f"train.memory_budget={cfg.memory_budget}; {hint}"
         )
     if main:
@@ -247,7 +251,7 @@ def finetune(
         on_step or [],
         p.method,
         on_validation or [],
-        config.distributed.strategy,
+        sharded,
     )
     started = time.perf_counter()
     result = loop.run(resume=resume)

@@ -88,7 +88,7 @@ class TrainLoop:
         on_step: Sequence[Callable[[LoopState, float], None]] = (),
         method: Method | None = None,
         on_validation: Sequence[Callable[[LoopState, dict[str, float]], None]] = (),
-        strategy: str = "ddp",
+        sharded: bool = False,
     ):
         self.task, self.cfg, self.pad_id, self.console = task, cfg, pad_id, console
         self.train_features, self.val_features = train_features, val_features
@@ -109,9 +109,9 @@ class TrainLoop:
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.lengths = [f["length"] for f in train_features]
         self.total_steps = total_steps(len(train_features), cfg)
-        self.sharded = strategy == "fsdp" and self.world > 1
+        self.sharded = sharded and self.world > 1
         """FSDP (training/sharding.py): the model is not wrapped; parameters, gradients and the optimizer's
-        state are shards. One process trains unsharded whatever the strategy."""
+        state are shards, moved to the device as they are cut. One process trains unsharded."""
         if self.sharded:
             self.root = sharding.shard(task, model, accelerator.device)
         optimizer = build_optimizer(model, cfg)  # after sharding: it holds the shards
