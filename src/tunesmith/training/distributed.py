@@ -13,6 +13,7 @@ broadcasts rank 0's weights at the start), and one all-reduce of the flattened t
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -124,6 +125,15 @@ def sum_values(values: Sequence[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def deal(window: Sequence[list[int]], rank: int, processes: int) -> tuple[list[tuple[int, list[int]]], int]:
+    """This process's share of one optimizer step's micro-batches, as (index in the window, example indices),
+    and how many passes every process runs. Micro-batch i goes to process i mod N: each to exactly one
+    process, none twice. `passes` is the busiest process's count; FSDP needs every process to run as many
+    (each pass gathers from all), so one left short pads with zero-weight passes."""
+    mine = list(enumerate(window))[rank::processes]
+    return mine, math.ceil(len(window) / processes)
 
 
 def micro_batch_seed(seed: int, step: int, index: int) -> int:

@@ -31,7 +31,13 @@ from tunesmith.training.checkpoint import (
     optimizer_state,
     save_checkpoint,
 )
-from tunesmith.training.distributed import check_process_count, micro_batch_seed, sum_gradients, sum_values
+from tunesmith.training.distributed import (
+    check_process_count,
+    deal,
+    micro_batch_seed,
+    sum_gradients,
+    sum_values,
+)
 from tunesmith.training.progress import MetricsLog, TrainProgress
 
 
@@ -194,10 +200,9 @@ class TrainLoop:
         (training/distributed.py): the same step as one process takes."""
         self.model.train()
         total_loss, total_count, samples = 0.0, 0, 0
-        mine = list(enumerate(window))[self.accelerator.process_index :: self.world]
-        # sharded, every process must run as many passes as the busiest (each pass gathers from all): one
-        # left short runs a zero-weight pass on a micro-batch of the window
-        passes = math.ceil(len(window) / self.world) if self.sharded else len(mine)
+        mine, passes = deal(window, self.accelerator.process_index, self.world)
+        if not self.sharded:  # DDP: no collective in a pass, so no padding
+            passes = len(mine)
         for k in range(passes):
             i, indices = mine[k] if k < len(mine) else (0, window[0])
             batch = self.task.collate([self.train_features[j] for j in indices], self.pad_id)
