@@ -123,28 +123,45 @@ def _print_forgetting(console: Console, section: dict[str, Any]) -> None:
     for line in describe(section):
         console.print(f"  {line}")
     if section.get("prompts"):
-        table = Table(title="general prompts", show_lines=True)
-        for col in ("prompt", "base", "tuned"):
-            table.add_column(col, overflow="fold")
-        for row in section["prompts"]:
-            table.add_row(*(_clip(row[c]) for c in ("prompt", "base", "tuned")))
-        console.print(table)
+        _print_texts(console, "general prompts", section["prompts"], PROMPT_COLUMNS)
     for warning in section.get("warnings", []):
         console.print(f"[yellow]warning: {escape(warning)}[/]")
 
 
 def _print_examples(console: Console, examples: Sequence[dict[str, Any]]) -> None:
-    table = Table(title="example outputs", show_lines=True)
-    columns = ["prompt", "reference", *(["base"] if "base" in examples[0] else []), "tuned"]
-    for col in columns:
+    _print_texts(console, "example outputs", examples, EXAMPLE_COLUMNS)
+
+
+def _print_texts(
+    console: Console, title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+) -> None:
+    shown, cells = text_table(rows, columns, limit=240)
+    table = Table(title=title, show_lines=True)
+    for col in shown:
         table.add_column(col, overflow="fold")
-    for row in examples:
-        table.add_row(*(_clip(row[c]) for c in columns))
+    for row in cells:
+        table.add_row(*map(escape, row))
     console.print(table)
 
 
-def _clip(text: str, limit: int = 240) -> str:
-    return escape(text if len(text) <= limit else text[: limit - 1] + "…")
+EXAMPLE_COLUMNS = ("prompt", "reference", "base", "tuned")
+"""The example-outputs table: input, expected output, and the base and tuned models' outputs."""
+PROMPT_COLUMNS = ("prompt", "base", "tuned")
+"""The general-prompts table of the forgetting section."""
+
+
+def text_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], limit: int
+) -> tuple[list[str], list[list[str]]]:
+    """The `columns` the rows have, and each row's texts clipped to `limit` characters: the example-outputs and general-prompts tables, for the console and the HTML report alike."""
+    shown = [c for c in columns if c in rows[0]]
+    return shown, [[clip(row.get(c), limit) for c in shown] for row in rows]
+
+
+def clip(text: Any, limit: int) -> str:
+    """`text` as a string of at most `limit` characters, an ellipsis marking a cut."""
+    text = "" if text is None else str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _print_classes(console: Console, tuned: dict[str, Any]) -> None:

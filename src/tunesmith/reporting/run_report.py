@@ -19,7 +19,7 @@ from typing import Any
 
 from tunesmith.errors import UserError
 from tunesmith.evaluation.forgetting import describe
-from tunesmith.evaluation.report import metric_rows
+from tunesmith.evaluation.report import EXAMPLE_COLUMNS, PROMPT_COLUMNS, clip, metric_rows, text_table
 from tunesmith.planning.memory import human
 from tunesmith.reporting.deployment import deployment_section
 from tunesmith.reporting.html import Cell, page, table
@@ -213,8 +213,7 @@ def _details(report: dict[str, Any]) -> str:
         if "confusion_matrix" in tuned and len(names) <= 40:
             parts.append(_confusion(tuned["confusion_matrix"], names))
     if report.get("examples"):
-        columns = [c for c in ("prompt", "reference", "base", "tuned") if c in report["examples"][0]]
-        rows = [[_clip(e.get(c, "")) for c in columns] for e in report["examples"]]
+        columns, rows = text_table(report["examples"], EXAMPLE_COLUMNS, limit=600)
         parts.append("<h2>Example outputs</h2>" + table(columns, rows))
     return "".join(parts)
 
@@ -250,7 +249,7 @@ def _forgetting(section: dict[str, Any] | None) -> str:
     parts.append("</ul>")
     parts += [f'<div class="warning">{escape(w)}</div>' for w in section.get("warnings", [])]
     if section.get("prompts"):
-        rows = [[_clip(p["prompt"]), _clip(p["base"]), _clip(p["tuned"])] for p in section["prompts"]]
+        _, rows = text_table(section["prompts"], PROMPT_COLUMNS, limit=600)
         parts.append(table(["general prompt", "base", "tuned"], rows))
     parts.append(
         '<p class="muted">Measured on the general-English reference that ships with tunesmith; it shows how much '
@@ -318,7 +317,7 @@ def _data_check(check: dict[str, Any]) -> str:
             table(
                 ["level", "check", "finding", "count"],
                 [
-                    [f["level"], f["kind"], _clip(f["message"], 400), Cell(f.get("count", ""), numeric=True)]
+                    [f["level"], f["kind"], clip(f["message"], 400), Cell(f.get("count", ""), numeric=True)]
                     for f in findings
                 ],
             )
@@ -334,8 +333,3 @@ def _image(fig: Any, alt: str) -> str:
     fig.savefig(buffer, format="png")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _clip(text: Any, limit: int = 600) -> str:
-    text = "" if text is None else str(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
