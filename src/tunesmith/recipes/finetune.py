@@ -30,7 +30,7 @@ from tunesmith.models.catalog import ResolvedModel, resolve_model
 from tunesmith.planning.estimate import Estimate, ShardedShare
 from tunesmith.planning.memory import human, peak_resident_bytes
 from tunesmith.recipes.check import check_run_data, refuse_to_train
-from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate
+from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate, training_device
 from tunesmith.runs import RunFolder
 from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
@@ -165,7 +165,7 @@ def finetune(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # cpu=True also where no GPU exists: accelerate only sets up a multi-process CPU run (gloo) when told so
-    on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    on_cpu = training_device(config).type == "cpu"
     accelerator = Accelerator(cpu=on_cpu, mixed_precision=_precision(cfg.precision))
     if accelerator.num_processes > 1:
         check_strategy(config)

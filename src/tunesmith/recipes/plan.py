@@ -61,6 +61,8 @@ def method_for(config: RunConfig, name: str) -> Method:
 
 
 def training_device(config: RunConfig) -> torch.device:
+    """Where training runs: a CUDA GPU when there is one, unless train.device says cpu (finetune tells
+    accelerate the same; train.device=cuda without a GPU is refused before)."""
     wanted = config.train.device
     return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
 
