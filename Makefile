@@ -41,6 +41,7 @@ bench: setup
 	$(PY) bench/classification.py
 	$(PY) bench/chat.py
 	$(PY) bench/check.py
+	$(PY) bench/distributed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
