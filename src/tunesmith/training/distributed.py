@@ -136,6 +136,22 @@ def deal(window: Sequence[list[int]], rank: int, processes: int) -> tuple[list[t
     return mine, math.ceil(len(window) / processes)
 
 
+def from_main(data: dict[str, Any] | None, device: torch.device) -> dict[str, Any]:
+    """The main process's `data` (JSON-able) on every process; a collective. Sent as JSON bytes, not pickle."""
+    import json
+
+    import torch.distributed as dist
+
+    payload = json.dumps(data).encode() if is_main_process() else b""
+    size = torch.tensor([len(payload)], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    buffer = torch.zeros(int(size.item()), dtype=torch.uint8, device=device)
+    if is_main_process():
+        buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+    dist.broadcast(buffer, src=0)
+    return json.loads(bytes(buffer.cpu().tolist()))
+
+
 def micro_batch_seed(seed: int, step: int, index: int) -> int:
     """The random seed of micro-batch `index` of optimizer step `step`: dropout then depends on which examples
     are trained on, not on which process runs them or what ran before (so 2 processes equal 1, and a resumed

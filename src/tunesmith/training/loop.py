@@ -34,6 +34,7 @@ from tunesmith.training.checkpoint import (
 from tunesmith.training.distributed import (
     check_process_count,
     deal,
+    from_main,
     micro_batch_seed,
     sum_gradients,
     sum_values,
@@ -248,14 +249,10 @@ class TrainLoop:
         """Validate, keep the best model on the chosen metric, and write a resumable checkpoint."""
         model = self.trained_model
         if self.val_features:
-            with (
-                self.accelerator.autocast(),
-                sharding.whole_root(self.root) if self.sharded else nullcontext(),
-            ):
-                result = self.task.evaluate(
-                    model, self.val_features, self.cfg.eval_batch_size, self.pad_id, during_training=True
-                )
-            metrics = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
+            if self.world > 1 and not self.sharded:  # DDP: the main process measures, the others wait for it
+                metrics = from_main(self._measure(model) if self.main else None, self.accelerator.device)
+            else:  # sharded, every process takes part in each forward pass
+                metrics = self._measure(model)
             if self.cfg.metric not in metrics:
                 raise ValueError(
                     f"train.metric {self.cfg.metric!r} is not computed; choose from {', '.join(metrics)}"
@@ -289,6 +286,17 @@ class TrainLoop:
         self._checkpoint(state)
         for hook in self.on_validation:
             hook(state, metrics)
+
+    def _measure(self, model: torch.nn.Module) -> dict[str, float]:
+        """The validation metrics of `model` (the numbers only)."""
+        with (
+            self.accelerator.autocast(),
+            sharding.whole_root(self.root) if self.sharded else nullcontext(),
+        ):
+            result = self.task.evaluate(
+                model, self.val_features, self.cfg.eval_batch_size, self.pad_id, during_training=True
+            )
+        return {k: v for k, v in result.metrics.items() if isinstance(v, float)}
 
     def _should_stop(self, state: LoopState) -> bool:
         patience = self.cfg.early_stopping_patience
