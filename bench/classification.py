@@ -72,37 +72,11 @@ def run_tunesmith(args: dict, out: mp.Queue) -> None:
 
 def run_baseline(args: dict, out: mp.Queue) -> None:
     import numpy as np
-    from datasets import load_dataset
-    from peft import LoraConfig, get_peft_model
+    from hf_recipe import baseline_data_and_model
     from sklearn.metrics import f1_score
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
-    from tunesmith.methods.lora import DEFAULT_TARGETS
-    from tunesmith.models.catalog import resolve_model
-
-    path = resolve_model("minilm").source
-    data = load_dataset("csv", data_files={"train": args["train"], "test": args["test"]})
-    labels = sorted(set(data["train"]["label"]))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-
-    def tokenize(batch):
-        enc = tokenizer(batch["text"], padding="max_length", truncation=True, max_length=128)
-        enc["labels"] = [labels.index(x) for x in batch["label"]]
-        return enc
-
-    data = data.map(tokenize, batched=True, remove_columns=["text", "label"])
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
-    lora = args["lora"]
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            task_type="SEQ_CLS",
-            r=lora["rank"],
-            lora_alpha=lora["alpha"],
-            lora_dropout=lora["dropout"],
-            target_modules=DEFAULT_TARGETS["bert"],
-        ),
-    )
+    data, model = baseline_data_and_model({"train": args["train"], "test": args["test"]}, args["lora"])
     with tempfile.TemporaryDirectory() as tmp:
         training_args = TrainingArguments(
             output_dir=tmp,

@@ -32,33 +32,10 @@ LORA = {"rank": 16, "alpha": 32, "dropout": 0.1}
 
 def baseline_child(args: argparse.Namespace) -> None:
     """One process of the baseline, started by torchrun."""
-    from datasets import load_dataset
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from hf_recipe import baseline_data_and_model
+    from transformers import Trainer, TrainingArguments
 
-    from tunesmith.methods.lora import DEFAULT_TARGETS
-    from tunesmith.models.catalog import resolve_model
-
-    path = resolve_model("minilm").source
-    data = load_dataset("csv", data_files={"train": args.train})["train"]
-    labels = sorted(set(data["label"]))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-
-    def tokenize(batch):
-        enc = tokenizer(batch["text"], padding="max_length", truncation=True, max_length=128)
-        enc["labels"] = [labels.index(x) for x in batch["label"]]
-        return enc
-
-    data = data.map(tokenize, batched=True, remove_columns=["text", "label"])
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
-    config = LoraConfig(
-        task_type="SEQ_CLS",
-        r=LORA["rank"],
-        lora_alpha=LORA["alpha"],
-        lora_dropout=LORA["dropout"],
-        target_modules=DEFAULT_TARGETS["bert"],
-    )
-    model = get_peft_model(model, config)
+    data, model = baseline_data_and_model({"train": args.train}, LORA)
     with tempfile.TemporaryDirectory() as tmp:
         training_args = TrainingArguments(
             output_dir=tmp,
@@ -72,12 +49,12 @@ def baseline_child(args: argparse.Namespace) -> None:
             use_cpu=True,
             ddp_backend="gloo",
         )
-        trainer = Trainer(model=model, args=training_args, train_dataset=data)
+        trainer = Trainer(model=model, args=training_args, train_dataset=data["train"])
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
     if int(os.environ["RANK"]) == 0:
-        Path(args.out).write_text(json.dumps({"train_seconds": seconds, "examples": len(data)}))
+        Path(args.out).write_text(json.dumps({"train_seconds": seconds, "examples": len(data["train"])}))
 
 
 MEASURED = """
