@@ -38,6 +38,10 @@ lint: setup
 
 bench: setup
 	$(PIP) -e ".[dev,qlora,onnx,bench]"
+	$(PIP) --no-deps -r bench/panel-packages.txt
+	$(PY) bench/quality.py --json bench/results/quality.json
+	$(PY) bench/quality_text.py --json bench/results/quality-text.json
+	$(PY) bench/retune.py --json bench/results/retune.json
 	$(PY) bench/classification.py
 	$(PY) bench/chat.py
 	$(PY) bench/check.py

@@ -21,7 +21,6 @@ import multiprocessing as mp
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,36 +70,11 @@ def run_tunesmith(args: dict, out: mp.Queue) -> None:
 
 
 def run_baseline(args: dict, out: mp.Queue) -> None:
-    import numpy as np
-    from hf_recipe import baseline_data_and_model
-    from sklearn.metrics import f1_score
-    from transformers import Trainer, TrainingArguments
+    from hf_recipe import train_and_test
 
-    data, model = baseline_data_and_model({"train": args["train"], "test": args["test"]}, args["lora"])
-    with tempfile.TemporaryDirectory() as tmp:
-        training_args = TrainingArguments(
-            output_dir=tmp,
-            num_train_epochs=args["epochs"],
-            per_device_train_batch_size=16,
-            learning_rate=args["lr"],
-            report_to=[],
-            seed=args["seed"],
-            save_strategy="no",
-            disable_tqdm=True,
-        )
-        trainer = Trainer(model=model, args=training_args, train_dataset=data["train"])
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        preds = np.argmax(trainer.predict(data["test"]).predictions, axis=-1)
-    out.put(
-        {
-            "samples_per_second": len(data["train"]) * args["epochs"] / seconds,
-            "train_seconds": round(seconds, 2),
-            "macro_f1": float(f1_score(data["test"]["labels"], preds, average="macro")),
-            "peak_rss_mb": peak_rss_mb(),
-        }
-    )
+    files = {"train": args["train"], "test": args["test"]}
+    result = train_and_test(files, args["lora"], args["epochs"], args["lr"], args["seed"], expert=False)
+    out.put({**result, "peak_rss_mb": peak_rss_mb()})
 
 
 def in_child(fn, args: dict) -> dict:

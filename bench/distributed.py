@@ -35,7 +35,7 @@ def baseline_child(args: argparse.Namespace) -> None:
     from hf_recipe import baseline_data_and_model
     from transformers import Trainer, TrainingArguments
 
-    data, model = baseline_data_and_model({"train": args.train}, LORA)
+    data, model, _ = baseline_data_and_model({"train": args.train}, LORA)
     with tempfile.TemporaryDirectory() as tmp:
         training_args = TrainingArguments(
             output_dir=tmp,
