@@ -72,6 +72,12 @@ class RunFolder:
     def read_json(self, path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
 
+    def holds(self) -> str:
+        """Which model model/ holds: "tuned"; "base" when no fine-tuned checkpoint beat the base model on
+        validation (train.keep=better); "start" when none beat the model of train.init_from it started from.
+        A run still training, or from before train.keep, holds "tuned"."""
+        return self.read_json(self.summary).get("holds", "tuned") if self.summary.is_file() else "tuned"
+
     def replace_model(self, write: Any) -> None:
         """Write a new best model next to the old one, then swap, so a crash never leaves half a model."""
         fresh = self.root / ".model.new"

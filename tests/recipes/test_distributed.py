@@ -17,6 +17,7 @@ from tests.e2e.test_cli import assert_user_error, train_cli, tunesmith
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 SETTINGS = (
     "train.epochs=1",
+    "train.keep=tuned",  # the mechanics under test: the fine-tuned weights, whatever they score
     "train.batch_size=8",
     "train.gradient_accumulation=2",
     "train.learning_rate=0.003",

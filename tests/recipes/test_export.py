@@ -25,8 +25,13 @@ def quiet() -> Console:
     return Console(file=io.StringIO())
 
 
-def classifier_run(data: dict[str, Path], out: Path, model: str, method: dict) -> Path:
+def classifier_run(data: dict[str, Path], out: Path, model: str, method: dict, pooling: str = "mean") -> Path:
     tree = {
+        "task": {
+            "name": "classification",
+            "pooling": pooling,
+            "head_init": "probe" if pooling == "mean" else "random",
+        },
         "model": {"name": model, "max_length": 48},
         "data": {k: str(v) for k, v in data.items()},
         "method": method,
@@ -54,9 +59,48 @@ def lora_classifier(tmp_path_factory, minilm_dir) -> Path:
     return classifier_run(data, tmp / "run", "minilm", {"name": "lora", "rank": 8})
 
 
-def test_merged_lora_classifier_loads_in_plain_transformers(lora_classifier, tmp_path):
+@pytest.fixture(scope="module")
+def cls_classifier(tmp_path_factory, minilm_dir) -> Path:
+    """transformers' own head: the first token through the pooler (task.pooling=cls)."""
+    from tests.conftest import demo_files
+
+    tmp = tmp_path_factory.mktemp("cls-classifier")
+    data = demo_files(tmp, train=60, validation=30, test=30)
+    return classifier_run(data, tmp / "run", "minilm", {"name": "lora", "rank": 8}, pooling="cls")
+
+
+def test_merged_mean_pooled_classifier_is_a_sentence_transformer_of_logits(lora_classifier, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoConfig, AutoModel
+
+    result = export_run(lora_classifier, tmp_path / "merged", "merged")
+    assert result.comparison.ok and result.comparison.max_abs_diff <= 1e-4
+    folder = result.folder
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+    assert not (folder / "adapter_config.json").exists()
+    reference, batch = run_logits(lora_classifier)
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    logits = model.encode(list(TEXTS), convert_to_tensor=True)
+    torch.testing.assert_close(logits, reference, rtol=0, atol=1e-4)
+    assert AutoConfig.from_pretrained(folder).id2label == {0: "doc", 1: "libdevel", 2: "net"}
+    # The encoder at the top is a plain transformers folder: AutoModel reads it, and the mean of its last
+    # hidden states through the Dense head is the run's logits again.
+    encoder = AutoModel.from_pretrained(folder).eval()
+    assert not any("lora" in name for name, _ in encoder.named_parameters())
+    with torch.no_grad():
+        hidden = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    dense = model[2].linear
+    torch.testing.assert_close(dense(pooled), reference, rtol=0, atol=1e-4)
+    record = json.loads((folder / "tunesmith_export.json").read_text())
+    assert record["format"] == "merged" and record["check"]["ok"] is True
+
+
+def test_merged_cls_classifier_loads_in_plain_transformers(cls_classifier, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    lora_classifier = cls_classifier
     result = export_run(lora_classifier, tmp_path / "merged", "merged")
     assert result.comparison.ok and result.comparison.max_abs_diff <= 1e-4
     folder = result.folder
@@ -73,15 +117,21 @@ def test_merged_lora_classifier_loads_in_plain_transformers(lora_classifier, tmp
     assert record["format"] == "merged" and record["check"]["ok"] is True
 
 
-def test_adapter_export_loads_with_plain_peft(lora_classifier, tmp_path, minilm_dir):
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_adapter_export_loads_with_plain_peft(lora_classifier, cls_classifier, tmp_path, minilm_dir, pooling):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    result = export_run(lora_classifier, tmp_path / "adapter", "adapter")
+    from tunesmith.models.pooled import PooledClassifierLoader
+
+    run = lora_classifier if pooling == "mean" else cls_classifier
+    result = export_run(run, tmp_path / "adapter", "adapter")
     assert result.comparison.max_abs_diff == 0.0
-    base = AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=3)
+    # peft itself puts the adapter on the base: transformers' classifier, or the mean-pooled one
+    loader = PooledClassifierLoader if pooling == "mean" else AutoModelForSequenceClassification
+    base = loader.from_pretrained(str(minilm_dir), num_labels=3)
     plain = PeftModel.from_pretrained(base, result.folder).eval()
-    reference, batch = run_logits(lora_classifier)
+    reference, batch = run_logits(run)
     with torch.no_grad():
         torch.testing.assert_close(plain(**batch).logits, reference, rtol=0, atol=1e-6)
 
@@ -144,13 +194,16 @@ def test_bottleneck_adapters_export_as_adapter_and_onnx_not_merged(small_data, t
 def test_qlora_merges_into_the_dequantized_base(small_data, tmp_path, minilm_dir):
     from transformers import AutoModelForSequenceClassification
 
-    run = classifier_run(small_data, tmp_path / "run", "minilm", {"name": "qlora", "rank": 4})
+    run = classifier_run(small_data, tmp_path / "run", "minilm", {"name": "qlora", "rank": 4}, pooling="cls")
     result = export_run(run, tmp_path / "merged", "merged")
     assert result.comparison.max_abs_diff <= 1e-4
     config = json.loads((result.folder / "config.json").read_text())
     assert "quantization_config" not in config
     plain = AutoModelForSequenceClassification.from_pretrained(result.folder)
     assert {p.dtype for p in plain.parameters()} == {torch.float32}
+    # the mean-pooled head of a QLoRA run merges as well (into a sentence-transformers folder)
+    pooled = classifier_run(small_data, tmp_path / "pooled", "minilm", {"name": "qlora", "rank": 4})
+    assert export_run(pooled, tmp_path / "pooled-merged", "merged").comparison.max_abs_diff <= 1e-4
 
 
 def test_merged_chat_model_writes_the_same_tokens_in_plain_transformers(tmp_path):

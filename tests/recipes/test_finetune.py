@@ -24,8 +24,11 @@ def quiet() -> Console:
     return Console(file=io.StringIO())
 
 
-def config(data: dict[str, Path], out: Path, model: str, method: dict, **train):
+def config(data: dict[str, Path], out: Path, model: str, method: dict, task: dict | None = None, **train):
+    """A run config for the mechanics tests: the fine-tuned model is kept whatever it scores (train.keep=tuned),
+    so the run's model is the last best checkpoint (tests/recipes/test_keep_better.py tests keep=better)."""
     tree = {
+        "task": {"name": "classification", **(task or {})},
         "model": {"name": model, "max_length": 48},
         "data": {k: str(v) for k, v in data.items()},
         "method": method,
@@ -34,6 +37,7 @@ def config(data: dict[str, Path], out: Path, model: str, method: dict, **train):
             "log_every_steps": 1,
             "early_stopping_patience": None,
             "warmup_ratio": 0.0,
+            "keep": "tuned",
             **train,
         },
         "output_dir": str(out),
@@ -47,7 +51,8 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
 
 def test_lora_on_minilm_learns_and_reloads_identically(small_data, tmp_path):
     from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith.models.pooled import PooledClassifierLoader
 
     out = tmp_path / "run"
     cfg = config(
@@ -74,7 +79,16 @@ def test_lora_on_minilm_learns_and_reloads_identically(small_data, tmp_path):
     ):
         assert (out / name).is_file(), name
     report = json.loads((out / "eval.json").read_text())
-    assert set(report) == {"headline", "tuned", "base", "base_description", "delta", "interval", "forgetting"}
+    assert set(report) == {
+        "headline",
+        "tuned",
+        "holds",
+        "base",
+        "base_description",
+        "delta",
+        "interval",
+        "forgetting",
+    }
     assert report["tuned"]["examples"] == 30 and len(report["tuned"]["confusion_matrix"]) == 3
 
     # The reloaded run predicts exactly what the model in memory predicted (one epoch: best == last).
@@ -85,8 +99,8 @@ def test_lora_on_minilm_learns_and_reloads_identically(small_data, tmp_path):
     in_memory = torch.tensor([[p for _, p in sorted(r)] for r in predict_texts(trained, texts)])
     assert torch.allclose(reloaded, in_memory, atol=1e-6)
 
-    # The adapter is a plain peft adapter.
-    base = AutoModelForSequenceClassification.from_pretrained(_minilm(), num_labels=3)
+    # The adapter is a plain peft adapter, on tunesmith's mean-pooled classifier (models/pooled.py).
+    base = PooledClassifierLoader.from_pretrained(_minilm(), num_labels=3)
     plain = PeftModel.from_pretrained(base, out / "model").eval()
     enc = trained.tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -99,14 +113,24 @@ def _minilm() -> str:
     return resolve_model("minilm").source
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
 @pytest.mark.parametrize("method", [{"name": "full"}, {"name": "freeze", "layers": 1}])
-def test_whole_model_methods_save_a_plain_transformers_model(small_data, tmp_path, tiny_bert_dir, method):
+def test_whole_model_methods_save_a_plain_transformers_model(
+    small_data, tmp_path, tiny_bert_dir, method, pooling
+):
     from transformers import AutoModelForSequenceClassification
 
+    from tunesmith.models.pooled import PooledClassifierLoader
+
     out = tmp_path / "run"
-    finetune(config(small_data, out, str(tiny_bert_dir), method, epochs=1, learning_rate=1e-3), quiet())
+    task = {"pooling": pooling, "head_init": "probe" if pooling == "mean" else "random"}
+    finetune(config(small_data, out, str(tiny_bert_dir), method, task, epochs=1, learning_rate=1e-3), quiet())
     trained = load_run(out)
-    plain = AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
+    # transformers' own class for its first-token head; tunesmith's class (a transformers PreTrainedModel)
+    # for the mean-pooled one, whose folder says so in config.json
+    loader = AutoModelForSequenceClassification if pooling == "cls" else PooledClassifierLoader
+    plain = loader.from_pretrained(str(out / "model")).eval()
+    assert (plain.config.to_dict().get("tunesmith_pooling") == "mean") == (pooling == "mean")
     assert plain.config.id2label == {0: "doc", 1: "libdevel", 2: "net"}
     enc = trained.tokenizer(["a text", "another, longer text"], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -262,7 +286,7 @@ def test_qlora_trains_lora_on_a_4_bit_minilm_and_reloads_it_quantized(small_data
     assert sum(losses[-6:]) / 6 < 0.75 * sum(losses[:6]) / 6, losses
     trained = load_run(out)
     quantized = [m for m in trained.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    assert len(quantized) == 6 * 6 + 1  # every projection of the 6 layers, and the pooler; not the classifier
+    assert len(quantized) == 6 * 6  # every projection of the 6 layers; not the classifier (and no pooler)
     enc = trained.tokenizer(["a text", "another, longer text"], padding=True, return_tensors="pt")
     result.model.eval()
     with torch.no_grad():

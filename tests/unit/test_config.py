@@ -13,7 +13,7 @@ def test_defaults_are_complete_and_typed():
     cfg = build_config({})
     assert cfg.task.name == "classification" and cfg.task.text_column == "text"
     assert cfg.method.name == "lora" and cfg.method.rank == 8
-    assert cfg.train.learning_rate == 5e-4  # the LoRA method's recommended rate, resolved
+    assert cfg.train.learning_rate == 2e-3  # the LoRA rate measured for classification, resolved
 
 
 def test_overrides_are_parsed_as_yaml_values():
@@ -29,6 +29,12 @@ def test_method_default_learning_rate_follows_method():
     assert build_config({"method": "full"}).train.learning_rate == 5e-5
     assert build_config({"method": {"name": "freeze", "layers": 1}}).train.learning_rate == 1e-4
     assert build_config({"method": "full", "train": {"learning_rate": 1e-3}}).train.learning_rate == 1e-3
+
+
+def test_lora_takes_its_measured_classification_rate_and_its_default_elsewhere():
+    assert build_config({"method": "lora"}).train.learning_rate == 2e-3
+    assert build_config({"method": "lora", "task": "chat"}).train.learning_rate == 5e-4
+    assert build_config({"method": "lora", "train": {"learning_rate": 1e-4}}).train.learning_rate == 1e-4
 
 
 def test_unknown_key_is_rejected_with_the_valid_names():
@@ -74,7 +80,7 @@ def test_every_shipped_config_parses(path):
 @pytest.mark.parametrize(
     ("task", "model", "metric", "max_length"),
     [
-        ("classification", "minilm", "macro_f1", 128),
+        ("classification", "minilm", "macro_f1", None),  # chosen from the data when it is checked
         ("chat", "smollm2-135m-instruct", "rougeL", 512),
         ("summarization", "smollm2-135m-instruct", "rougeL", 512),
         ("qa", "minilm", "f1", 512),

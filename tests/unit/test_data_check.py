@@ -261,6 +261,24 @@ def test_truncation_in_model_tokens(capsys, tmp_path, tiny_bert_dir):
     assert lengths["max"] == 102 and lengths["truncated"] == 2
 
 
+def test_max_length_left_empty_is_chosen_from_the_training_lengths(
+    capsys, tmp_path, minilm_dir, tiny_bert_dir
+):
+    # 100 texts of 150 to 300 words: their 99th percentile is over 128 and under MiniLM's 512 positions
+    rows = [(" ".join(["word"] * (150 + i + i % 7 * 10)), "ab"[i % 2]) for i in range(100)]
+    path = csv_file(tmp_path, "d.csv", rows)
+    data = report(capsys, path, "--model", minilm_dir)
+    p99 = data["stats"]["lengths"]["train"]["p99"]
+    assert 128 < p99 < 512
+    assert (data["max_length"], data["max_length_from_data"]) == (p99, True)
+    assert not warnings_of(data, "truncation")  # measured against what the model takes: nothing is cut there
+    # never over the model's own positions (the tiny BERT has 128), never under 128 for short texts
+    assert report(capsys, path, "--model", tiny_bert_dir)["max_length"] == 128
+    short = csv_file(tmp_path, "short.csv", [(t, "ab"[i % 2]) for i, t in enumerate(texts(30))])
+    assert report(capsys, short, "--model", minilm_dir)["max_length"] == 128
+    assert report(capsys, path, "--model", minilm_dir, "model.max_length=64")["max_length_from_data"] is False
+
+
 def test_short_and_empty_ish_examples(capsys, tmp_path, tiny_bert_dir):
     rows = [(t, "ab"[i % 2]) for i, t in enumerate(texts(30))] + [("ok", "a"), ("!!!", "b"), ("?? ..", "a")]
     data = report(capsys, csv_file(tmp_path, "d.csv", rows), "--model", tiny_bert_dir)

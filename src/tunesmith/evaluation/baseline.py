@@ -47,10 +47,15 @@ class LinearProbe:
         self.coef, self.intercept, self.classes = coef, intercept, classes
 
     @classmethod
-    def fit(cls, features: np.ndarray, labels: Sequence[int], seed: int) -> LinearProbe:
+    def fit(
+        cls, features: np.ndarray, labels: Sequence[int], seed: int, class_weights: np.ndarray | None = None
+    ) -> LinearProbe:
+        """Logistic regression; `class_weights[c]` weighs the examples of class c (the task's loss weights)."""
         from sklearn.linear_model import LogisticRegression
 
-        clf = LogisticRegression(max_iter=2000, random_state=seed).fit(features, np.asarray(labels))
+        weights = None if class_weights is None else dict(enumerate(class_weights.tolist()))
+        clf = LogisticRegression(max_iter=2000, random_state=seed, class_weight=weights)
+        clf.fit(features, np.asarray(labels))
         return cls(
             clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32), clf.classes_.astype(np.int64)
         )
@@ -60,6 +65,20 @@ class LinearProbe:
         if self.coef.shape[0] == 1:  # binary: one score, positive means the second class
             return self.classes[(scores[:, 0] > 0).astype(int)].tolist()
         return self.classes[scores.argmax(1)].tolist()
+
+    def as_head(self, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+        """(weight, bias) of a linear layer with one output per label that ranks the labels as the probe does.
+        A binary probe's one score s becomes the logits (-s/2, s/2): their softmax is the probe's sigmoid."""
+        weight = np.zeros((num_labels, self.coef.shape[1]), dtype=np.float32)
+        bias = np.zeros(num_labels, dtype=np.float32)
+        if self.coef.shape[0] == 1:
+            low, high = self.classes
+            weight[low], weight[high] = -self.coef[0] / 2, self.coef[0] / 2
+            bias[low], bias[high] = -self.intercept[0] / 2, self.intercept[0] / 2
+        else:
+            weight[self.classes] = self.coef
+            bias[self.classes] = self.intercept
+        return weight, bias
 
     def save(self, path: Path) -> None:
         # safetensors writes raw bytes: sklearn's coef_ is Fortran-ordered, so make every array C-ordered.

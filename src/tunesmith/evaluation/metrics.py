@@ -27,6 +27,9 @@ def classification_metrics(
         for i, name in enumerate(labels)
     }
     out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=ids).tolist()
+    # classes the examples have that the model never predicts: a rare class it gave up on
+    predicted = set(y_pred)
+    out["never_predicted"] = [name for i, name in enumerate(labels) if s[i] > 0 and i not in predicted]
     return out
 
 

@@ -14,6 +14,15 @@ from tunesmith.evaluation.bootstrap import LEVEL, Interval
 from tunesmith.evaluation.forgetting import describe
 from tunesmith.evaluation.metrics import HEADLINE, greater_is_better
 
+HOLDS_BASE = (
+    "this run holds the base model: no fine-tuned checkpoint beat it on validation, so the run kept the model "
+    "training started from (train.keep=better), and it predicts, serves, exports and re-tunes like any run. "
+    "The tuned column is that model; train.keep=tuned keeps the fine-tuned weights instead"
+)
+HOLDS_START = "this run holds the model it started from (train.init_from): no fine-tuned checkpoint beat it on validation"
+HOLDS = {"base": HOLDS_BASE, "start": HOLDS_START}
+"""What a report says when a run holds another model than its fine-tuned one (RunFolder.holds)."""
+
 
 def comparison(
     tuned: dict[str, Any],
@@ -22,11 +31,12 @@ def comparison(
     headline: Sequence[str] = HEADLINE,
     examples: Sequence[dict[str, Any]] = (),
     intervals: Mapping[str, Interval] | None = None,
+    holds: str = "tuned",
 ) -> dict[str, Any]:
     """The report: tuned and base metrics, their difference on the headline metrics (with its bootstrap
-    interval where the metric has one), example outputs."""
+    interval where the metric has one), example outputs; `holds`: which model the run holds (RunFolder)."""
     shown = [k for k in headline if k in tuned]
-    out: dict[str, Any] = {"headline": shown, "tuned": tuned}
+    out: dict[str, Any] = {"headline": shown, "tuned": tuned, "holds": holds}
     if base is not None:
         out["base"] = base
         out["base_description"] = base_description
@@ -79,6 +89,8 @@ def metric_rows(report: Mapping[str, Any]) -> list[MetricRow]:
 
 def print_comparison(console: Console, report: dict[str, Any], title: str) -> None:
     tuned, base = report["tuned"], report.get("base")
+    if report.get("holds") in HOLDS:
+        console.print(f"[bold yellow]{HOLDS[report['holds']]}[/]")
     table = Table(title=title)
     table.add_column("metric")
     if base is not None:
@@ -103,6 +115,12 @@ def print_comparison(console: Console, report: dict[str, Any], title: str) -> No
     console.print(table)
     if "per_class" in tuned:
         _print_classes(console, tuned)
+        if tuned.get("never_predicted"):
+            console.print(
+                f"[yellow]warning: the tuned model never predicts {', '.join(tuned['never_predicted'])} "
+                "although the test examples have it; a rare class needs more examples, or "
+                "task.class_weight=balanced[/]"
+            )
     if report.get("examples"):
         _print_examples(console, report["examples"])
     if base is not None:
@@ -168,9 +186,12 @@ def _print_classes(console: Console, tuned: dict[str, Any]) -> None:
     per_class = Table(title="tuned, per class")
     for col in ("class", "precision", "recall", "f1", "support"):
         per_class.add_column(col, justify="left" if col == "class" else "right")
+    never = set(tuned.get("never_predicted", ()))
     for name, scores in tuned["per_class"].items():
         per_class.add_row(
-            name, *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")), str(scores["support"])
+            name + (" (never predicted)" if name in never else ""),
+            *(f"{scores[k]:.3f}" for k in ("precision", "recall", "f1")),
+            str(scores["support"]),
         )
     console.print(per_class)
     names = list(tuned["per_class"])

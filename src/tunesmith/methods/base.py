@@ -17,17 +17,28 @@ class Method(ABC):
     Params: ClassVar[type[PluginParams]]
     default_learning_rate: ClassVar[float]
     """Peak learning rate used when the config leaves train.learning_rate empty."""
+    task_learning_rates: ClassVar[dict[str, float]] = {}
+    """Per-task exceptions to `default_learning_rate`, where a measurement chose another rate."""
     saves_full_model: ClassVar[bool]
     """True: the run's model folder is a whole Hugging Face model. False: an adapter on the base model."""
     cannot_merge: ClassVar[str | None] = None
     """Why the trained weights cannot be folded into a plain model of the base architecture, or None."""
     cannot_shard: ClassVar[str | None] = None
     """Why this method cannot train with its parameters sharded across processes (FSDP), or None."""
+    starts_as_base: ClassVar[bool] = True
+    """The model this method makes trainable computes exactly what the base did until the first step (an
+    update that starts at zero, or the weights themselves); False where it adds something that acts at once
+    (prompt and prefix tuning's virtual tokens)."""
     merge_tolerance: ClassVar[float] = 1e-4
     """Largest logit difference accepted between the run's model and its merged export (summation order)."""
 
     def __init__(self, params: PluginParams):
         self.params = params
+
+    @classmethod
+    def learning_rate_for(cls, task: str) -> float:
+        """The peak learning rate this method starts `task` with when the config names none."""
+        return cls.task_learning_rates.get(task, cls.default_learning_rate)
 
     def load_kwargs(self, device: str) -> dict[str, Any]:
         """Extra `from_pretrained` arguments for the base model on `device` (QLoRA's quantization)."""

@@ -30,6 +30,7 @@ class PromptLearning(PeftMethod):
     cannot_shard = (
         "peft builds the virtual tokens outside the model's forward pass, where FSDP has not gathered them"
     )
+    starts_as_base = False  # the virtual tokens change the output from the start
     params: PromptLearningParams
 
     def peft_config(self, model: torch.nn.Module, task_type: str | None, total_steps: int | None) -> Any:

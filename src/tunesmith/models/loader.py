@@ -50,3 +50,13 @@ def load_pretrained(auto_class: Any, model: ResolvedModel, cfg: ModelConfig, **k
         )
     except (OSError, ValueError) as exc:
         raise _not_found(model, cfg, exc) from None
+
+
+def load_model_config(model: ResolvedModel, cfg: ModelConfig) -> Any:
+    """The model's transformers config (config.json), without its weights."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model.source, **_offline_kwargs(model, cfg))
+    except (OSError, ValueError) as exc:
+        raise _not_found(model, cfg, exc) from None

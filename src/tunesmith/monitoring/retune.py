@@ -105,8 +105,20 @@ def new_version_config(
         test_fraction=0.0,
     )
     tree["task"].update(task.record_params)
+    tree["train"]["init_from"] = None  # retune decides (retune.start), not the serving version's own start
     tree["output_dir"] = str(out)
     return build_config(tree, overrides)
+
+
+def _task_state(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
+    """What the task learns from the new version's training data (its labels), read without a model."""
+    from tunesmith.tasks import build_task
+
+    task = build_task(config.task, config.model)
+    task.use_tokenizer(tokenizer)
+    train = task.read(config.data.train, config.data.format)
+    task.fit(train, {})
+    return task.state()
 
 
 def compare_versions(
@@ -201,6 +213,10 @@ def retune(
         + f", {data['extra_examples']} extra examples, {data['train_examples']} training examples"
     )
     config = new_version_config(serving.config, data["files"], folder, overrides or [], serving.task)
+    if config.retune.start == "serving" and serving.task.state() != _task_state(config, serving.tokenizer):
+        console.print("the new version's labels differ from the serving version's: it starts from the base")
+    elif config.retune.start == "serving":
+        config.train.init_from = deployment.folder(serving_version)
     result = finetune(config, console)
     cfg = config
     candidate = load_run(result.run)

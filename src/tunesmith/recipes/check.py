@@ -10,7 +10,7 @@ from tunesmith.data.checks.base import plural
 from tunesmith.data.checks.gate import CheckReport, check_data
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.models.catalog import ResolvedModel, resolve_model
-from tunesmith.models.loader import load_tokenizer
+from tunesmith.models.loader import load_model_config, load_tokenizer
 from tunesmith.tasks import Task, build_task
 
 ERRORS_IN_MESSAGE = 10
@@ -35,8 +35,36 @@ def check_run_data(config: RunConfig, task: Task | None = None) -> Checked:
     tokenizer = load_tokenizer(resolved, config.model)
     task.use_tokenizer(tokenizer)
     files = {"train": data.train, "validation": data.validation, "test": data.test}
+    from_data = config.model.max_length is None
+    if from_data:  # measured against the longest input the model takes: what is cut there is lost for sure
+        config.model.max_length = input_limit(tokenizer, load_model_config(resolved, config.model))
     report = check_data(task, files, data.format, config.check, tokenizer_name=config.model.name)
+    train_lengths = report.stats.get("lengths", {}).get("train")
+    if from_data and train_lengths:
+        config.model.max_length = min(config.model.max_length, max(train_lengths["p99"], MIN_CHOSEN_LENGTH))
+        report.max_length, report.max_length_from_data = config.model.max_length, True
     return Checked(task, resolved, tokenizer, report)
+
+
+MIN_CHOSEN_LENGTH = 128
+"""model.max_length chosen from the data is at least this: a text to predict may be longer than the training
+texts, and a higher limit costs training nothing (batches are padded to their own longest example)."""
+FALLBACK_LIMIT = 512
+"""The longest input assumed when the tokenizer does not say (BERT-style encoders take 512 positions)."""
+
+
+def input_limit(tokenizer: Any, model_config: Any) -> int:
+    """The longest input in tokens the model takes: the fewer of its tokenizer's limit (transformers sets a
+    huge placeholder when it does not know) and its position embeddings."""
+    limits = [
+        value
+        for value in (
+            getattr(tokenizer, "model_max_length", None),
+            getattr(model_config, "max_position_embeddings", None),
+        )
+        if isinstance(value, int) and 0 < value <= 1_000_000
+    ]
+    return min(limits) if limits else FALLBACK_LIMIT
 
 
 def refuse_to_train(report: CheckReport, strict: bool) -> None:

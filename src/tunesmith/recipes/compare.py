@@ -33,6 +33,7 @@ def run_row(path: Path) -> dict[str, Any]:
         "task": summary.get("task"),
         "model": summary.get("model"),
         "method": summary.get("method"),
+        "holds": summary.get("holds", "tuned"),
         "trainable_parameters": summary.get("trainable_parameters"),
         "total_parameters": summary.get("total_parameters"),
         "train_examples": (summary.get("examples") or {}).get("train"),
@@ -104,7 +105,8 @@ def _cells(row: dict[str, Any], metrics: Sequence[str]) -> list[str]:
     return [
         Path(row["run"]).name,
         row["task"] or "",
-        row["method"] or "",
+        (row["method"] or "")
+        + ({"base": " (holds the base)", "start": " (holds its start)"}.get(row["holds"], "")),
         _parameters(row),
         *(_metric(row, m) for m in metrics),
         _forgetting(row),
@@ -120,7 +122,8 @@ NOTE = (
     "Metrics are the tuned model's on each run's own test split, with the gain over the base model in "
     "brackets (* where its 95% bootstrap interval excludes 0). forgetting: general-English perplexity change "
     "(decoders) or mean cosine similarity of general sentence embeddings to the base (encoders); ! marks a "
-    "warning. Runs are comparable on a metric only when their test data are the same."
+    'warning. Runs are comparable on a metric only when their test data are the same. "holds the base": no '
+    "fine-tuned checkpoint beat the base model on validation, so the run kept the base (train.keep)."
 )
 
 

@@ -1,7 +1,9 @@
 """`tunesmith export RUN --format merged|adapter|onnx --out DIR`.
 
 merged   a plain Hugging Face model folder (safetensors, tokenizer with its chat template, generation config):
-         the trained update folded into the base weights; a QLoRA base is dequantized first.
+         the trained update folded into the base weights; a QLoRA base is dequantized first. A classifier
+         with a mean-pooled head (the default) is written as a sentence-transformers model whose output is
+         the class logits (models/pooled.py): transformers has no class for that head.
 adapter  the bare trained weights on top of the base: a peft adapter folder (`PeftModel.from_pretrained`), or
          for bottleneck adapters our own safetensors file.
 onnx     an encoder model (classifier, span QA) as `model.onnx` with its tokenizer and label config.
@@ -27,9 +29,10 @@ from typing import Any, Literal
 import torch
 
 from tunesmith.errors import UserError
-from tunesmith.export.probe import Comparison, Outputs, compare, encoder_batch, outputs_of
+from tunesmith.export.probe import TEXTS, Comparison, Outputs, compare, encoder_batch, outputs_of
 from tunesmith.inference import RunSpec, load_run, read_run
 from tunesmith.models.catalog import ResolvedModel
+from tunesmith.models.pooled import save_sentence_transformer, sentence_transformer_logits
 from tunesmith.training.checkpoint import write_json_atomic
 
 Format = Literal["merged", "adapter", "onnx"]
@@ -129,14 +132,21 @@ Checker = Callable[[Any, Path], Outputs]
 
 # --- merged ---
 def _merged(spec: RunSpec) -> tuple[Writer, Checker, float]:
+    sentence_transformer = spec.task.merged_layout == "sentence-transformers"
+
     def write(trained: Any, folder: Path) -> None:
         model = spec.method.merged(spec.run.model, spec.base_loader("cpu"))
+        if sentence_transformer:
+            save_sentence_transformer(model, trained.tokenizer, folder, spec.config.model.max_length)
+            return
         if hasattr(model.config, "use_cache") and spec.task.model_kind != "encoder":
             model.config.use_cache = True  # training turns the cache off; generation wants it back
         model.save_pretrained(folder, safe_serialization=True)
         trained.tokenizer.save_pretrained(folder)  # with the chat template the run trained with
 
     def check(trained: Any, folder: Path) -> Outputs:
+        if sentence_transformer:  # read by the sentence-transformers library itself
+            return Outputs({"logits": sentence_transformer_logits(folder, list(TEXTS))}, [])
         model = spec.task.load_model(ResolvedModel(str(folder), True))  # plain transformers Auto* class
         return outputs_of(trained.task, trained.tokenizer, model.eval(), trained.pad_id)
 

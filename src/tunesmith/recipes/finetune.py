@@ -171,8 +171,9 @@ def finetune(
         check_strategy(config)
     set_seed(cfg.seed)
     probe = None
-    fit_probe = main and final_evaluation and not (resume and run.probe.is_file())
-    if fit_probe:  # fitted before the model loads: its base model is gone by then
+    if not (resume and run.probe.is_file()):
+        # Fitted before the model loads (its base model is gone by then), in every process: the head may start
+        # from it, and the fit is deterministic, so every process starts from the same weights.
         probe = Path(tempfile.mkdtemp(prefix="tunesmith-probe-")) / run.probe.name
         with console.status("fitting the base-model baseline"):
             p.task.fit_baseline(p.resolved, p.splits.train, probe, cfg.seed)
@@ -181,9 +182,17 @@ def finetune(
     steps = total_steps(len(p.train_features), cfg)
     sharded = config.distributed.strategy == "fsdp" and accelerator.num_processes > 1
     base = p.task.load_model(p.resolved, **p.method.load_kwargs(str(accelerator.device)))
+    baseline_file = probe if probe is not None else run.probe
+    # a resumed run's checkpoint, if any, replaces the head again
+    starts_as_base = p.task.init_head(base, baseline_file if baseline_file.is_file() else None)
     if not getattr(base, "is_quantized", False) and not sharded:
         base = base.to(accelerator.device)  # sharded, each unit's shard moves there: the whole never does
     model = p.method.apply(base, p.task.name, steps)
+    start = "base" if starts_as_base and p.method.starts_as_base else None
+    if cfg.init_from is not None and not resume:  # a resumed run's checkpoint has these weights already
+        start_from_run(model, cfg.init_from, p)
+        start = "start"
+    restart = None if resume else p.task.training_head(model, cfg.seed)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     p.task.prepare_model(model)
@@ -213,7 +222,7 @@ def finetune(
             run.write_json(run.task, p.task.state())
         run.write_json(run.data_check, p.report.to_dict())
     if probe is not None:
-        if probe.is_file():
+        if main and probe.is_file():
             shutil.move(probe, run.probe)
         shutil.rmtree(probe.parent, ignore_errors=True)
     accelerator.wait_for_everyone()  # the run folder exists before any process writes into it
@@ -252,6 +261,8 @@ def finetune(
         p.method,
         on_validation or [],
         sharded,
+        start_competes=cfg.keep == "better" and start is not None,
+        restart=restart,
     )
     started = time.perf_counter()
     result = loop.run(resume=resume)
@@ -269,6 +280,8 @@ def finetune(
         "optimizer_steps": result.state.step,
         "best_step": result.state.best_step,
         f"best_validation_{cfg.metric}": result.state.best,
+        f"base_validation_{cfg.metric}": result.state.start,
+        "holds": start if result.state.start is not None and result.state.best_step == 0 else "tuned",
         "stopped_early": result.state.stopped_early,
         "train_seconds": round(time.perf_counter() - started, 2),
         "train_step_seconds": round(result.step_seconds, 2),
@@ -289,6 +302,13 @@ def finetune(
     if not main:
         return FinetuneResult(run.root, summary, None, trained_model)
     run.write_json(run.summary, summary)
+    if summary["holds"] != "tuned":  # said first, in plain words
+        what = "the base model" if summary["holds"] == "base" else f"the model of {cfg.init_from}"
+        console.print(
+            f"[bold yellow]fine-tuning did not beat {what} on validation ({cfg.metric}: "
+            f"{result.state.start:.4f}, best fine-tuned checkpoint {_shown(result.state.tuned_best)}): the run "
+            f"keeps {what} (train.keep=better). train.keep=tuned keeps the fine-tuned weights instead[/]"
+        )
     report = None
     if p.splits.test and final_evaluation:
         from tunesmith.inference import load_run
@@ -334,6 +354,7 @@ def evaluate_examples(
         task.headline,
         task.shown_examples(features, tuned, base),
         intervals,
+        trained.run.holds(),
     )
     if cfg.evaluation.forgetting:
         device = next(trained.model.parameters()).device
@@ -343,6 +364,31 @@ def evaluate_examples(
         if base_general is not None and tuned_general is not None:
             report["forgetting"] = forgetting(base_general, tuned_general, cfg.evaluation)
     return report
+
+
+def start_from_run(model: torch.nn.Module, folder: Path, p: Prepared) -> None:
+    """train.init_from: copy the weights a finished run trained into `model` (the same model, task, labels
+    and method, so every trainable tensor has its counterpart)."""
+    from tunesmith.inference import read_run
+
+    spec = read_run(folder)
+    ours = (p.config.model.name, p.task.name, p.method.name)
+    theirs = (spec.config.model.name, spec.task.name, spec.method.name)
+    if ours != theirs or spec.task.state() != p.task.state():
+        raise ConfigError(
+            f"train.init_from: {folder} trained {'/'.join(theirs)} with other labels or settings than this "
+            f"{'/'.join(ours)} run; start from the base model instead (leave train.init_from empty)"
+        )
+    trained = spec.method.load(spec.run.model, spec.base_loader("cpu")).state_dict()
+    wanted = [name for name, q in model.named_parameters() if q.requires_grad]
+    missing = [name for name in wanted if name not in trained]
+    if missing:
+        raise ConfigError(f"train.init_from: {folder} has no weights for {', '.join(missing[:3])}")
+    model.load_state_dict({name: trained[name] for name in wanted}, strict=False)
+
+
+def _shown(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4f}"
 
 
 def measured_peak(device: torch.device) -> dict[str, Any]:

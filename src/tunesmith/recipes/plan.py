@@ -73,7 +73,10 @@ def measure(prepared: Any, method: Method, device: torch.device) -> Estimate:
     from tunesmith.recipes.finetune import enable_gradient_checkpointing
 
     cfg = prepared.config.train.model_copy(
-        update={"learning_rate": prepared.config.train.learning_rate or method.default_learning_rate}
+        update={
+            "learning_rate": prepared.config.train.learning_rate
+            or method.learning_rate_for(prepared.task.name)
+        }
     )
     model = prepared.task.load_model(prepared.resolved, **method.load_kwargs(str(device)))
     try:

@@ -19,7 +19,14 @@ from typing import Any
 
 from tunesmith.errors import UserError
 from tunesmith.evaluation.forgetting import describe
-from tunesmith.evaluation.report import EXAMPLE_COLUMNS, PROMPT_COLUMNS, clip, metric_rows, text_table
+from tunesmith.evaluation.report import (
+    EXAMPLE_COLUMNS,
+    HOLDS,
+    PROMPT_COLUMNS,
+    clip,
+    metric_rows,
+    text_table,
+)
 from tunesmith.planning.memory import human
 from tunesmith.reporting.deployment import deployment_section
 from tunesmith.reporting.html import Cell, page, table
@@ -101,6 +108,15 @@ def _glance(summary: dict[str, Any]) -> str:
     ]
     if best and summary.get(best) is not None:
         rows.append((best.replace("_", " "), f"{summary[best]:.4f}"))
+    base_key = next((k for k in summary if k.startswith("base_validation_")), None)
+    if base_key and summary.get(base_key) is not None:
+        rows.append((base_key.replace("_", " "), f"{summary[base_key]:.4f}"))
+    held = (
+        "the base model: no fine-tuned checkpoint beat it"
+        if summary.get("holds") == "base"
+        else "the fine-tuned model"
+    )
+    rows.append(("model the run holds", held))
     if summary.get("stopped_early"):
         rows.append(("early stopping", "yes"))
     return "<h2>At a glance</h2>" + table(["", ""], rows)
@@ -109,6 +125,8 @@ def _glance(summary: dict[str, Any]) -> str:
 def _test_section(report: dict[str, Any]) -> str:
     if not report:
         return '<h2>Test set</h2><p class="muted">no test evaluation in this run</p>'
+    holds = HOLDS.get(report.get("holds", "tuned"))
+    notice = f'<p class="warning">{escape(holds)}</p>' if holds else ""
     tuned, base = report["tuned"], report.get("base")
     intervals = report.get("interval") or {}
     headers = [
@@ -136,7 +154,12 @@ def _test_section(report: dict[str, Any]) -> str:
         note += (
             " Interval: 95% paired bootstrap of tuned - base over the test examples; * where it excludes 0."
         )
-    return "<h2>Test set: base vs tuned</h2>" + table(headers, rows) + f'<p class="muted">{escape(note)}</p>'
+    return (
+        "<h2>Test set: base vs tuned</h2>"
+        + notice
+        + table(headers, rows)
+        + f'<p class="muted">{escape(note)}</p>'
+    )
 
 
 def _curves(events: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -207,6 +230,9 @@ def _details(report: dict[str, Any]) -> str:
             ]
             for name, s in tuned["per_class"].items()
         ]
+        for row in rows:
+            if row[0] in tuned.get("never_predicted", ()):
+                row[0] = f"{row[0]} (never predicted)"
         parts.append(
             "<h2>Per class (tuned)</h2>" + table(["class", "precision", "recall", "f1", "support"], rows)
         )

@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI):
 
     GET  /health                       liveness and the served versions (no key needed)
-    GET  /v1/models                    served models (OpenAI shape, plus version, task and endpoint)
+    GET  /v1/models                    served models (OpenAI shape, plus version, task, endpoint and whether
+                                       the run holds its fine-tuned model or the base model, `holds`)
     POST /v1/chat/completions          OpenAI-compatible chat, streaming by server-sent events
     POST /v1/classify                  labels with probabilities for one text or a list
     POST /v1/feedback                  a correction for a logged request (right label / better answer)
@@ -437,6 +438,7 @@ def _model_card(pool: ModelPool, name: str) -> dict[str, Any]:
         "endpoint": _ENDPOINTS[served.endpoint],
         "base_model": served.trained.config.model.name,
         "method": served.trained.config.method.name,
+        "holds": served.trained.run.holds(),
         "shares_base_with": pool.shared_with(name),
     }
     if served.endpoint == "classify":

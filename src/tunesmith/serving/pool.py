@@ -113,9 +113,8 @@ class ModelPool:
     def _share_key(self, spec: Any) -> tuple[Any, ...] | None:
         if spec.method.name not in SHAREABLE_METHODS:
             return None
-        head = len(spec.task.labels) if isinstance(spec.task, Classification) else None
         source = resolve_model(spec.config.model.name).source
-        return (source, spec.task.name, spec.task.model_kind, head, spec.method.name)
+        return (source, *spec.task.base_model_key(), spec.method.name)
 
     def shared_with(self, name: str) -> list[str]:
         """Other served names whose adapters sit on the same base as `name`'s."""

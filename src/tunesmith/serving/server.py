@@ -65,6 +65,8 @@ def serve(runs: dict[str, Path], settings: ServeSettings, console: Console) -> N
     for name, served in pool.models.items():
         shared = pool.shared_with(name)
         note = f", shares its base with {', '.join(shared)}" if shared else ""
+        if served.trained.run.holds() != "tuned":
+            note += f"; holds the {served.trained.run.holds()} model (fine-tuning did not beat it)"
         console.print(
             f"{name}: {served.trained.task.name} ({served.trained.config.method.name} on "
             f"{served.trained.config.model.name}), version {served.version}{note}"

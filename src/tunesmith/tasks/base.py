@@ -49,8 +49,9 @@ class Task(ABC):
     """model.name when the config leaves it empty: a packaged model suited to the task."""
     default_group_by_length: ClassVar[bool] = True
     """train.group_by_length when the config leaves it empty."""
-    default_max_length: ClassVar[int]
-    """model.max_length when the config leaves it empty."""
+    default_max_length: ClassVar[int | None]
+    """model.max_length when the config leaves it empty; None: chosen from the training data's lengths when
+    the data is checked (recipes/check.py)."""
     headline: ClassVar[tuple[str, ...]]
     """Metrics shown in tables (base vs tuned); the JSON output carries everything."""
     scores_input_positions: ClassVar[bool] = False
@@ -163,6 +164,27 @@ class Task(ABC):
 
     def fit_baseline(self, resolved: Any, train: Sequence[Any], path: Path, seed: int) -> None:
         """Prepare what scoring the untuned base model needs (saved at `path`); nothing by default."""
+
+    merged_layout: str = "transformers"
+    """How `export --format merged` writes the model: `transformers` (a plain Auto* folder) or
+    `sentence-transformers` (a head transformers has no class for; models/pooled.py)."""
+
+    def base_model_key(self) -> tuple[Any, ...]:
+        """What the model `load_model` builds depends on besides the weights' source: runs with equal keys
+        (and method) can share one loaded base with an adapter each (serving/pool.py)."""
+        return (self.name, self.model_kind)
+
+    def init_head(self, model: torch.nn.Module, baseline_path: Path | None) -> bool:
+        """Start the task's new head, if it has one, from what `fit_baseline` saved at `baseline_path` (None:
+        nothing was saved), before the method makes the model trainable. True if `model` now computes what
+        the base model does (the base-vs-tuned baseline), so that the untrained model can compete with the
+        checkpoints (train.keep); by default a new head starts at random."""
+        return False
+
+    def training_head(self, model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor] | None:
+        """Weights (by `model`'s parameter names, after the method applied) that training starts the head from
+        once step 0 has validated the model `init_head` made; None: training starts from that model."""
+        return None
 
     def evaluate_baseline(self, resolved: Any, examples: Sequence[Any], path: Path) -> Evaluation | None:
         """The base model on `examples`, with the same metric code as `evaluate`; None if there is none."""

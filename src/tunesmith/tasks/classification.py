@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 
 from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.padding import pad
@@ -29,6 +30,28 @@ class ClassificationParams(PluginParams):
     """Column (CSV/Parquet) or field (JSONL) holding the text."""
     label_column: str = "label"
     """Column or field holding the label: a string or an integer."""
+    pooling: Literal["mean", "cls"] = "mean"
+    """What the head reads: `mean` of the encoder's last hidden states (how sentence encoders such as MiniLM
+    were trained, and what the base-model probe reads; models/pooled.py), or `cls`, the first token through
+    the pre-trained pooler layer (transformers' AutoModelForSequenceClassification)."""
+    class_weight: Literal["auto", "balanced", "none"] = "auto"
+    """Weigh each class in the loss (and in the base-model probe) by n / (classes x its count), so a rare
+    class counts as much as a common one ('balanced'); `auto`: balanced when the largest training class has
+    more than IMBALANCED times the examples of the smallest."""
+    head_init: Literal["probe", "random"] = "random"
+    """Where training starts the head: `random`, transformers' initialisation (normal, std initializer_range;
+    bias 0), or `probe`, the base model's linear probe (LP-FT: Kumar et al., ICLR 2022; needs pooling=mean).
+    Either way, with pooling=mean step 0 validates the model with the probe as its head, i.e. the base, so
+    the run can keep it (train.keep). `random` measured better on the quality panel (README, "Quality"): the
+    probe fits the training split almost perfectly, which leaves little loss to move the encoder."""
+
+    @model_validator(mode="after")
+    def _probe_needs_mean(self) -> ClassificationParams:
+        if self.head_init == "probe" and self.pooling != "mean":
+            raise ValueError(
+                "head_init=probe starts the head from the mean-pooled probe: it needs pooling=mean"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -56,6 +79,19 @@ def _label_name(record: Record, value: Any) -> str:
     return value.strip()
 
 
+IMBALANCED = 3.0
+"""class_weight=auto weighs the classes when the largest has more than this many times the examples of the
+smallest (bench/quality.py: the panel's sets with a rare class gained, the balanced ones did not move)."""
+
+
+def class_weights(labels: Sequence[int], classes: int, mode: str) -> torch.Tensor | None:
+    """sklearn's 'balanced' weights n / (classes x count) per class, or None when `mode` leaves them at 1."""
+    counts = torch.bincount(torch.tensor(labels), minlength=classes).float()
+    if mode == "none" or (mode == "auto" and counts.max() <= IMBALANCED * counts.min()):
+        return None
+    return len(labels) / (classes * counts.clamp_min(1))
+
+
 def _sorted_labels(names: set[str]) -> list[str]:
     if all(n.lstrip("-").isdigit() for n in names):
         return sorted(names, key=int)
@@ -68,7 +104,7 @@ class Classification(Task):
     Params = ClassificationParams
     model_kinds = ("encoder",)
     default_metric = "macro_f1"
-    default_max_length = 128
+    default_max_length = None  # from the data (recipes/check.py)
     default_model = "minilm"
     headline = HEADLINE
     params: ClassificationParams
@@ -76,6 +112,8 @@ class Classification(Task):
     def __init__(self, params: PluginParams, model_cfg: Any):
         super().__init__(params, model_cfg)
         self.labels: list[str] = []
+        self.class_weights: torch.Tensor | None = None
+        """The loss's weight of each class (None: all 1), set by `fit` from the training labels."""
 
     # --- data ---
     def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[LabelledText]:
@@ -110,6 +148,9 @@ class Classification(Task):
                 kind="labels",
             )
         self.labels = _sorted_labels(names)
+        self.class_weights = class_weights(
+            [self.label_id(ex.label) for ex in train], len(self.labels), self.params.class_weight
+        )
         for examples in others.values():
             self.check(examples)
 
@@ -140,9 +181,11 @@ class Classification(Task):
         from transformers import AutoModelForSequenceClassification
 
         from tunesmith.models.loader import load_pretrained
+        from tunesmith.models.pooled import PooledClassifierLoader
 
+        pooled = self.params.pooling == "mean"
         return load_pretrained(
-            AutoModelForSequenceClassification,
+            PooledClassifierLoader if pooled else AutoModelForSequenceClassification,
             resolved,
             self.model_cfg,
             num_labels=len(self.labels),
@@ -150,6 +193,13 @@ class Classification(Task):
             label2id={name: i for i, name in enumerate(self.labels)},
             **load_kwargs,
         )
+
+    def base_model_key(self) -> tuple[Any, ...]:
+        return (*super().base_model_key(), len(self.labels), self.params.pooling)
+
+    @property
+    def merged_layout(self) -> str:  # type: ignore[override]
+        return "sentence-transformers" if self.params.pooling == "mean" else "transformers"
 
     def encode(self, examples: Sequence[LabelledText], tokenizer: Any) -> list[dict[str, Any]]:
         encoded = tokenizer(
@@ -168,7 +218,9 @@ class Classification(Task):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum"), int(batch["labels"].numel())
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = F.cross_entropy(logits.float(), batch["labels"], weight=weight, reduction="sum")
+        return loss, int(batch["labels"].numel())
 
     def probabilities(
         self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
@@ -225,7 +277,37 @@ class Classification(Task):
 
     def fit_baseline(self, resolved: Any, train: Sequence[LabelledText], path: Path, seed: int) -> None:
         features = self._base_embeddings(resolved, train)
-        baseline.LinearProbe.fit(features, [self.label_id(ex.label) for ex in train], seed).save(path)
+        weights = None if self.class_weights is None else self.class_weights.numpy()
+        labels = [self.label_id(ex.label) for ex in train]
+        baseline.LinearProbe.fit(features, labels, seed, weights).save(path)
+
+    def init_head(self, model: torch.nn.Module, baseline_path: Path | None) -> bool:
+        """The head becomes the probe, so the model computes exactly what the base-model probe does (step 0's
+        validation; training then starts from `training_head`)."""
+        if self.params.pooling != "mean" or baseline_path is None:
+            return False
+        weight, bias = baseline.LinearProbe.load(baseline_path).as_head(len(self.labels))
+        head = model.classifier
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(weight))
+            head.bias.copy_(torch.from_numpy(bias))
+        return True
+
+    def training_head(self, model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor] | None:
+        """head_init=random: fresh head weights (transformers' initialisation, from `seed`) by the names of
+        the trainable head parameters, which training starts from once step 0 has validated the probe."""
+        if self.params.head_init != "random" or self.params.pooling != "mean":
+            return None  # pooling=cls: init_head left transformers' random head in place
+        generator = torch.Generator().manual_seed(seed)
+        std = getattr(model.config, "initializer_range", 0.02)
+        fresh = {}
+        for name, p in model.named_parameters():
+            if p.requires_grad and "classifier" in name.split("."):
+                values = (
+                    torch.zeros(p.shape) if p.ndim == 1 else torch.randn(p.shape, generator=generator) * std
+                )
+                fresh[name] = values.to(p.dtype)
+        return fresh
 
     def evaluate_baseline(
         self, resolved: Any, examples: Sequence[LabelledText], path: Path

@@ -407,6 +407,11 @@ class GenerativeTask(Task):
     # --- the base model: the same prompts, zero-shot ---
     baseline_description = "base = the untuned pretrained model answering the same prompts (zero-shot)"
 
+    def init_head(self, model: torch.nn.Module, baseline_path: Path | None) -> bool:
+        return (
+            True  # no new head: the pretrained LM head writes the answers, so the untrained model is the base
+        )
+
     def evaluate_baseline(
         self, resolved: Any, examples: Sequence[Conversation], path: Path
     ) -> Evaluation | None:

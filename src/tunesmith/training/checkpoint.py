@@ -33,6 +33,11 @@ class LoopState:
     """Optimizer steps taken."""
     best: float | None = None
     best_step: int | None = None
+    tuned_best: float | None = None
+    """The best validation metric of a checkpoint (the start model aside)."""
+    start: float | None = None
+    """The validation metric of the model training started from, when that model is the base model (then it
+    competes with the checkpoints: best_step 0 means no checkpoint beat the base)."""
     evals_without_improvement: int = 0
     finished: bool = False
     stopped_early: bool = False

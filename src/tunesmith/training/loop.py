@@ -51,10 +51,14 @@ class LoopResult:
     """Time inside optimizer steps (forward, backward, update) only: no validation, no checkpoints."""
 
 
+def steps_per_epoch(examples: int, cfg: TrainConfig) -> int:
+    """Optimizer steps of one epoch: batches, grouped by gradient accumulation."""
+    return math.ceil(math.ceil(examples / cfg.batch_size) / cfg.gradient_accumulation)
+
+
 def total_steps(examples: int, cfg: TrainConfig) -> int:
-    """Optimizer steps of a whole run: batches per epoch, grouped by gradient accumulation, times epochs."""
-    batches = math.ceil(examples / cfg.batch_size)
-    return math.ceil(batches / cfg.gradient_accumulation) * cfg.epochs
+    """Optimizer steps of a whole run."""
+    return steps_per_epoch(examples, cfg) * cfg.epochs
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -96,6 +100,9 @@ class TrainLoop:
         method: Method | None = None,
         on_validation: Sequence[Callable[[LoopState, dict[str, float]], None]] = (),
         sharded: bool = False,
+        *,
+        start_competes: bool = False,
+        restart: dict[str, torch.Tensor] | None = None,
     ):
         self.task, self.cfg, self.pad_id, self.console = task, cfg, pad_id, console
         self.train_features, self.val_features = train_features, val_features
@@ -112,6 +119,10 @@ class TrainLoop:
         """Only the main process writes: metrics log, best model, checkpoints (the others compute the same)."""
         check_process_count(cfg, self.world)
         self.method = method
+        self.start_competes = start_competes
+        """The model at step 0 is the base model: validate it first, and keep it if no checkpoint beats it."""
+        self.restart = restart
+        """Weights by parameter name that training starts from after step 0's validation (a fresh head)."""
         self.checkpoints = run_dir / "checkpoints"
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.lengths = [f["length"] for f in train_features]
@@ -142,6 +153,16 @@ class TrainLoop:
         state = self._restore() if resume else LoopState()
         step_seconds = 0.0
         with TrainProgress(self.console, self.total_steps, state.step) as progress:
+            if state.step == 0 and self.start_competes and self.val_features:
+                self.validate(state, progress, start=True)
+                state.start = state.best
+            if state.step == 0 and self.restart:
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+                whole = StateDictOptions(
+                    full_state_dict=True, strict=False
+                )  # into plain or sharded parameters
+                set_model_state_dict(self.trained_model, self.restart, options=whole)
             for epoch in range(state.epoch, self.cfg.epochs):
                 batches = epoch_batches(
                     self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, self.cfg.group_by_length
@@ -245,8 +266,9 @@ class TrainLoop:
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss / max(total_count, 1), samples
 
-    def validate(self, state: LoopState, progress: TrainProgress) -> None:
-        """Validate, keep the best model on the chosen metric, and write a resumable checkpoint."""
+    def validate(self, state: LoopState, progress: TrainProgress, start: bool = False) -> None:
+        """Validate, keep the best model on the chosen metric, and write a resumable checkpoint (not for the
+        `start` model, which has nothing to resume and is not shown to the validation hooks)."""
         model = self.trained_model
         if self.val_features:
             if self.world > 1 and not self.sharded:  # DDP: the main process measures, the others wait for it
@@ -258,9 +280,9 @@ class TrainLoop:
                     f"train.metric {self.cfg.metric!r} is not computed; choose from {', '.join(metrics)}"
                 )
             value = metrics[self.cfg.metric]
-            better = state.best is None or (
-                value > state.best if greater_is_better(self.cfg.metric) else value < state.best
-            )
+            better = self._beats(value, state.best)
+            if not start and self._beats(value, state.tuned_best):
+                state.tuned_best = value
         else:
             metrics, value, better = {}, None, True
         if better:
@@ -280,12 +302,18 @@ class TrainLoop:
         shown = "  ".join(
             f"{k} {v:.4f}" for k, v in metrics.items() if k in ("loss", "accuracy", self.cfg.metric)
         )
-        progress.say(
-            f"step {state.step} (epoch {state.epoch}): validation {shown}{'  [best]' if better else ''}"
-        )
+        what = f"step {state.step} (epoch {state.epoch})" if state.step else "step 0 (the base model)"
+        progress.say(f"{what}: validation {shown}{'  [best]' if better else ''}")
+        if start:
+            return
         self._checkpoint(state)
         for hook in self.on_validation:
             hook(state, metrics)
+
+    def _beats(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if greater_is_better(self.cfg.metric) else value < best
 
     def _measure(self, model: torch.nn.Module) -> dict[str, float]:
         """The validation metrics of `model` (the numbers only)."""

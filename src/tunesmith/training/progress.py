@@ -69,4 +69,4 @@ class TrainProgress:
         return self.samples / max(time.perf_counter() - self.started, 1e-9)
 
     def say(self, text: str) -> None:
-        self.bar.console.print(text)
+        self.bar.console.print(text, markup=False)  # plain text: "[best]" is not a style

@@ -32,6 +32,9 @@ class CheckReport:
     task: str
     tokenizer: str | None
     max_length: int | None
+    max_length_from_data: bool = False
+    """model.max_length was left empty and chosen from the training lengths (recipes/check.py); the
+    truncation warnings then count what the model's own input limit cuts."""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[Finding] = field(default_factory=list)
     error_counts: dict[str, int] = field(default_factory=dict)
@@ -55,6 +58,7 @@ class CheckReport:
             "task": self.task,
             "tokenizer": self.tokenizer,
             "max_length": self.max_length,
+            "max_length_from_data": self.max_length_from_data,
             "files": self.files,
             "error_total": self.error_total,
             "error_counts": self.error_counts,

@@ -18,6 +18,7 @@ LABELS_SHOWN = 12
 def print_report(console: Console, report: CheckReport) -> None:
     tokens = (
         f"tokens of {report.tokenizer}, max_length {report.max_length}"
+        + (" (from the data: 99% of training examples whole)" if report.max_length_from_data else "")
         if report.tokenizer
         else "tokens not measured"
     )
