@@ -85,9 +85,9 @@ def run_tunesmith(job: dict, out) -> None:
 
 def _epochs_run(summary: dict, cfg) -> float:
     """Epochs trained (early stopping may end a run before train.epochs)."""
-    batches = -(-summary["examples"]["train"] // cfg.train.batch_size)
-    steps_per_epoch = -(-batches // cfg.train.gradient_accumulation)
-    return summary["optimizer_steps"] / steps_per_epoch
+    from tunesmith.training.loop import steps_per_epoch
+
+    return summary["optimizer_steps"] / steps_per_epoch(summary["examples"]["train"], cfg.train)
 
 
 def run_hf(job: dict, out) -> None:
