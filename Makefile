@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test lint bench clean
+.PHONY: setup browser demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The edit-run loop: the unit tests that do not fine-tune a real model (about 3 minutes).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests/unit
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -126,6 +126,11 @@ class TrainConfig(Section):
     memory_budget: str | None = None
     """Refuse to start when the estimated peak memory is over this (e.g. 8GB, 1.5GiB), naming a cheaper
     method that fits; empty: only print the estimate."""
+    estimate: Literal["auto", "always", "never"] = "auto"
+    """Measure the run's peak memory and epoch time before the first step (planning/estimate.py: two passes
+    and 8 real training steps, then undone). `auto`: when the run has at least planning.estimate.WORTH_STEPS
+    (40) optimizer steps; a shorter run is its own measurement, and its estimate would cost a quarter of it
+    or more (on the test suite's small runs, more than the training). A memory_budget always measures."""
     gradient_checkpointing: bool = False
     """Recompute activations during the backward pass instead of storing them: much less memory for
     long sequences, about a third more time per step."""

@@ -137,9 +137,9 @@ def test_whole_model_methods_save_a_plain_transformers_model(
         assert torch.equal(plain(**enc).logits, trained.model(**enc).logits)
 
 
-def test_same_seed_same_result(small_data, tmp_path, tiny_bert_dir):
-    runs = []
-    for name in ("a", "b"):
+def test_same_seed_same_result_and_the_estimate_leaves_no_trace(small_data, tmp_path, tiny_bert_dir):
+    runs, estimates = [], []
+    for name, estimate in (("a", "always"), ("b", "auto")):  # b: 30 steps, too short to be worth estimating
         cfg = config(
             small_data,
             tmp_path / name,
@@ -147,11 +147,14 @@ def test_same_seed_same_result(small_data, tmp_path, tiny_bert_dir):
             {"name": "lora", "rank": 4},
             epochs=2,
             learning_rate=1e-3,
+            estimate=estimate,
         )
         finetune(cfg, quiet())
         runs.append(final_weights(tmp_path / name))
+        estimates.append(json.loads((tmp_path / name / "run.json").read_text())["estimate"])
+    assert estimates[0]["steps_per_epoch"] == 15 and estimates[1] is None
     assert runs[0].keys() == runs[1].keys()
-    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])  # its steps were undone, RNG included
     # --overwrite replaces the run with the same result, its base-model baseline included
     result = finetune(cfg, quiet(), overwrite=True)
     assert all(torch.equal(runs[1][k], v) for k, v in final_weights(tmp_path / "b").items())

@@ -108,3 +108,18 @@ def test_metric_of_generated_text_needs_generation_during_validation():
         build_config({**quiet, "train": {"metric": "bleu"}})
     extractive = {"task": {"name": "qa", "eval_generate_examples": 0}, "model": {"name": "minilm"}}
     assert build_config(extractive).train.metric == "f1"  # span prediction needs no generation
+
+
+def test_the_estimate_runs_for_long_runs_for_a_memory_budget_and_when_asked():
+    from tunesmith.config import TrainConfig
+    from tunesmith.planning.estimate import WORTH_STEPS
+    from tunesmith.recipes.finetune import worth_estimating
+
+    auto = TrainConfig()
+    assert auto.estimate == "auto"
+    assert not worth_estimating(auto, WORTH_STEPS - 1) and worth_estimating(auto, WORTH_STEPS)
+    assert worth_estimating(auto.model_copy(update={"memory_budget": "1GB"}), 1)
+    assert worth_estimating(auto.model_copy(update={"estimate": "always"}), 1)
+    assert not worth_estimating(auto.model_copy(update={"estimate": "never"}), 10 * WORTH_STEPS)
+    # a budget is checked against the estimate, so it measures even when told never
+    assert worth_estimating(auto.model_copy(update={"estimate": "never", "memory_budget": "1GB"}), 1)

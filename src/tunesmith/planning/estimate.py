@@ -50,6 +50,9 @@ from tunesmith.training.loop import build_optimizer
 WARMUP_STEPS = 4
 """Real training steps before timing: the first few run slower (optimizer state, allocator pools)."""
 TIMED_STEPS = 4
+WORTH_STEPS = 40
+"""train.estimate=auto skips the estimate of a run with fewer optimizer steps than this (and no memory
+budget): the estimate's 8 steps and 2 passes would be a quarter of the run or more."""
 MAX_COUNTED_BATCHES = 2000
 """Batches collated to count an epoch's padded tokens (a sample of them beyond this, scaled up)."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from tunesmith.config import RunConfig, dump_config
+from tunesmith.config import RunConfig, TrainConfig, dump_config
 from tunesmith.data.checks.gate import CheckReport
 from tunesmith.data.checks.render import print_report
 from tunesmith.data.splits import stratified_split
@@ -27,7 +27,7 @@ from tunesmith.evaluation.forgetting import GeneralAbility, forgetting
 from tunesmith.evaluation.report import comparison
 from tunesmith.methods import METHODS, Method, count_parameters
 from tunesmith.models.catalog import ResolvedModel, resolve_model
-from tunesmith.planning.estimate import Estimate, ShardedShare
+from tunesmith.planning.estimate import WORTH_STEPS, Estimate, ShardedShare
 from tunesmith.planning.memory import human, peak_resident_bytes
 from tunesmith.recipes.check import check_run_data, refuse_to_train
 from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate, training_device
@@ -200,10 +200,16 @@ def finetune(
     if main and sharded:
         cost = ShardedShare.of(model, p.method.name, accelerator.num_processes)
         console.print(f"[dim]estimate: {cost.line()}[/]")
-    elif main:  # measured once; another process stopping on its own reading would leave the rest waiting
+    elif main and worth_estimating(cfg, steps):
+        # measured once; another process stopping on its own reading would leave the rest waiting
         with accelerator.autocast():
             cost = run_estimate(p, model, p.method, cfg)
         console.print(f"[dim]estimate: {cost.line()}[/]")
+    elif main:
+        console.print(
+            f"[dim]estimate: skipped for a {steps}-step run (train.estimate={cfg.estimate}; "
+            f"train.estimate=always measures it)[/]"
+        )
     budget = parse_budget(cfg.memory_budget)
     if cost is not None and budget is not None and cost.peak_bytes > budget:
         del base, model
@@ -409,6 +415,14 @@ def base_general_ability(task: Task, resolved: ResolvedModel, device: torch.devi
         return task.general_ability(model)
     finally:
         del model
+
+
+def worth_estimating(cfg: TrainConfig, steps: int) -> bool:
+    """train.estimate: always, never, or (auto) for a run of WORTH_STEPS or more; a memory budget is checked
+    against the estimate, so it always measures."""
+    if cfg.memory_budget is not None or cfg.estimate == "always":
+        return True
+    return cfg.estimate == "auto" and steps >= WORTH_STEPS
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
