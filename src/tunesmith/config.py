@@ -113,7 +113,9 @@ class TrainConfig(Section):
     """Validation metric that picks the best checkpoint and drives early stopping; empty takes the task's
     (macro_f1 for classification, rougeL for chat and summarization, f1 for QA)."""
     early_stopping_patience: int | None = Field(2, ge=1)
-    """Stop after this many validations without improvement; empty never stops early."""
+    """Stop after this many validations in which no fine-tuned checkpoint beat the earlier ones (the base
+    model's step-0 score does not count: training goes on while it improves, even below the base); empty
+    never stops early."""
     init_from: Path | None = None
     """A finished run folder (same model, task, labels and method) whose trained weights this run starts
     from, instead of the base model with a fresh method: `tunesmith retune` with retune.start=serving. That
