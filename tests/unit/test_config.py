@@ -112,8 +112,7 @@ def test_metric_of_generated_text_needs_generation_during_validation():
 
 def test_the_estimate_runs_for_long_runs_for_a_memory_budget_and_when_asked():
     from tunesmith.config import TrainConfig
-    from tunesmith.planning.estimate import WORTH_STEPS
-    from tunesmith.recipes.finetune import worth_estimating
+    from tunesmith.planning.estimate import WORTH_STEPS, worth_estimating
 
     auto = TrainConfig()
     assert auto.estimate == "auto"

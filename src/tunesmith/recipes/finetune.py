@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from tunesmith.config import RunConfig, TrainConfig, dump_config
+from tunesmith.config import RunConfig, dump_config
 from tunesmith.data.checks.gate import CheckReport
 from tunesmith.data.checks.render import print_report
 from tunesmith.data.splits import stratified_split
@@ -27,7 +27,7 @@ from tunesmith.evaluation.forgetting import GeneralAbility, forgetting
 from tunesmith.evaluation.report import comparison
 from tunesmith.methods import METHODS, Method, count_parameters
 from tunesmith.models.catalog import ResolvedModel, resolve_model
-from tunesmith.planning.estimate import WORTH_STEPS, Estimate, ShardedShare
+from tunesmith.planning.estimate import Estimate, ShardedShare, worth_estimating
 from tunesmith.planning.memory import human, peak_resident_bytes
 from tunesmith.recipes.check import check_run_data, refuse_to_train
 from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate, training_device
@@ -415,14 +415,6 @@ def base_general_ability(task: Task, resolved: ResolvedModel, device: torch.devi
         return task.general_ability(model)
     finally:
         del model
-
-
-def worth_estimating(cfg: TrainConfig, steps: int) -> bool:
-    """train.estimate: always, never, or (auto) for a run of WORTH_STEPS or more; a memory budget is checked
-    against the estimate, so it always measures."""
-    if cfg.memory_budget is not None or cfg.estimate == "always":
-        return True
-    return cfg.estimate == "auto" and steps >= WORTH_STEPS
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
