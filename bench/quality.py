@@ -17,6 +17,10 @@ Extra tunesmith configurations for a sweep: `--arm NAME=key=value,key=value` (do
 
     python bench/quality.py [--datasets rt-reviews tweets ...] [--seeds 1 2 3] [--arms tunesmith hf ...]
                             [--arm lr2e3=train.learning_rate=2e-3] [--json bench/results/quality.json]
+    python bench/quality.py --merge A.json B.json [--json bench/results/quality.json]   # no training
+
+`--merge` joins the runs of earlier `--json` files (a long panel run split over sessions: other seeds, arms
+or sets; a run repeated for the same set, arm and seed keeps the later file's) and prints the same tables.
 
 Prints a table per dataset (test macro-F1 mean and sd over seeds, training samples/s, peak RSS) and, last:
 `min_gain_vs_base +X.XXX mean_gain_vs_hf +X.XXX speed_vs_expert X.XX` (the worst dataset's tunesmith - base;
@@ -143,6 +147,30 @@ def summarise(runs: dict) -> dict:
     return out
 
 
+def merge_runs(paths: list[Path]) -> dict:
+    """The runs of several --json files, by dataset, arm and seed; a later file's run replaces an earlier one's."""
+    merged: dict[str, dict[str, dict[int, dict]]] = {}
+    for path in paths:
+        for dataset, arms in json.loads(path.read_text())["runs"].items():
+            for arm, rs in arms.items():
+                for r in rs:
+                    merged.setdefault(dataset, {}).setdefault(arm, {})[r["seed"]] = r
+    return {
+        dataset: {arm: [by_seed[s] for s in sorted(by_seed)] for arm, by_seed in arms.items()}
+        for dataset, arms in merged.items()
+    }
+
+
+def report(runs: dict, out: Path | None) -> None:
+    summary = summarise(runs)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+    for dataset, rows in summary.items():
+        print_table(dataset, rows)
+    print(headline(summary))
+
+
 def headline(summary: dict) -> str:
     gains_base, gains_hf, speed = [], [], []
     for rows in summary.values():
@@ -184,7 +212,11 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(BUILT_IN))
     parser.add_argument("--arm", action="append", default=[], help="NAME=key=value,... a tunesmith sweep arm")
     parser.add_argument("--json", type=Path, help="write every run and the summary here")
+    parser.add_argument("--merge", type=Path, nargs="+", help="join these --json files' runs; trains nothing")
     a = parser.parse_args()
+    if a.merge:
+        report(merge_runs(a.merge), a.json)
+        return
     if not (PANEL / "panel.json").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "build_quality_panel.py")], check=True)
     panel = json.loads((PANEL / "panel.json").read_text())
@@ -207,10 +239,7 @@ def main() -> None:
         if a.json:  # after each dataset, so a long run's finished part is kept
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps({"runs": runs, "summary": summarise(runs)}, indent=2) + "\n")
-    summary = summarise(runs)
-    for dataset, rows in summary.items():
-        print_table(dataset, rows)
-    print(headline(summary))
+    report(runs, a.json)
 
 
 if __name__ == "__main__":
