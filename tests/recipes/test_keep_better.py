@@ -160,3 +160,26 @@ def test_the_head_is_the_probe_before_training_and_random_training_takes_a_fresh
     assert torch.equal(w, p.task.training_head(model, seed=0)[next(n for n in fresh if n.endswith("weight"))])
     p.task.params.head_init = "probe"
     assert p.task.training_head(model, seed=0) is None  # LP-FT: training starts from the probe itself
+
+
+def test_a_checkpoint_within_the_validation_noise_does_not_replace_the_base(tmp_path):
+    """The same training twice (same seed): with train.keep_confidence 0 the best checkpoint replaces the base
+    as soon as it scores higher; asked for near-certainty on 30 validation examples, the base stays, and the
+    run says why, with the share of bootstrap resamples the checkpoint won."""
+    data = demo_files(tmp_path, train=60, validation=30, test=30)
+    runs = {}
+    for confidence in (0.0, 0.999):
+        out = tmp_path / f"run-{confidence}"
+        console = Console(file=io.StringIO(), width=400)
+        finetune(config(data, out, "lora", 2e-3, epochs=3, keep_confidence=confidence), console)
+        summary = json.loads((out / "run.json").read_text())
+        runs[confidence] = summary, validations(out), console.file.getvalue()
+    (loose, loose_log, _), (strict, strict_log, output) = runs[0.0], runs[0.999]
+    assert [v["macro_f1"] for v in loose_log] == [v["macro_f1"] for v in strict_log]  # the same training
+    assert loose["holds"] == "tuned" and loose["best_step"] > 0
+    best = next(v for v in loose_log if v["step"] == loose["best_step"])
+    assert best["macro_f1"] > loose["base_validation_macro_f1"]
+    assert 0.5 < best["beats_start_share"] < 0.999
+    assert strict["holds"] == "base" and strict["best_step"] == 0
+    assert f"in only {best['beats_start_share']:.0%} of bootstrap resamples" in output
+    assert "fine-tuning did not clearly beat the base model on validation" in output

@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tunesmith.evaluation.bootstrap import classification_resampler, mean_resampler, paired_intervals
+from tunesmith.evaluation.bootstrap import (
+    classification_resampler,
+    mean_resampler,
+    paired_intervals,
+    share_better,
+)
 from tunesmith.evaluation.metrics import classification_metrics
 
 
@@ -72,3 +77,21 @@ def test_no_difference_gives_an_interval_around_zero_and_a_real_gain_excludes_it
 def test_too_few_examples_give_no_interval():
     one = mean_resampler({"f1": [1.0]})
     assert paired_intervals(one, one, 1) == {}
+
+
+def test_share_better_counts_the_resamples_a_candidate_wins_and_splits_ties():
+    truth = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0] * 3
+    right = classification_resampler(truth, truth, 3)
+    one_wrong = classification_resampler(truth, [1] + truth[1:], 3)
+    assert share_better(right, right, len(truth), "macro_f1") == 0.5  # every resample a tie
+    # the candidate is never worse, and ahead wherever the one error is drawn (1 - (29/30)^30 of resamples)
+    share = share_better(right, one_wrong, len(truth), "macro_f1", resamples=4000)
+    assert share == pytest.approx(1 - 0.5 * (29 / 30) ** 30, abs=0.02)
+    assert share_better(one_wrong, right, len(truth), "macro_f1", resamples=4000) == pytest.approx(
+        1 - share, abs=1e-9
+    )
+    # lower is better: the roles swap
+    assert share_better(
+        one_wrong, right, len(truth), "macro_f1", greater_is_better=False, resamples=4000
+    ) == (pytest.approx(share, abs=1e-9))
+    assert share_better(right, one_wrong, len(truth), "loss") is None  # not a resampled metric

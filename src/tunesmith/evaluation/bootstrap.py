@@ -103,3 +103,26 @@ def paired_intervals(
         delta = float(observed_tuned[name][0] - observed_base[name][0])
         out[name] = Interval(delta, float(low), float(high), level)
     return out
+
+
+def share_better(
+    candidate: Resampler,
+    reference: Resampler,
+    examples: int,
+    metric: str,
+    *,
+    greater_is_better: bool = True,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> float | None:
+    """The share of paired resamples in which `candidate` scores better than `reference` on `metric` (ties
+    count half); None when the metric cannot be resampled."""
+    if examples < 2:
+        return None
+    indices = np.random.default_rng(seed).integers(0, examples, size=(resamples, examples))
+    ours, theirs = candidate(indices), reference(indices)
+    if metric not in ours or metric not in theirs:
+        return None
+    sign = 1.0 if greater_is_better else -1.0
+    difference = sign * (ours[metric] - theirs[metric])
+    return float(((difference > 0).sum() + 0.5 * (difference == 0).sum()) / resamples)

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from tunesmith.config import RunConfig, dump_config
+from tunesmith.config import RunConfig, TrainConfig, dump_config
 from tunesmith.data.checks.gate import CheckReport
 from tunesmith.data.checks.render import print_report
 from tunesmith.data.splits import stratified_split
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.evaluation.bootstrap import paired_intervals
 from tunesmith.evaluation.forgetting import GeneralAbility, forgetting
+from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.evaluation.report import comparison
 from tunesmith.methods import METHODS, Method, count_parameters
 from tunesmith.models.catalog import ResolvedModel, resolve_model
@@ -34,6 +35,7 @@ from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate, 
 from tunesmith.runs import RunFolder
 from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
+from tunesmith.training.checkpoint import LoopState
 from tunesmith.training.distributed import check_strategy, is_main_process
 from tunesmith.training.loop import TrainLoop, total_steps
 
@@ -287,6 +289,8 @@ def finetune(
         "best_step": result.state.best_step,
         f"best_validation_{cfg.metric}": result.state.best,
         f"base_validation_{cfg.metric}": result.state.start,
+        "best_tuned_validation": result.state.tuned_best,
+        "best_tuned_beats_base_share": result.state.tuned_best_share,
         "holds": start if result.state.start is not None and result.state.best_step == 0 else "tuned",
         "stopped_early": result.state.stopped_early,
         "train_seconds": round(time.perf_counter() - started, 2),
@@ -310,11 +314,7 @@ def finetune(
     run.write_json(run.summary, summary)
     if summary["holds"] != "tuned":  # said first, in plain words
         what = "the base model" if summary["holds"] == "base" else f"the model of {cfg.init_from}"
-        console.print(
-            f"[bold yellow]fine-tuning did not beat {what} on validation ({cfg.metric}: "
-            f"{result.state.start:.4f}, best fine-tuned checkpoint {_shown(result.state.tuned_best)}): the run "
-            f"keeps {what} (train.keep=better). train.keep=tuned keeps the fine-tuned weights instead[/]"
-        )
+        console.print(f"[bold yellow]{not_kept_line(result.state, what, cfg)}[/]")
     report = None
     if p.splits.test and final_evaluation:
         from tunesmith.inference import load_run
@@ -415,6 +415,28 @@ def base_general_ability(task: Task, resolved: ResolvedModel, device: torch.devi
         return task.general_ability(model)
     finally:
         del model
+
+
+def not_kept_line(state: LoopState, what: str, cfg: TrainConfig) -> str:
+    """Why the run holds its start model, in plain words."""
+    best, start, share = state.tuned_best, state.start, state.tuned_best_share
+    keeps = f"the run keeps {what} (train.keep=better). train.keep=tuned keeps the fine-tuned weights instead"
+    if (
+        best is not None
+        and start is not None
+        and share is not None
+        and best != start
+        and ((best > start) == greater_is_better(cfg.metric))
+    ):
+        return (
+            f"fine-tuning did not clearly beat {what} on validation: the best checkpoint's {cfg.metric} "
+            f"{best:.4f} is above its {start:.4f} on this split, but in only {share:.0%} of bootstrap "
+            f"resamples of it (train.keep_confidence={cfg.keep_confidence:g}); {keeps}"
+        )
+    return (
+        f"fine-tuning did not beat {what} on validation ({cfg.metric}: {start:.4f}, best fine-tuned checkpoint "
+        f"{_shown(best)}): {keeps}"
+    )
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:

@@ -35,9 +35,14 @@ class LoopState:
     best_step: int | None = None
     tuned_best: float | None = None
     """The best validation metric of a checkpoint (the start model aside)."""
+    tuned_best_share: float | None = None
+    """That checkpoint's share of bootstrap resamples in which it beats the start model (None: not measured)."""
     start: float | None = None
     """The validation metric of the model training started from, when that model is the base model (then it
     competes with the checkpoints: best_step 0 means no checkpoint beat the base)."""
+    start_predictions: list[Any] | None = None
+    """The start model's validation predictions: each checkpoint is compared with them, example by example
+    (train.keep_confidence); kept here so that a resumed run compares with the same ones."""
     evals_without_improvement: int = 0
     finished: bool = False
     stopped_early: bool = False

@@ -19,9 +19,10 @@ import torch
 from rich.console import Console
 
 from tunesmith.config import TrainConfig
+from tunesmith.evaluation.bootstrap import share_better
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.methods.base import Method
-from tunesmith.tasks.base import Task
+from tunesmith.tasks.base import Evaluation, Task
 from tunesmith.training import sharding
 from tunesmith.training.batching import epoch_batches
 from tunesmith.training.checkpoint import (
@@ -40,6 +41,10 @@ from tunesmith.training.distributed import (
     sum_values,
 )
 from tunesmith.training.progress import MetricsLog, TrainProgress
+
+BEATS_START = "beats_start_share"
+"""Validation record key: the share of paired bootstrap resamples of the validation split in which the checkpoint
+beats the start (base) model on train.metric; below train.keep_confidence it does not replace that model."""
 
 
 @dataclass
@@ -272,21 +277,27 @@ class TrainLoop:
         model = self.trained_model
         if self.val_features:
             if self.world > 1 and not self.sharded:  # DDP: the main process measures, the others wait for it
-                metrics = from_main(self._measure(model) if self.main else None, self.accelerator.device)
+                metrics = from_main(
+                    self._judge(model, state, start) if self.main else None, self.accelerator.device
+                )
             else:  # sharded, every process takes part in each forward pass
-                metrics = self._measure(model)
+                metrics = self._judge(model, state, start)
             if self.cfg.metric not in metrics:
                 raise ValueError(
                     f"train.metric {self.cfg.metric!r} is not computed; choose from {', '.join(metrics)}"
                 )
             value = metrics[self.cfg.metric]
             better = self._beats(value, state.best)
+            share = metrics.get(BEATS_START)
+            holds_start = state.start is not None and state.best_step == 0
+            if better and holds_start and share is not None and share < self.cfg.keep_confidence:
+                better = False  # above the start model on this split, but not by more than its noise
             # early stopping follows fine-tuning's own progress: checkpoints still below the start model
             # but improving on each other keep training (it stopped ChatterBot topics, 17 classes, after
             # two epochs below the probe); which model the run keeps is decided on state.best
             improved = not start and self._beats(value, state.tuned_best)
             if improved:
-                state.tuned_best = value
+                state.tuned_best, state.tuned_best_share = value, share
         else:
             metrics, value, better, improved = {}, None, True, not start
         if not start:
@@ -306,6 +317,8 @@ class TrainLoop:
         shown = "  ".join(
             f"{k} {v:.4f}" for k, v in metrics.items() if k in ("loss", "accuracy", self.cfg.metric)
         )
+        if BEATS_START in metrics:
+            shown += f"  (beats step 0 in {metrics[BEATS_START]:.0%} of bootstrap resamples)"
         what = f"step {state.step} (epoch {state.epoch})" if state.step else "step 0 (the base model)"
         progress.say(f"{what}: validation {shown}{'  [best]' if better else ''}")
         if start:
@@ -319,16 +332,44 @@ class TrainLoop:
             return True
         return value > best if greater_is_better(self.cfg.metric) else value < best
 
-    def _measure(self, model: torch.nn.Module) -> dict[str, float]:
-        """The validation metrics of `model` (the numbers only)."""
+    def _judge(self, model: torch.nn.Module, state: LoopState, start: bool) -> dict[str, float]:
+        """The validation metrics of `model` (the numbers only); for a checkpoint of a run whose start model
+        competes, also BEATS_START: the share of bootstrap resamples of the split in which it beats the start
+        model (whose predictions the start's validation keeps in `state`)."""
+        result = self._measure(model)
+        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
+        if start:
+            state.start_predictions = list(result.predictions)
+        elif state.start_predictions is not None:
+            share = self._share_beating_start(result, state.start_predictions)
+            if share is not None:
+                metrics[BEATS_START] = share
+        return metrics
+
+    def _share_beating_start(self, checkpoint: Evaluation, start_predictions: list[Any]) -> float | None:
+        if len(checkpoint.predictions) != len(start_predictions):
+            return None
+        ours = self.task.resampler(self.val_features, checkpoint)
+        theirs = self.task.resampler(self.val_features, Evaluation({}, start_predictions))
+        if ours is None or theirs is None:
+            return None
+        return share_better(
+            ours,
+            theirs,
+            len(start_predictions),
+            self.cfg.metric,
+            greater_is_better=greater_is_better(self.cfg.metric),
+            seed=self.cfg.seed,
+        )
+
+    def _measure(self, model: torch.nn.Module) -> Evaluation:
         with (
             self.accelerator.autocast(),
             sharding.whole_root(self.root) if self.sharded else nullcontext(),
         ):
-            result = self.task.evaluate(
+            return self.task.evaluate(
                 model, self.val_features, self.cfg.eval_batch_size, self.pad_id, during_training=True
             )
-        return {k: v for k, v in result.metrics.items() if isinstance(v, float)}
 
     def _should_stop(self, state: LoopState) -> bool:
         patience = self.cfg.early_stopping_patience
