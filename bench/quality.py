@@ -164,11 +164,15 @@ def merge_runs(paths: list[Path]) -> dict:
     }
 
 
+def write_runs(runs: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"runs": runs, "summary": summarise(runs)}, indent=2) + "\n")
+
+
 def report(runs: dict, out: Path | None) -> None:
-    summary = summarise(runs)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+        write_runs(runs, out)
+    summary = summarise(runs)
     for dataset, rows in summary.items():
         print_table(dataset, rows)
     print(headline(summary))
@@ -240,8 +244,7 @@ def main() -> None:
                     flush=True,
                 )
         if a.json:  # after each dataset, so a long run's finished part is kept
-            a.json.parent.mkdir(parents=True, exist_ok=True)
-            a.json.write_text(json.dumps({"runs": runs, "summary": summarise(runs)}, indent=2) + "\n")
+            write_runs(runs, a.json)
     report(runs, a.json)
 
 

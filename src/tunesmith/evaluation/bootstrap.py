@@ -79,6 +79,15 @@ def classification_resampler(truth: Sequence[int], predicted: Sequence[int], cla
     return resample
 
 
+def resampled_differences(
+    first: Resampler, second: Resampler, examples: int, resamples: int, seed: int
+) -> dict[str, np.ndarray]:
+    """first - second on the same `resamples` draws of the examples, for every metric both resamplers give."""
+    indices = np.random.default_rng(seed).integers(0, examples, size=(resamples, examples))
+    ours, theirs = first(indices), second(indices)
+    return {name: ours[name] - theirs[name] for name in ours.keys() & theirs.keys()}
+
+
 def paired_intervals(
     tuned: Resampler,
     base: Resampler,
@@ -93,12 +102,9 @@ def paired_intervals(
         return {}
     everything = np.arange(examples)[None, :]
     observed_tuned, observed_base = tuned(everything), base(everything)
-    indices = np.random.default_rng(seed).integers(0, examples, size=(resamples, examples))
-    resampled_tuned, resampled_base = tuned(indices), base(indices)
     tail = 100 * (1 - level) / 2
     out = {}
-    for name in observed_tuned.keys() & observed_base.keys():
-        differences = resampled_tuned[name] - resampled_base[name]
+    for name, differences in resampled_differences(tuned, base, examples, resamples, seed).items():
         low, high = np.percentile(differences, [tail, 100 - tail])
         delta = float(observed_tuned[name][0] - observed_base[name][0])
         out[name] = Interval(delta, float(low), float(high), level)
@@ -119,10 +125,9 @@ def share_better(
     count half); None when the metric cannot be resampled."""
     if examples < 2:
         return None
-    indices = np.random.default_rng(seed).integers(0, examples, size=(resamples, examples))
-    ours, theirs = candidate(indices), reference(indices)
-    if metric not in ours or metric not in theirs:
+    differences = resampled_differences(candidate, reference, examples, resamples, seed).get(metric)
+    if differences is None:
         return None
-    sign = 1.0 if greater_is_better else -1.0
-    difference = sign * (ours[metric] - theirs[metric])
-    return float(((difference > 0).sum() + 0.5 * (difference == 0).sum()) / resamples)
+    if not greater_is_better:
+        differences = -differences
+    return float(((differences > 0).sum() + 0.5 * (differences == 0).sum()) / resamples)
