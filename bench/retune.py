@@ -73,7 +73,12 @@ def simulate(job: dict, out) -> None:
     answers = predict_texts(served, [r["text"] for r in traffic])
     wrong = [r for r, ranked in zip(traffic, answers, strict=True) if ranked[0][0] != r["label"]]
     corrections = write_rows(folder / "corrections.csv", wrong)
-    result = {"v1": v1.evaluation["tuned"]["macro_f1"], "traffic": len(traffic), "corrections": len(wrong)}
+    result = {
+        "v1": v1.evaluation["tuned"]["macro_f1"],
+        "v1_holds": v1.summary.get("holds"),
+        "traffic": len(traffic),
+        "corrections": len(wrong),
+    }
     for start in ("base", "serving"):
         overrides = [f"retune.start={start}", "retune.promote=never"]
         new = retune(v1.run, quiet, feedback=False, extra=[corrections], overrides=overrides)
@@ -101,7 +106,7 @@ def main() -> None:
                 r = run_apart(simulate, {**files, "folder": tmp, "seed": seed})
             runs[dataset].append({"seed": seed, **r})
             print(
-                f"{dataset:18} seed {seed}: v1 {r['v1']:.3f}; {r['corrections']} corrections of "
+                f"{dataset:18} seed {seed}: v1 {r['v1']:.3f} (holds {r['v1_holds']}); {r['corrections']} corrections of "
                 f"{r['traffic']} served; v2 from base {r['base']:.3f} (holds {r['base_holds']}), "
                 f"from serving {r['serving']:.3f} (holds {r['serving_holds']})",
                 flush=True,

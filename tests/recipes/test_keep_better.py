@@ -183,3 +183,18 @@ def test_a_checkpoint_within_the_validation_noise_does_not_replace_the_base(tmp_
     assert strict["holds"] == "base" and strict["best_step"] == 0
     assert f"in only {best['beats_start_share']:.0%} of bootstrap resamples" in output
     assert "fine-tuning did not clearly beat the base model on validation" in output
+
+
+def test_training_from_a_finished_run_goes_on_from_its_head(tmp_path):
+    """train.init_from (retune.start=serving) keeps the run's trained head: at a learning rate too small to
+    move anything, the first epoch validates exactly as step 0 (the finished run) did. A fresh head there
+    would score near chance."""
+    data = demo_files(tmp_path, train=60, validation=30, test=30)
+    first = tmp_path / "v1"
+    finetune(config(data, first, "lora", 2e-3, keep="tuned"), Console(file=io.StringIO()))
+    second = tmp_path / "v2"
+    finetune(config(data, second, "lora", 1e-12, init_from=str(first)), Console(file=io.StringIO()))
+    start, after = validations(second)[:2]
+    assert start["step"] == 0 and after["step"] > 0
+    assert after["macro_f1"] == pytest.approx(start["macro_f1"], abs=1e-9)
+    assert after["loss"] == pytest.approx(start["loss"], rel=1e-4)

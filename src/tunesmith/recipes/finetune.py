@@ -194,7 +194,9 @@ def finetune(
     if cfg.init_from is not None and not resume:  # a resumed run's checkpoint has these weights already
         start_from_run(model, cfg.init_from, p)
         start = "start"
-    restart = None if resume else p.task.training_head(model, cfg.seed)
+    # From the base, training restarts from a fresh head once step 0 has validated the probe (task.head_init);
+    # from a finished run (train.init_from) it goes on from that run's head and adapter together.
+    restart = None if resume or start == "start" else p.task.training_head(model, cfg.seed)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     p.task.prepare_model(model)
