@@ -216,7 +216,9 @@ def main() -> None:
     )
     parser.add_argument("--datasets", nargs="+", help="panel datasets (default: every classification set)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--arms", nargs="+", default=list(BUILT_IN))
+    parser.add_argument(
+        "--arms", nargs="*", default=list(BUILT_IN), help="built-in arms (none: only --arm ones)"
+    )
     parser.add_argument("--arm", action="append", default=[], help="NAME=key=value,... a tunesmith sweep arm")
     parser.add_argument("--json", type=Path, help="write every run and the summary here")
     parser.add_argument("--merge", type=Path, nargs="+", help="join these --json files' runs; trains nothing")

@@ -23,6 +23,7 @@ SETTINGS = (
     "train.learning_rate=0.003",
     "evaluation.forgetting=false",
 )
+LORA_DROPOUT = ("method.dropout=0.1",)  # classification's default is 0: keep LoRA's own masks under test
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def pair(tmp_path_factory):
     runs = {}
     for n in (1, 2):
         runs[n] = tmp / f"run-{n}"
-        proc = train_cli(runs[n], data, "minilm", "lora", "--nproc", str(n), *SETTINGS)
+        proc = train_cli(runs[n], data, "minilm", "lora", "--nproc", str(n), *SETTINGS, *LORA_DROPOUT)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[f"{n}-stdout"] = proc.stdout
     runs["data"] = data
@@ -158,7 +159,7 @@ def fsdp(pair, tmp_path_factory):
         run = runs[method, n] = tmp / f"{method}-{n}"
         more = (*SETTINGS[:-2], f"train.learning_rate={lr}", SETTINGS[-1], "distributed.strategy=fsdp")
         if method == "lora":
-            proc = two_machines(run, data, method, more)
+            proc = two_machines(run, data, method, (*more, *LORA_DROPOUT))
         else:
             proc = train_cli(run, data, "minilm", method, "--nproc", str(n), *more)
         assert proc.returncode == 0, proc.stderr[-3000:]

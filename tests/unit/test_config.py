@@ -37,6 +37,14 @@ def test_lora_takes_its_measured_classification_rate_and_its_default_elsewhere()
     assert build_config({"method": "lora", "train": {"learning_rate": 1e-4}}).train.learning_rate == 1e-4
 
 
+def test_lora_dropout_is_measured_per_task_and_what_the_user_writes_wins():
+    assert build_config({"method": "lora"}).method.dropout == 0.0
+    assert build_config({"method": "lora", "task": "chat"}).method.dropout == 0.1
+    assert build_config({"method": "lora"}, ["method.dropout=0.1"]).method.dropout == 0.1
+    # a run folder's config.yaml (written by dump_config) names the value, so a resume trains as it began
+    assert "dropout: 0.0" in dump_config(build_config({"method": "lora"}))
+
+
 def test_unknown_key_is_rejected_with_the_valid_names():
     with pytest.raises(ConfigError, match=r"unknown key 'train.epoch'; valid keys: epochs, batch_size"):
         build_config({}, ["train.epoch=5"])

@@ -19,6 +19,9 @@ class Method(ABC):
     """Peak learning rate used when the config leaves train.learning_rate empty."""
     task_learning_rates: ClassVar[dict[str, float]] = {}
     """Per-task exceptions to `default_learning_rate`, where a measurement chose another rate."""
+    task_params: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Per-task exceptions to the Params' own defaults, where a measurement chose another value; the config
+    applies them to the fields it leaves unset (a value the user writes always wins)."""
     saves_full_model: ClassVar[bool]
     """True: the run's model folder is a whole Hugging Face model. False: an adapter on the base model."""
     cannot_merge: ClassVar[str | None] = None
@@ -39,6 +42,11 @@ class Method(ABC):
     def learning_rate_for(cls, task: str) -> float:
         """The peak learning rate this method starts `task` with when the config names none."""
         return cls.task_learning_rates.get(task, cls.default_learning_rate)
+
+    @classmethod
+    def task_defaults(cls, task: str, params: PluginParams) -> dict[str, Any]:
+        """This method's measured defaults for `task` among the fields `params` left unset."""
+        return {k: v for k, v in cls.task_params.get(task, {}).items() if k not in params.model_fields_set}
 
     def load_kwargs(self, device: str) -> dict[str, Any]:
         """Extra `from_pretrained` arguments for the base model on `device` (QLoRA's quantization)."""

@@ -54,10 +54,12 @@ class Plan:
 
 
 def method_for(config: RunConfig, name: str) -> Method:
-    """The config's method with its own settings, or another one with its defaults."""
+    """The config's method with its own settings, or another one with its defaults for the config's task."""
     cls = METHODS.get(name)
-    params = config.method if config.method.name == name else cls.Params(name=name)
-    return cls(params)
+    if config.method.name == name:
+        return cls(config.method)
+    params = cls.Params(name=name)
+    return cls(params.model_copy(update=cls.task_defaults(config.task.name, params)))
 
 
 def training_device(config: RunConfig) -> torch.device:
