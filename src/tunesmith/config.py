@@ -319,8 +319,7 @@ class RunConfig(Section):
         method = METHODS.get(self.method.name)
         if self.train.learning_rate is None:
             self.train.learning_rate = method.learning_rate_for(self.task.name)
-        for field, value in method.task_defaults(self.task.name, self.method).items():
-            setattr(self.method, field, value)
+        method.fill_task_defaults(self.task.name, self.method)
         if self.model.name is None:
             self.model.name = task.default_model
         self.train.metric = task.variant_for(_kind_or_none(self.model.name)).metric_for(

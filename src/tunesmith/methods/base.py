@@ -44,9 +44,12 @@ class Method(ABC):
         return cls.task_learning_rates.get(task, cls.default_learning_rate)
 
     @classmethod
-    def task_defaults(cls, task: str, params: PluginParams) -> dict[str, Any]:
-        """This method's measured defaults for `task` among the fields `params` left unset."""
-        return {k: v for k, v in cls.task_params.get(task, {}).items() if k not in params.model_fields_set}
+    def fill_task_defaults(cls, task: str, params: PluginParams) -> PluginParams:
+        """`params`, with this method's measured defaults for `task` set in the fields it left unset."""
+        for field, value in cls.task_params.get(task, {}).items():
+            if field not in params.model_fields_set:
+                setattr(params, field, value)
+        return params
 
     def load_kwargs(self, device: str) -> dict[str, Any]:
         """Extra `from_pretrained` arguments for the base model on `device` (QLoRA's quantization)."""

@@ -58,8 +58,7 @@ def method_for(config: RunConfig, name: str) -> Method:
     cls = METHODS.get(name)
     if config.method.name == name:
         return cls(config.method)
-    params = cls.Params(name=name)
-    return cls(params.model_copy(update=cls.task_defaults(config.task.name, params)))
+    return cls(cls.fill_task_defaults(config.task.name, cls.Params(name=name)))
 
 
 def training_device(config: RunConfig) -> torch.device:
