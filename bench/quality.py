@@ -138,6 +138,8 @@ def summarise(runs: dict) -> dict:
             mean, sd = mean_sd(bases)
             rows["base"] = {"macro_f1": mean, "macro_f1_sd": sd}
         for arm, rs in arms.items():
+            if not rs:  # an arm a run in progress has not reached yet
+                continue
             mean, sd = mean_sd([r["macro_f1"] for r in rs])
             rows[arm] = {
                 "macro_f1": mean,
@@ -245,8 +247,8 @@ def main() -> None:
                     + f"  {r['samples_per_second']:.1f} samples/s  {r['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
-        if a.json:  # after each dataset, so a long run's finished part is kept
-            write_runs(runs, a.json)
+                if a.json:  # after each run, so a long run's finished part is kept
+                    write_runs(runs, a.json)
     report(runs, a.json)
 
 
