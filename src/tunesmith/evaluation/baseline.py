@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from tunesmith.data.inference_batches import inference_batches
+from tunesmith.data.padding import pad
+
 DESCRIPTION = (
     "base = the frozen pretrained encoder with only a linear head trained (logistic regression on "
     "mean-pooled embeddings, fitted on the same training split)"
@@ -24,18 +27,22 @@ DESCRIPTION = (
 
 @torch.inference_mode()
 def embed(
-    encoder: torch.nn.Module, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 64
+    encoder: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 64,
+    max_tokens: int | None = None,
 ) -> np.ndarray:
+    """Mean-pooled embeddings of `texts`, in batches of at most `batch_size` texts and `max_tokens` padded
+    tokens (None: no token cap)."""
     encoder.eval()
     device = next(encoder.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    rows = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = tokenizer(
-            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
-        ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    for idx in inference_batches([len(r) for r in rows], batch_size, max_tokens):
+        ids, attention = pad([rows[i] for i in idx], tokenizer.pad_token_id or 0)
+        ids, attention = ids.to(device), attention.to(device)
         hidden = encoder(input_ids=ids, attention_mask=attention).last_hidden_state
         mask = attention.unsqueeze(-1).to(hidden.dtype)
         out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float().cpu().numpy()

@@ -13,6 +13,7 @@ import torch
 
 from tunesmith.config import ModelConfig
 from tunesmith.data.checks.view import ExampleView, TokenCount
+from tunesmith.data.inference_batches import inference_batches
 from tunesmith.data.readers import NO_ROWS, OnError
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluation.bootstrap import Resampler
@@ -218,12 +219,11 @@ class Task(ABC):
 
 
 def length_sorted_batches(
-    features: Sequence[dict[str, Any]], batch_size: int
+    features: Sequence[dict[str, Any]], batch_size: int, max_tokens: int | None
 ) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
-    """Inference batches of similar length (longest first, so memory peaks at once); yields indices too."""
-    order = sorted(range(len(features)), key=lambda i: -features[i]["length"])
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    """Inference batches of similar length, longest first, of at most `batch_size` examples and `max_tokens`
+    padded tokens (data/inference_batches.py); yields indices too."""
+    for idx in inference_batches([f["length"] for f in features], batch_size, max_tokens):
         yield idx, [features[i] for i in idx]
 
 

@@ -228,7 +228,9 @@ class Classification(Task):
         """Class probabilities in the order of `features`, computed in length-sorted batches."""
         probs = torch.empty((len(features), len(self.labels)))
         with evaluating(model) as device:
-            for idx, chunk in length_sorted_batches(features, batch_size):
+            for idx, chunk in length_sorted_batches(
+                features, batch_size, self.model_cfg.inference_batch_tokens
+            ):
                 batch = move(self.collate(chunk, pad_id), device)
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 probs[idx] = logits.float().softmax(-1).cpu()
@@ -273,7 +275,13 @@ class Classification(Task):
 
         encoder = load_pretrained(AutoModel, resolved, self.model_cfg)
         tokenizer = load_tokenizer(resolved, self.model_cfg)
-        return baseline.embed(encoder, tokenizer, [ex.text for ex in examples], self.model_cfg.max_length)
+        return baseline.embed(
+            encoder,
+            tokenizer,
+            [ex.text for ex in examples],
+            self.model_cfg.max_length,
+            max_tokens=self.model_cfg.inference_batch_tokens,
+        )
 
     def fit_baseline(self, resolved: Any, train: Sequence[LabelledText], path: Path, seed: int) -> None:
         features = self._base_embeddings(resolved, train)

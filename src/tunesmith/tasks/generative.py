@@ -326,7 +326,9 @@ class GenerativeTask(Task):
     ) -> Evaluation:
         total, count = 0.0, 0
         with evaluating(model) as device:
-            for _, chunk in length_sorted_batches(features, batch_size):
+            for _, chunk in length_sorted_batches(
+                features, batch_size, self.model_cfg.inference_batch_tokens
+            ):
                 loss, n = self.loss(model, move(self.collate(chunk, pad_id), device))
                 total, count = total + loss.item(), count + n
         metrics: dict[str, Any] = {

@@ -133,7 +133,9 @@ class ExtractiveQA(GenerativeQA):
     ) -> Evaluation:
         total, best = 0.0, {}
         with evaluating(model) as device:
-            for idx, chunk in length_sorted_batches(features, batch_size):
+            for idx, chunk in length_sorted_batches(
+                features, batch_size, self.model_cfg.inference_batch_tokens
+            ):
                 batch = move(self.collate(chunk, pad_id), device)
                 starts, ends = self._logits(model, batch)
                 total += _span_loss(starts, ends, batch).item()
