@@ -31,7 +31,8 @@ class ModelConfig(Section):
     cores, predicting the quality panel's Debian long texts (up to 362 tokens): 16.0 s and +600 MB in
     batches of 64, 8.3 s and +240 MB capped at 4096 (10.2 s at 8192, 7.4 s at 2048); on film reviews (short
     texts) every cap took the same time. A training run on the Debian set, where validation is a small
-    share of the time, was no faster (13.7 against 14.2 samples/s). Empty: batches of train.eval_batch_size whatever their length."""
+    share of the time, was no faster (13.7 against 14.2 samples/s). Empty: batches of train.eval_batch_size
+    whatever their length."""
     trust_remote_code: bool = False
     """Run Python code shipped with a model folder. Off unless you trust its author."""
     allow_download: bool = False

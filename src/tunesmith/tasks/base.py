@@ -187,6 +187,15 @@ class Task(ABC):
         once step 0 has validated the model `init_head` made; None: training starts from that model."""
         return None
 
+    def length_sorted_batches(
+        self, features: Sequence[dict[str, Any]], batch_size: int
+    ) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
+        """Inference batches of similar length, longest first, of at most `batch_size` examples and
+        model.inference_batch_tokens padded tokens (data/inference_batches.py); yields indices too."""
+        lengths = [f["length"] for f in features]
+        for idx in inference_batches(lengths, batch_size, self.model_cfg.inference_batch_tokens):
+            yield idx, [features[i] for i in idx]
+
     def evaluate_baseline(self, resolved: Any, examples: Sequence[Any], path: Path) -> Evaluation | None:
         """The base model on `examples`, with the same metric code as `evaluate`; None if there is none."""
         return None
@@ -216,15 +225,6 @@ class Task(ABC):
     def corrected_record(self, logged_input: Any, label: str | None, answer: str | None) -> dict[str, Any]:
         """A training record from a logged request's input and its correction (a label or an answer)."""
         raise UserError(f"retune does not handle the {self.name} task yet (classification and chat do)")
-
-
-def length_sorted_batches(
-    features: Sequence[dict[str, Any]], batch_size: int, max_tokens: int | None
-) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
-    """Inference batches of similar length, longest first, of at most `batch_size` examples and `max_tokens`
-    padded tokens (data/inference_batches.py); yields indices too."""
-    for idx in inference_batches([f["length"] for f in features], batch_size, max_tokens):
-        yield idx, [features[i] for i in idx]
 
 
 def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
 from tunesmith.evaluation.metrics import HEADLINE, classification_metrics
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
-from tunesmith.tasks.base import Evaluation, Task, evaluating, length_sorted_batches, move
+from tunesmith.tasks.base import Evaluation, Task, evaluating, move
 
 
 class ClassificationParams(PluginParams):
@@ -228,9 +228,7 @@ class Classification(Task):
         """Class probabilities in the order of `features`, computed in length-sorted batches."""
         probs = torch.empty((len(features), len(self.labels)))
         with evaluating(model) as device:
-            for idx, chunk in length_sorted_batches(
-                features, batch_size, self.model_cfg.inference_batch_tokens
-            ):
+            for idx, chunk in self.length_sorted_batches(features, batch_size):
                 batch = move(self.collate(chunk, pad_id), device)
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 probs[idx] = logits.float().softmax(-1).cpu()

@@ -45,7 +45,7 @@ from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, TokenObserver, generate
 from tunesmith.methods.prompt_learning import virtual_tokens
 from tunesmith.plugin import PluginParams
-from tunesmith.tasks.base import Evaluation, Task, evaluating, length_sorted_batches, move
+from tunesmith.tasks.base import Evaluation, Task, evaluating, move
 
 EXAMPLES_SHOWN = 5
 """Example outputs kept in an evaluation report (base and tuned side by side)."""
@@ -326,9 +326,7 @@ class GenerativeTask(Task):
     ) -> Evaluation:
         total, count = 0.0, 0
         with evaluating(model) as device:
-            for _, chunk in length_sorted_batches(
-                features, batch_size, self.model_cfg.inference_batch_tokens
-            ):
+            for _, chunk in self.length_sorted_batches(features, batch_size):
                 loss, n = self.loss(model, move(self.collate(chunk, pad_id), device))
                 total, count = total + loss.item(), count + n
         metrics: dict[str, Any] = {

@@ -18,7 +18,7 @@ from tunesmith.data.padding import pad
 from tunesmith.data.squad import QAExample
 from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
 from tunesmith.evaluation.text_metrics import squad_scores
-from tunesmith.tasks.base import Evaluation, evaluating, length_sorted_batches, move
+from tunesmith.tasks.base import Evaluation, evaluating, move
 from tunesmith.tasks.qa import GenerativeQA
 
 TOP_K = 20
@@ -133,9 +133,7 @@ class ExtractiveQA(GenerativeQA):
     ) -> Evaluation:
         total, best = 0.0, {}
         with evaluating(model) as device:
-            for idx, chunk in length_sorted_batches(
-                features, batch_size, self.model_cfg.inference_batch_tokens
-            ):
+            for idx, chunk in self.length_sorted_batches(features, batch_size):
                 batch = move(self.collate(chunk, pad_id), device)
                 starts, ends = self._logits(model, batch)
                 total += _span_loss(starts, ends, batch).item()
