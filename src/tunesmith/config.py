@@ -33,10 +33,30 @@ class ModelConfig(Section):
     texts) every cap took the same time. A training run on the Debian set, where validation is a small
     share of the time, was no faster (13.7 against 14.2 samples/s). Empty: batches of train.eval_batch_size
     whatever their length."""
+    attention_dropout: float | Literal["model"] | None = None
+    """Dropout on the attention probabilities while training (BERT's attention_probs_dropout_prob, Llama's
+    attention_dropout, GPT-2's attn_pdrop; whichever the model's config has). `model` keeps the model's own
+    value (config.json); empty takes the task's default: 0 for classification (measured on the quality
+    panel, tasks/classification.py), the model's own for the others. On CPU, PyTorch's fused attention runs
+    only without dropout. The value trained with is written to the saved model's config.json; inference never
+    drops anything."""
     trust_remote_code: bool = False
     """Run Python code shipped with a model folder. Off unless you trust its author."""
     allow_download: bool = False
     """Let a hub id download weights. Off: nothing downloads behind your back."""
+
+    @field_validator("attention_dropout", mode="before")
+    @classmethod
+    def _rate_or_model(cls, value: Any) -> Any:
+        if value is None or value == "model":
+            return value
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = -1.0
+        if not 0 <= rate < 1:
+            raise ValueError("a rate from 0 up to (not including) 1, or `model` for the model's own")
+        return rate
 
 
 class DataConfig(Section):
@@ -100,6 +120,10 @@ class TrainConfig(Section):
     batch_size: int = Field(16, gt=0)
     """Examples per optimizer micro-step; the effective batch is batch_size x gradient_accumulation."""
     gradient_accumulation: int = Field(1, gt=0)
+    max_batch_tokens: int | None = Field(None, gt=0)
+    """Most padded tokens in one forward and backward pass while training: a batch above it runs as several
+    passes (longest examples first) whose gradients add up to the same optimizer step, so long texts take
+    less memory without changing the batch. Empty: one pass per batch."""
     eval_batch_size: int = Field(64, gt=0)
     learning_rate: float | None = Field(None, gt=0)
     """Peak learning rate; empty takes the method's recommended rate (written to the resolved config)."""
@@ -337,6 +361,8 @@ class RunConfig(Section):
             self.train.group_by_length = task.default_group_by_length
         if self.model.max_length is None:
             self.model.max_length = task.default_max_length
+        if self.model.attention_dropout is None:
+            self.model.attention_dropout = task.default_attention_dropout
         return self
 
 
@@ -348,6 +374,11 @@ def _kind_or_none(model_name: str) -> str | None:
         return kind_of(model_name)
     except UserError:  # a missing folder is reported when the model is loaded, with its own message
         return None
+
+
+def _message(err: Any) -> str:
+    """pydantic's message for one error, without the "Value error, " its validators' own messages carry."""
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _plugin_params(value: Any, params_for: Any, section: str, default: str) -> PluginParams:
@@ -369,7 +400,7 @@ def _plugin_params(value: Any, params_for: Any, section: str, default: str) -> P
                 valid = ", ".join(params.model_fields)
                 problems.append(f"unknown key {key!r} for {section} {value['name']!r}; valid keys: {valid}")
             else:
-                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+                problems.append(f"{key}: {_message(err)} (got {err.get('input')!r})")
         raise ConfigError("config: " + "; ".join(problems)) from None
 
 
@@ -454,7 +485,7 @@ def _explain(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key {key!r}; valid keys: {', '.join(_valid_keys(loc[:-1]))}")
         else:
-            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"{key}: {_message(err)} (got {err.get('input')!r})")
     return "config: " + "; ".join(lines)
 
 

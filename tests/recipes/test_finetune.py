@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -195,6 +197,30 @@ def test_resume_after_a_crash_reaches_the_same_weights(small_data, tmp_path, tin
         json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == sorted(steps), "a resumed log has no duplicated steps"
+
+
+def test_a_token_cap_splits_batches_into_passes_with_the_same_step(small_data, tmp_path, tiny_bert_dir):
+    """train.max_batch_tokens: a batch above the cap runs as several passes whose gradients add up to the
+    batch's, so (without dropout, whose masks depend on the passes) training reaches the same weights."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    undropped = tmp_path / "tiny-bert-no-dropout"
+    shutil.copytree(tiny_bert_dir, undropped)
+    model_config = AutoConfig.from_pretrained(undropped)
+    model_config.hidden_dropout_prob = model_config.attention_probs_dropout_prob = 0.0
+    model_config.save_pretrained(undropped)
+    weights = {}
+    for cap in (None, 40):  # batches of 8 up to 48 tokens: 40 tokens is one to four examples a pass
+        out = tmp_path / f"cap-{cap}"
+        cfg = config(small_data, out, str(undropped), {"name": "full"}, epochs=2, max_batch_tokens=cap)
+        finetune(cfg, quiet())
+        weights[cap] = final_weights(out)
+    texts = [row["text"] for row in csv.DictReader(small_data["train"].open())]
+    lengths = sorted(len(ids) for ids in AutoTokenizer.from_pretrained(undropped)(texts)["input_ids"])
+    assert sum(lengths[:8]) > 40  # even the shortest batch is split
+    assert weights[None].keys() == weights[40].keys()
+    for name, value in weights[None].items():
+        assert torch.allclose(value, weights[40][name], atol=1e-5), name
 
 
 def events(run: Path, kind: str) -> list[dict]:

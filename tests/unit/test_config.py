@@ -130,3 +130,28 @@ def test_the_estimate_runs_for_long_runs_for_a_memory_budget_and_when_asked():
     assert not worth_estimating(auto.model_copy(update={"estimate": "never"}), 10 * WORTH_STEPS)
     # a budget is checked against the estimate, so it measures even when told never
     assert worth_estimating(auto.model_copy(update={"estimate": "never", "memory_budget": "1GB"}), 1)
+
+
+def test_attention_dropout_is_the_tasks_unless_set_and_reaches_the_loaded_model(minilm_dir):
+    from tunesmith.models.catalog import resolve_model
+    from tunesmith.models.loader import config_overrides
+    from tunesmith.models.pooled import PooledClassifierLoader
+    from tunesmith.tasks import TASKS
+
+    for task in ("classification", "chat", "qa"):
+        assert (
+            build_config({"task": task}).model.attention_dropout == TASKS.get(task).default_attention_dropout
+        )
+    assert build_config({}, ["model.attention_dropout=0.2"]).model.attention_dropout == 0.2
+    with pytest.raises(ConfigError, match="attention_dropout"):
+        build_config({}, ["model.attention_dropout=1.5"])
+
+    resolved = resolve_model(str(minilm_dir))
+    kept = build_config({}, ["model.attention_dropout=model"]).model
+    assert config_overrides(resolved, kept) == {}  # config.json's 0.1 stays
+    zero = build_config({}, ["model.attention_dropout=0"]).model
+    overrides = config_overrides(resolved, zero)
+    assert overrides == {"attention_probs_dropout_prob": 0}  # BERT's key only: the model has no other
+    model = PooledClassifierLoader.from_pretrained(str(minilm_dir), num_labels=3, **overrides)
+    rates = {m.dropout.p for m in model.modules() if type(m).__name__.endswith("SelfAttention")}
+    assert rates == {0.0} and model.config.num_labels == 3

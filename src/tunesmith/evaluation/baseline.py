@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from tunesmith.data.inference_batches import inference_batches
 from tunesmith.data.padding import pad
+from tunesmith.data.token_batches import token_capped_batches
 
 DESCRIPTION = (
     "base = the frozen pretrained encoder with only a linear head trained (logistic regression on "
@@ -40,7 +40,7 @@ def embed(
     device = next(encoder.parameters()).device
     rows = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    for idx in inference_batches([len(r) for r in rows], batch_size, max_tokens):
+    for idx in token_capped_batches([len(r) for r in rows], batch_size, max_tokens):
         ids, attention = pad([rows[i] for i in idx], tokenizer.pad_token_id or 0)
         ids, attention = ids.to(device), attention.to(device)
         hidden = encoder(input_ids=ids, attention_mask=attention).last_hidden_state

@@ -42,11 +42,27 @@ def load_tokenizer(model: ResolvedModel, cfg: ModelConfig) -> Any:
         raise _not_found(model, cfg, exc) from None
 
 
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+"""Config keys that hold the dropout on attention probabilities, by family (BERT and its kin; Llama, Qwen,
+DistilBERT, ModernBERT; GPT-2)."""
+
+
+def config_overrides(model: ResolvedModel, cfg: ModelConfig) -> dict[str, Any]:
+    """Model-config values the run sets over config.json: model.attention_dropout, under whichever key the
+    model's config has (none where it has none of them, as T5's single `dropout_rate`)."""
+    if cfg.attention_dropout is None or cfg.attention_dropout == "model":
+        return {}
+    config = load_model_config(model, cfg)
+    return {key: cfg.attention_dropout for key in ATTENTION_DROPOUT_KEYS if hasattr(config, key)}
+
+
 def load_pretrained(auto_class: Any, model: ResolvedModel, cfg: ModelConfig, **kwargs: Any) -> Any:
-    """`auto_class.from_pretrained` with safetensors weights only (never a pickle)."""
+    """`auto_class.from_pretrained` with safetensors weights only (never a pickle), the model's config
+    overridden as the run says (`config_overrides`)."""
+    overrides = config_overrides(model, cfg)
     try:
         return auto_class.from_pretrained(
-            model.source, use_safetensors=True, **_offline_kwargs(model, cfg), **kwargs
+            model.source, use_safetensors=True, **_offline_kwargs(model, cfg), **overrides, **kwargs
         )
     except (OSError, ValueError) as exc:
         raise _not_found(model, cfg, exc) from None

@@ -100,14 +100,14 @@ class PooledClassifierLoader:
     def from_pretrained(source: str, **kwargs: Any) -> nn.Module:
         from transformers import AutoConfig
 
-        config_kwargs = {k: kwargs.pop(k) for k in ("num_labels", "id2label", "label2id") if k in kwargs}
-        config = AutoConfig.from_pretrained(
-            source,
-            **{k: v for k, v in kwargs.items() if k in ("trust_remote_code", "local_files_only")},
-            **config_kwargs,
+        loading = {k: v for k, v in kwargs.items() if k in ("trust_remote_code", "local_files_only")}
+        others = {k: v for k, v in kwargs.items() if k not in loading}
+        # keys the config has (num_labels, id2label, dropout rates...) set it; the rest go to the model
+        config, model_kwargs = AutoConfig.from_pretrained(
+            source, return_unused_kwargs=True, **loading, **others
         )
         cls = pooled_classifier_class(type(config))
-        return cls.from_pretrained(source, config=config, **kwargs)
+        return cls.from_pretrained(source, config=config, **loading, **model_kwargs)
 
 
 def is_pooled(model: nn.Module) -> bool:

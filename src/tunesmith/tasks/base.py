@@ -7,14 +7,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from tunesmith.config import ModelConfig
 from tunesmith.data.checks.view import ExampleView, TokenCount
-from tunesmith.data.inference_batches import inference_batches
 from tunesmith.data.readers import NO_ROWS, OnError
+from tunesmith.data.token_batches import token_capped_batches
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluation.bootstrap import Resampler
 from tunesmith.evaluation.forgetting import GeneralAbility
@@ -53,6 +53,8 @@ class Task(ABC):
     default_max_length: ClassVar[int | None]
     """model.max_length when the config leaves it empty; None: chosen from the training data's lengths when
     the data is checked (recipes/check.py)."""
+    default_attention_dropout: ClassVar[float | Literal["model"]] = "model"
+    """model.attention_dropout when the config leaves it empty; `model`: the model's own (config.json)."""
     headline: ClassVar[tuple[str, ...]]
     """Metrics shown in tables (base vs tuned); the JSON output carries everything."""
     scores_input_positions: ClassVar[bool] = False
@@ -191,9 +193,9 @@ class Task(ABC):
         self, features: Sequence[dict[str, Any]], batch_size: int
     ) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
         """Inference batches of similar length, longest first, of at most `batch_size` examples and
-        model.inference_batch_tokens padded tokens (data/inference_batches.py); yields indices too."""
+        model.inference_batch_tokens padded tokens (data/token_batches.py); yields indices too."""
         lengths = [f["length"] for f in features]
-        for idx in inference_batches(lengths, batch_size, self.model_cfg.inference_batch_tokens):
+        for idx in token_capped_batches(lengths, batch_size, self.model_cfg.inference_batch_tokens):
             yield idx, [features[i] for i in idx]
 
     def evaluate_baseline(self, resolved: Any, examples: Sequence[Any], path: Path) -> Evaluation | None:

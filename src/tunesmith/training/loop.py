@@ -19,6 +19,7 @@ import torch
 from rich.console import Console
 
 from tunesmith.config import TrainConfig
+from tunesmith.data.token_batches import token_capped_batches
 from tunesmith.evaluation.bootstrap import share_better
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.methods.base import Method
@@ -232,26 +233,29 @@ class TrainLoop:
             passes = len(mine)
         for k in range(passes):
             i, indices = mine[k] if k < len(mine) else (0, window[0])
-            batch = self.task.collate([self.train_features[j] for j in indices], self.pad_id)
-            batch = {key: v.to(self.accelerator.device) for key, v in batch.items()}
             torch.manual_seed(micro_batch_seed(self.cfg.seed, step, i))
-            if self.sharded:  # reduce-scatter the summed gradients once, after the last pass
-                sharding.set_gradient_sync(self.root, k == passes - 1)
-            # DDP: the unwrapped model, as DDP's forward broadcasts buffers (a collective a process without a
-            # micro-batch would not join); the gradients are summed after the window (training/distributed.py)
-            with self.accelerator.autocast():  # also where a task runs the backbone apart from the forward
-                loss_sum, count = (
-                    self.root(batch) if self.sharded else self.task.loss(self.trained_model, batch)
-                )
-            if k >= len(mine):
-                self.accelerator.backward(loss_sum * 0.0)
-                continue
-            total_loss += loss_sum.item()
-            if self.method and (extra := self.method.penalty(self.trained_model)) is not None:
-                loss_sum = loss_sum + count * extra  # after the division below: mean loss + penalty
-            self.accelerator.backward(loss_sum)
-            total_count += count
-            samples += len(indices)
+            for part in self._parts(indices):
+                batch = self.task.collate([self.train_features[j] for j in part], self.pad_id)
+                batch = {key: v.to(self.accelerator.device) for key, v in batch.items()}
+                if self.sharded:  # reduce-scatter the summed gradients once, after the last pass
+                    sharding.set_gradient_sync(self.root, k == passes - 1)
+                # DDP: the unwrapped model, as DDP's forward broadcasts buffers (a collective a process without
+                # a micro-batch would not join); the gradients are summed after the window (training/distributed.py)
+                with (
+                    self.accelerator.autocast()
+                ):  # also where a task runs the backbone apart from the forward
+                    loss_sum, count = (
+                        self.root(batch) if self.sharded else self.task.loss(self.trained_model, batch)
+                    )
+                if k >= len(mine):
+                    self.accelerator.backward(loss_sum * 0.0)
+                    continue
+                total_loss += loss_sum.item()
+                if self.method and (extra := self.method.penalty(self.trained_model)) is not None:
+                    loss_sum = loss_sum + count * extra  # after the division below: mean loss + penalty
+                self.accelerator.backward(loss_sum)
+                total_count += count
+                samples += len(part)
         if self.world > 1 and not self.sharded:  # sharded, FSDP's reduce-scatter has summed them
             sum_gradients(self.trainable)
         if self.world > 1:
@@ -270,6 +274,16 @@ class TrainLoop:
             self.method.after_step(self.trained_model, step)
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss / max(total_count, 1), samples
+
+    def _parts(self, indices: list[int]) -> list[list[int]]:
+        """The forward/backward passes one micro-batch runs as: one, or (train.max_batch_tokens) several of
+        at most that many padded tokens, whose summed gradients are the micro-batch's. Sharded, every
+        process must run the same passes (each one gathers the weights), so micro-batches stay whole."""
+        cap = self.cfg.max_batch_tokens
+        if cap is None or self.sharded or len(indices) * max(self.lengths[j] for j in indices) <= cap:
+            return [indices]
+        lengths = [self.lengths[j] for j in indices]
+        return [[indices[j] for j in part] for part in token_capped_batches(lengths, len(indices), cap)]
 
     def validate(self, state: LoopState, progress: TrainProgress, start: bool = False) -> None:
         """Validate, keep the best model on the chosen metric, and write a resumable checkpoint (not for the

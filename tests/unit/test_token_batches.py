@@ -1,4 +1,4 @@
-"""Inference batches: capped in examples and padded tokens, every example once, and the same numbers as
+"""Token-capped batches: capped in examples and padded tokens, every example once, and the same numbers as
 uncapped batches on the real MiniLM."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tunesmith.data.inference_batches import inference_batches
+from tunesmith.data.token_batches import token_capped_batches
 
 
 def test_batches_hold_each_example_once_longest_first_within_both_caps():
     lengths = [(i * 53) % 400 + 3 for i in range(300)] + [5000]
-    batches = list(inference_batches(lengths, 64, 4096))
+    batches = list(token_capped_batches(lengths, 64, 4096))
     assert sorted(i for b in batches for i in b) == list(range(301))
     assert batches[0] == [300]  # longer than the cap on its own: a batch of one, not an error
     for batch in batches:
@@ -21,8 +21,13 @@ def test_batches_hold_each_example_once_longest_first_within_both_caps():
     firsts = [lengths[b[0]] for b in batches]
     assert firsts == sorted(firsts, reverse=True)
     short = [12] * 200
-    assert [len(b) for b in inference_batches(short, 64, 4096)] == [64, 64, 64, 8]  # short texts: no change
-    assert [len(b) for b in inference_batches(lengths, 64, None)] == [64] * 4 + [45]
+    assert [len(b) for b in token_capped_batches(short, 64, 4096)] == [
+        64,
+        64,
+        64,
+        8,
+    ]  # short texts: no change
+    assert [len(b) for b in token_capped_batches(lengths, 64, None)] == [64] * 4 + [45]
 
 
 def test_the_probe_embeddings_do_not_depend_on_the_token_cap(minilm_dir: Path):
