@@ -57,8 +57,11 @@ def train_and_test(
     """Train the recipe, predict the test split; test macro-F1, training samples/s and seconds."""
     import numpy as np
     from sklearn.metrics import f1_score
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
+    # The Trainer seeds only when training starts; the head and LoRA's A matrices are drawn when the model is
+    # built, so seed before that (the Trainer's docs: seed, or model_init, for runs that can be repeated).
+    set_seed(seed)
     wanted = files if expert else {k: files[k] for k in ("train", "test")}
     data, model, tokenizer = baseline_data_and_model(wanted, lora, pad_to_max=not expert)
 
