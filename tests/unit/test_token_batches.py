@@ -21,12 +21,8 @@ def test_batches_hold_each_example_once_longest_first_within_both_caps():
     firsts = [lengths[b[0]] for b in batches]
     assert firsts == sorted(firsts, reverse=True)
     short = [12] * 200
-    assert [len(b) for b in token_capped_batches(short, 64, 4096)] == [
-        64,
-        64,
-        64,
-        8,
-    ]  # short texts: no change
+    # short texts: no change
+    assert [len(b) for b in token_capped_batches(short, 64, 4096)] == [64, 64, 64, 8]
     assert [len(b) for b in token_capped_batches(lengths, 64, None)] == [64] * 4 + [45]
 
 

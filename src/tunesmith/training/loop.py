@@ -235,27 +235,13 @@ class TrainLoop:
             i, indices = mine[k] if k < len(mine) else (0, window[0])
             torch.manual_seed(micro_batch_seed(self.cfg.seed, step, i))
             for part in self._parts(indices):
-                batch = self.task.collate([self.train_features[j] for j in part], self.pad_id)
-                batch = {key: v.to(self.accelerator.device) for key, v in batch.items()}
-                if self.sharded:  # reduce-scatter the summed gradients once, after the last pass
-                    sharding.set_gradient_sync(self.root, k == passes - 1)
-                # DDP: the unwrapped model, as DDP's forward broadcasts buffers (a collective a process without
-                # a micro-batch would not join); the gradients are summed after the window (training/distributed.py)
-                with (
-                    self.accelerator.autocast()
-                ):  # also where a task runs the backbone apart from the forward
-                    loss_sum, count = (
-                        self.root(batch) if self.sharded else self.task.loss(self.trained_model, batch)
-                    )
-                if k >= len(mine):
-                    self.accelerator.backward(loss_sum * 0.0)
-                    continue
-                total_loss += loss_sum.item()
-                if self.method and (extra := self.method.penalty(self.trained_model)) is not None:
-                    loss_sum = loss_sum + count * extra  # after the division below: mean loss + penalty
-                self.accelerator.backward(loss_sum)
-                total_count += count
-                samples += len(part)
+                if k < len(mine):
+                    loss, count = self._backward_pass(part, last=k == passes - 1)
+                    total_loss += loss
+                    total_count += count
+                    samples += len(part)
+                else:  # sharded, a process without a micro-batch still takes part in the collectives
+                    self._backward_pass(part, last=k == passes - 1, empty=True)
         if self.world > 1 and not self.sharded:  # sharded, FSDP's reduce-scatter has summed them
             sum_gradients(self.trainable)
         if self.world > 1:
@@ -275,14 +261,36 @@ class TrainLoop:
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss / max(total_count, 1), samples
 
+    def _backward_pass(self, indices: list[int], last: bool, empty: bool = False) -> tuple[float, int]:
+        """Forward and backward over the examples `indices`, gradients added to the parameters'; returns their
+        summed loss and count. `empty`: a sharded process's pass without a micro-batch, whose gradients are
+        zeros (it joins the collectives only)."""
+        batch = self.task.collate([self.train_features[j] for j in indices], self.pad_id)
+        batch = {key: v.to(self.accelerator.device) for key, v in batch.items()}
+        if self.sharded:  # reduce-scatter the summed gradients once, after the last pass
+            sharding.set_gradient_sync(self.root, last)
+        # DDP: the unwrapped model, as DDP's forward broadcasts buffers (a collective a process without a
+        # micro-batch would not join); the gradients are summed after the window (training/distributed.py).
+        # autocast is also where a task runs the backbone apart from the forward.
+        with self.accelerator.autocast():
+            loss_sum, count = self.root(batch) if self.sharded else self.task.loss(self.trained_model, batch)
+        if empty:
+            self.accelerator.backward(loss_sum * 0.0)
+            return 0.0, 0
+        loss = loss_sum.item()
+        if self.method and (extra := self.method.penalty(self.trained_model)) is not None:
+            loss_sum = loss_sum + count * extra  # after the division by the count: mean loss + penalty
+        self.accelerator.backward(loss_sum)
+        return loss, count
+
     def _parts(self, indices: list[int]) -> list[list[int]]:
         """The forward/backward passes one micro-batch runs as: one, or (train.max_batch_tokens) several of
         at most that many padded tokens, whose summed gradients are the micro-batch's. Sharded, every
         process must run the same passes (each one gathers the weights), so micro-batches stay whole."""
         cap = self.cfg.max_batch_tokens
-        if cap is None or self.sharded or len(indices) * max(self.lengths[j] for j in indices) <= cap:
-            return [indices]
         lengths = [self.lengths[j] for j in indices]
+        if cap is None or self.sharded or len(indices) * max(lengths) <= cap:
+            return [indices]
         return [[indices[j] for j in part] for part in token_capped_batches(lengths, len(indices), cap)]
 
     def validate(self, state: LoopState, progress: TrainProgress, start: bool = False) -> None:
