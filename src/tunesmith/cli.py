@@ -52,6 +52,9 @@ def quiet_libraries() -> None:
     # bitsandbytes (imported by peft when installed) warns on import that it cannot fetch an optional CPU
     # kernel from the hub; its own kernels work, and nothing here downloads
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # transformers >= 5.25 asks the `kernels` package for that kernel, which warns offline that it skips the
+    # hub's publisher check: noise before tunesmith's own message on stderr, about nothing tunesmith loads
+    logging.getLogger("kernels").setLevel(logging.ERROR)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
