@@ -66,8 +66,11 @@ class DataConfig(Section):
     """Validation file; when absent, `validation_fraction` of train is split off (stratified)."""
     test: Path | None = None
     """Test file; when absent, `test_fraction` of train is split off (stratified)."""
-    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
     """File format; `auto` goes by the file extension."""
+    delimiter: Literal["auto", ",", ";", "\t", "|"] = "auto"
+    """The field separator of CSV and TSV files; `auto` detects comma, semicolon, tab or pipe from the first
+    lines (the data check says when it is not the extension's own: comma for .csv, tab for .tsv)."""
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_seed: int = 42

@@ -57,7 +57,8 @@ CLASSIFICATION_ERRORS = [
     (
         "d.csv",
         "body,label\nsome text,a\n",
-        'd.csv line 2: missing column "text" (columns found: body, label)',
+        'd.csv: missing column "text" (columns found: body, label); to read other columns, add the override '
+        "task.text_column=body",
     ),
     ("d.csv", GOOD + '"   ",a\n', 'd.csv line 4: empty text in "text"'),
     ("d.csv", GOOD + "some more text,\n", "d.csv line 4: empty label"),

@@ -31,6 +31,12 @@ CORPUS = {
     "header_only.csv": ("classification", "header_only.csv: no usable rows"),
     "duplicate_header.csv": ("classification", "duplicate_header.csv line 1: duplicate column names: text"),
     "crlf_bom.csv": ("classification", None),
+    "semicolon.csv": ("classification", None),
+    "misnamed_columns.csv": (
+        "classification",
+        'misnamed_columns.csv: missing columns "text" and "label" (columns found: Text, Category); to read '
+        "other columns, add the overrides task.text_column=Text task.label_column=Category",
+    ),
     "cut_mid_line.jsonl": ("classification", "cut_mid_line.jsonl line 2: not valid JSON"),
     "deep_nesting.jsonl": ("classification", "deep_nesting.jsonl line 2: not usable JSON"),
     "huge_int.jsonl": ("classification", "huge_int.jsonl line 1: not usable JSON"),

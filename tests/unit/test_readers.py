@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tunesmith.config import ModelConfig
-from tunesmith.data.readers import read_records
+from tunesmith.data.readers import FileFormat, csv_delimiter, delimiter_note, read_records
 from tunesmith.errors import DataError
 from tunesmith.tasks.classification import Classification, ClassificationParams
 
@@ -40,13 +40,59 @@ def test_wrong_field_count(tmp_path):
         list(read_records(path))
 
 
-def test_missing_column_lists_the_columns_found(tmp_path):
-    path = write(tmp_path, "d.csv", "body,category\nhello,a\n")
+def test_missing_columns_are_one_error_for_the_file_with_the_overrides_that_fix_it(tmp_path):
+    path = write(tmp_path, "d.csv", "Text,Category\n" + "hello there,a\n" * 200)
+    seen: list[DataError] = []
+    with pytest.raises(DataError) as caught:
+        list(task().examples(path, "auto", seen.append))
+    assert seen == []  # not once per row: the file stops at its header
+    assert caught.value.line is None
+    assert str(caught.value) == (
+        'd.csv: missing columns "text" and "label" (columns found: Text, Category); to read other columns, '
+        "add the overrides task.text_column=Text task.label_column=Category"
+    )
+    assert len(task(text_column="Text", label_column="Category").read(path, "auto")) == 200
+
+
+def test_missing_column_without_a_likely_one_says_column(tmp_path):
+    path = write(tmp_path, "d.parquet", b"")
+    pq.write_table(pa.table({"body": ["x"], "topic": ["a"], "id": [1]}), path)
+    with pytest.raises(DataError, match=r'^d.parquet: missing column "label" .*task.label_column=COLUMN$'):
+        task(text_column="body").read(path, "auto")
+
+
+def test_jsonl_fields_are_checked_record_by_record(tmp_path):
+    path = write(tmp_path, "d.jsonl", '{"text": "fine", "label": "a"}\n{"body": "x", "label": "b"}\n')
     with pytest.raises(
-        DataError, match=r'd.csv line 2: missing column "text" \(columns found: body, category\)'
+        DataError, match=r'^d.jsonl line 2: missing field "text" \(fields found: body, label\)'
     ):
         task().read(path, "auto")
-    assert len(task(text_column="body", label_column="category").read(path, "auto")) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "delimiter"),
+    [
+        ('text;label\n"one, two";a\nthree;b\nfour;a\n', ";"),
+        ("text|label\none, two|a\nthree|b\n", "|"),
+        ("text\tlabel\none, two\ta\nthree\tb\n", "\t"),
+        ('text,label\n"one; two",a\nthree;four,b\n', ","),  # semicolons inside the text
+        ("text\nonly one column here\nand another; row\n", ","),
+    ],
+)
+def test_csv_delimiter_is_detected(tmp_path, content, delimiter):
+    path = write(tmp_path, "d.csv", content)
+    assert csv_delimiter(path) == delimiter
+    records = list(read_records(path))
+    assert list(records[0].fields) == content.split("\n")[0].split(delimiter)
+
+
+def test_detected_delimiter_is_said_and_data_delimiter_forces_one(tmp_path):
+    path = write(tmp_path, "d.csv", "text;label\nfirst text;a\nsecond text;b\n")
+    assert delimiter_note(path) == "read as semicolon-separated (detected; data.delimiter sets it)"
+    assert delimiter_note(write(tmp_path, "c.csv", "text,label\nx,a\n")) is None
+    forced = list(read_records(path, FileFormat(delimiter=",")))
+    assert list(forced[0].fields) == ["text;label"]
+    assert [ex.text for ex in task().read(path, FileFormat())] == ["first text", "second text"]
 
 
 def test_wrong_encoding_names_line_and_likely_encoding(tmp_path):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
+from tunesmith.data.readers import FileFormat, OnError, Record, parse_each, read_records, require_field
 from tunesmith.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -55,7 +55,10 @@ def detect_format(fields: dict[str, Any]) -> str | None:
 
 
 def read_conversations(
-    path: str | Path, fmt: str = "auto", file_format: str = "auto", on_error: OnError | None = None
+    path: str | Path,
+    fmt: str = "auto",
+    file_format: str | FileFormat = "auto",
+    on_error: OnError | None = None,
 ) -> Iterator[Conversation]:
     """Conversations streamed from a file; the format is told from the first record that shows one. See
     `read_records` for `on_error`."""

@@ -1,7 +1,8 @@
 """Read records from CSV, TSV, JSONL and Parquet, each with the line (or row) it came from.
 
 Every problem becomes a DataError naming the file and line; nothing here raises a bare traceback on bad
-input. Files are streamed record by record.
+input. Files are streamed record by record. A CSV's delimiter (comma, semicolon, tab or pipe: Excel writes
+semicolons in many locales) is detected from its first lines unless data.delimiter sets it.
 
 By default the first problem raises. Given `on_error`, a problem confined to one record (a line that is not
 JSON or not UTF-8, a CSV row with the wrong number of fields) is passed to it and reading goes on, so the data
@@ -16,12 +17,14 @@ import difflib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from tunesmith.errors import DataError
 
 OnError = Callable[[DataError], None]
+Delimiter = Literal["auto", ",", ";", "\t", "|"]
 NO_ROWS = "no usable rows (the file has a header or nothing at all)"
 T = TypeVar("T")
 
@@ -36,14 +39,34 @@ FORMATS = {
 }
 
 
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+SNIFF_LINES = 50
+"""Lines of a CSV file read to detect its delimiter."""
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """How a data file is read: `kind` (csv, tsv, jsonl, parquet; `auto` goes by the extension) and, for
+    CSV and TSV, the `delimiter` (`auto`: detected from the first lines)."""
+
+    kind: str = "auto"
+    delimiter: Delimiter = "auto"
+
+
+def as_format(fmt: str | FileFormat) -> FileFormat:
+    return fmt if isinstance(fmt, FileFormat) else FileFormat(fmt)
+
+
 @dataclass(frozen=True)
 class Record:
-    """One input row: its fields and where it came from (line for text files, row for Parquet)."""
+    """One input row: its fields and where it came from (line for text files, row for Parquet). `table`:
+    the fields come from a header row that every record of the file shares (CSV, TSV, Parquet)."""
 
     path: Path
     line: int
     fields: dict[str, Any]
     unit: str = "line"
+    table: bool = False
 
     def error(self, message: str, kind: str = "invalid") -> DataError:
         return DataError(self.path, self.line, message, self.unit, kind)
@@ -64,19 +87,69 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     return found
 
 
-def read_records(path: str | Path, fmt: str = "auto", on_error: OnError | None = None) -> Iterator[Record]:
+def read_records(
+    path: str | Path, fmt: str | FileFormat = "auto", on_error: OnError | None = None
+) -> Iterator[Record]:
     path = Path(path)
     if not path.is_file():
         raise DataError(
             path, None, "file not found" if not path.exists() else "not a file", kind="unreadable"
         )
-    kind = detect_format(path, fmt)
+    fmt = as_format(fmt)
+    kind = detect_format(path, fmt.kind)
     if kind in ("csv", "tsv"):
-        yield from _read_csv(path, "\t" if kind == "tsv" else ",", _raise if on_error is None else on_error)
+        yield from _read_csv(path, csv_delimiter(path, fmt), _raise if on_error is None else on_error)
     elif kind == "jsonl":
         yield from _read_jsonl(path, _raise if on_error is None else on_error)
     else:
         yield from _read_parquet(path)
+
+
+def csv_delimiter(path: Path, fmt: str | FileFormat = "auto") -> str:
+    """The delimiter a CSV or TSV file is read with: data.delimiter when set, else the one of comma,
+    semicolon, tab and pipe that splits the header into the most columns with every sampled row the same
+    width (the extension's own delimiter wins a tie: comma for .csv, tab for .tsv)."""
+    fmt = as_format(fmt)
+    if fmt.delimiter != "auto":
+        return fmt.delimiter
+    default = "\t" if detect_format(path, fmt.kind) == "tsv" else ","
+    try:
+        with path.open("rb") as handle:
+            head = [raw.decode("utf-8", errors="replace") for raw in islice(handle, SNIFF_LINES)]
+    except OSError:
+        return default  # reading reports it
+    if head and not head[-1].endswith("\n") and len(head) == SNIFF_LINES:
+        head.pop()  # a cut line would count as a ragged row
+    best, best_score = default, (-1.0, 0)
+    for delimiter in sorted(DELIMITER_NAMES, key=lambda d: d != default):
+        try:
+            rows = [row for row in csv.reader(head, delimiter=delimiter) if row]
+        except csv.Error:
+            continue
+        if not rows or len(rows[0]) < 2:
+            continue
+        width = len(rows[0])
+        same = sum(len(row) == width for row in rows[1:]) / max(len(rows) - 1, 1)
+        if (same, width) > best_score:
+            best, best_score = delimiter, (same, width)
+    return best
+
+
+def delimiter_note(path: Path, fmt: str | FileFormat = "auto") -> str | None:
+    """How a CSV file is read when that is not the extension's own delimiter (None when it is, or for
+    other formats): said by the data check, so a semicolon file is never silently read as one column."""
+    fmt = as_format(fmt)
+    try:
+        kind = detect_format(path, fmt.kind)
+    except DataError:
+        return None
+    if kind not in ("csv", "tsv") or not path.is_file():
+        return None
+    delimiter = csv_delimiter(path, fmt)
+    if delimiter == ("\t" if kind == "tsv" else ","):
+        return None
+    how = "data.delimiter" if fmt.delimiter != "auto" else "detected; data.delimiter sets it"
+    return f"read as {DELIMITER_NAMES[delimiter]}-separated ({how})"
 
 
 def parse_each(
@@ -164,7 +237,7 @@ def _read_csv(path: Path, delimiter: str, on_error: OnError) -> Iterator[Record]
                 )
             )
             continue
-        yield Record(path, start, dict(zip(header, row, strict=True)))
+        yield Record(path, start, dict(zip(header, row, strict=True)), table=True)
 
 
 def _read_jsonl(path: Path, on_error: OnError) -> Iterator[Record]:
@@ -206,11 +279,64 @@ def _read_parquet(path: Path) -> Iterator[Record]:
         for batch in parquet.iter_batches(batch_size=4096):
             for fields in batch.to_pylist():
                 row += 1
-                yield Record(path, row, fields, unit="row")
+                yield Record(path, row, fields, unit="row", table=True)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(
             path, row + 1, f"unreadable Parquet data ({exc})", unit="row", kind="unreadable"
         ) from None
+
+
+def require_columns(records: Iterable[Record], columns: dict[str, str]) -> Iterator[Record]:
+    """`records`, with the columns a task reads (`columns`: config key -> column name) checked once for a
+    file with a header row (CSV, TSV, Parquet): the ones missing are one error for the whole file that lists
+    the columns found and the overrides that read others. JSON lines can differ from record to record and
+    are checked one by one (require_field)."""
+    it = iter(records)
+    first = next(it, None)
+    if first is None:
+        return
+    if first.table:
+        missing = {key: name for key, name in columns.items() if name not in first.fields}
+        if missing:
+            raise _missing_columns(first.path, missing, [str(k) for k in first.fields], columns)
+    yield first
+    yield from it
+
+
+def _missing_columns(
+    path: Path, missing: dict[str, str], found: list[str], wanted: dict[str, str]
+) -> DataError:
+    """One file-level error: which columns are missing and the overrides that name the likely ones (a close
+    spelling, or the one column no other key takes)."""
+    free = [c for c in found if c not in wanted.values()]
+    fixes = []
+    for key, name in missing.items():
+        guess = _closest(name, free)
+        if guess is None and len(free) == len(missing) - len(fixes) == 1:
+            guess = free[0]
+        if guess is not None:
+            free.remove(guess)
+        fixes.append(f"{key}={guess or 'COLUMN'}")
+    names = " and ".join(f'"{n}"' for n in missing.values())
+    s = "s" if len(missing) > 1 else ""
+    if len(found) == 1 and any(d in found[0] for d in ";\t|"):
+        hint = " (one column: if the file uses another delimiter, set data.delimiter)"
+    else:
+        hint = ""
+    return DataError(
+        path,
+        None,
+        f"missing column{s} {names} (columns found: {', '.join(found)}){hint}; to read other columns, "
+        f"add the override{s} {' '.join(fixes)}",
+        kind="missing_field",
+    )
+
+
+def _closest(name: str, keys: list[str]) -> str | None:
+    close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6) or [
+        k for k in keys if k.casefold() == name.casefold()
+    ]
+    return close[0] if close else None
 
 
 def require_field(record: Record, name: str) -> Any:
@@ -218,10 +344,8 @@ def require_field(record: Record, name: str) -> Any:
     if name not in record.fields:
         keys = [str(k) for k in record.fields]
         kind = "column" if record.path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq") else "field"
-        close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6) or [
-            k for k in keys if k.casefold() == name.casefold()
-        ]
-        hint = f'; did you mean "{close[0]}"?' if close else ""
+        close = _closest(name, keys)
+        hint = f'; did you mean "{close}"?' if close else ""
         raise record.error(
             f'missing {kind} "{name}" ({kind}s found: {", ".join(keys)}){hint}', "missing_field"
         )

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
+from tunesmith.data.readers import (
+    FileFormat,
+    OnError,
+    Record,
+    parse_each,
+    read_records,
+    require_columns,
+    require_field,
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,7 @@ class QAExample:
 
 def qa_examples(
     path: Path,
-    fmt: str,
+    fmt: str | FileFormat,
     context_column: str,
     question_column: str,
     answers_column: str,
@@ -47,7 +55,8 @@ def qa_examples(
         answers, starts = _answers(record, context, answers_column, need_answers)
         return QAExample(context, question, answers, starts, record.path, record.line, record.unit)
 
-    return parse_each(read_records(path, fmt, on_error), parse, on_error)
+    columns = {"task.context_column": context_column, "task.question_column": question_column}
+    return parse_each(require_columns(read_records(path, fmt, on_error), columns), parse, on_error)
 
 
 def _text(record: Record, value: Any, column: str) -> str:

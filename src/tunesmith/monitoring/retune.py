@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from tunesmith.config import RunConfig, build_config
+from tunesmith.data.readers import FileFormat
 from tunesmith.errors import UserError
 from tunesmith.evaluation.bootstrap import paired_intervals
 from tunesmith.evaluation.metrics import greater_is_better
@@ -116,7 +117,7 @@ def _task_state(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
 
     task = build_task(config.task, config.model)
     task.use_tokenizer(tokenizer)
-    train = task.read(config.data.train, config.data.format)
+    train = task.read(config.data.train, FileFormat(config.data.format, config.data.delimiter))
     task.fit(train, {})
     return task.state()
 

@@ -8,6 +8,7 @@ from typing import Any
 from tunesmith.config import RunConfig
 from tunesmith.data.checks.base import plural
 from tunesmith.data.checks.gate import CheckReport, check_data
+from tunesmith.data.readers import FileFormat
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.models.catalog import ResolvedModel, resolve_model
 from tunesmith.models.loader import load_model_config, load_tokenizer
@@ -38,7 +39,9 @@ def check_run_data(config: RunConfig, task: Task | None = None) -> Checked:
     from_data = config.model.max_length is None
     if from_data:  # measured against the longest input the model takes: what is cut there is lost for sure
         config.model.max_length = input_limit(tokenizer, load_model_config(resolved, config.model))
-    report = check_data(task, files, data.format, config.check, tokenizer_name=config.model.name)
+    report = check_data(
+        task, files, FileFormat(data.format, data.delimiter), config.check, tokenizer_name=config.model.name
+    )
     train_lengths = report.stats.get("lengths", {}).get("train")
     if from_data and train_lengths:
         config.model.max_length = min(config.model.max_length, max(train_lengths["p99"], MIN_CHOSEN_LENGTH))

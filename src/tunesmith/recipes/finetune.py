@@ -20,6 +20,7 @@ from rich.console import Console
 from tunesmith.config import RunConfig, TrainConfig, dump_config
 from tunesmith.data.checks.gate import CheckReport
 from tunesmith.data.checks.render import print_report
+from tunesmith.data.readers import FileFormat
 from tunesmith.data.splits import stratified_split
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.evaluation.bootstrap import paired_intervals
@@ -45,7 +46,8 @@ def load_splits(task: Task, config: RunConfig) -> Splits:
     data = config.data
     if data.train is None:
         raise ConfigError("no training data: give --data FILE or data.train in the config")
-    train = task.read(data.train, data.format)
+    fmt = FileFormat(data.format, data.delimiter)
+    train = task.read(data.train, fmt)
     notes: list[str] = []
     held_out: dict[str, list[Any]] = {}
     for split, path, fraction in (
@@ -53,7 +55,7 @@ def load_splits(task: Task, config: RunConfig) -> Splits:
         ("validation", data.validation, data.validation_fraction),
     ):
         if path is not None:
-            held_out[split] = task.read(path, data.format)
+            held_out[split] = task.read(path, fmt)
             continue
         labels = [getattr(ex, "label", "") or "" for ex in train]
         train, held_out[split], stratified = stratified_split(train, labels, fraction, data.split_seed)

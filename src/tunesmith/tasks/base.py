@@ -13,7 +13,7 @@ import torch
 
 from tunesmith.config import ModelConfig
 from tunesmith.data.checks.view import ExampleView, TokenCount
-from tunesmith.data.readers import NO_ROWS, OnError
+from tunesmith.data.readers import NO_ROWS, FileFormat, OnError
 from tunesmith.data.token_batches import token_capped_batches
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluation.bootstrap import Resampler
@@ -92,11 +92,11 @@ class Task(ABC):
 
     # --- data ---
     @abstractmethod
-    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[Any]:
+    def examples(self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None) -> Iterator[Any]:
         """Examples streamed from a file. A bad record raises DataError with file and line, or, given
         `on_error`, is passed to it and skipped (the data check lists every problem in one pass)."""
 
-    def read(self, path: Path, fmt: str) -> list[Any]:
+    def read(self, path: Path, fmt: str | FileFormat) -> list[Any]:
         """All examples of a file; the first problem raises, and so does a file without any example."""
         examples = list(self.examples(path, fmt))
         if not examples:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from tunesmith.data.chat_formats import Conversation, read_conversations
 from tunesmith.data.checks.view import ExampleView
-from tunesmith.data.readers import OnError
+from tunesmith.data.readers import FileFormat, OnError
 from tunesmith.evaluation.text_metrics import bleu_chrf, rouge_per_example
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
@@ -29,7 +29,9 @@ class Chat(GenerativeTask):
     model_kinds = ("causal",)
     params: ChatParams
 
-    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[Conversation]:
+    def examples(
+        self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
+    ) -> Iterator[Conversation]:
         return read_conversations(path, self.params.format, fmt, on_error)
 
     def view(self, example: Conversation) -> ExampleView:

@@ -13,7 +13,15 @@ from pydantic import model_validator
 
 from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.padding import pad
-from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
+from tunesmith.data.readers import (
+    FileFormat,
+    OnError,
+    Record,
+    parse_each,
+    read_records,
+    require_columns,
+    require_field,
+)
 from tunesmith.errors import DataError
 from tunesmith.evaluation import baseline
 from tunesmith.evaluation.bootstrap import Resampler, classification_resampler
@@ -122,8 +130,13 @@ class Classification(Task):
         """The loss's weight of each class (None: all 1), set by `fit` from the training labels."""
 
     # --- data ---
-    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[LabelledText]:
-        return parse_each(read_records(path, fmt, on_error), self._example, on_error)
+    def examples(
+        self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
+    ) -> Iterator[LabelledText]:
+        columns = {"task.text_column": self.params.text_column, "task.label_column": self.params.label_column}
+        return parse_each(
+            require_columns(read_records(path, fmt, on_error), columns), self._example, on_error
+        )
 
     def _example(self, record: Record) -> LabelledText:
         text_col = self.params.text_column

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tunesmith.data.checks.view import ExampleView
-from tunesmith.data.readers import OnError
+from tunesmith.data.readers import FileFormat, OnError
 from tunesmith.data.squad import QAExample, qa_examples
 from tunesmith.evaluation.text_metrics import squad_per_example
 from tunesmith.tasks import TASKS
@@ -56,7 +56,9 @@ class GenerativeQA(GenerativeTask):
             return ExtractiveQA
         return cls
 
-    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[QAExample]:
+    def examples(
+        self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
+    ) -> Iterator[QAExample]:
         p = self.params
         return qa_examples(
             path, fmt, p.context_column, p.question_column, p.answers_column, on_error=on_error

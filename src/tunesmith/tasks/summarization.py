@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunesmith.data.checks.view import ExampleView
-from tunesmith.data.readers import OnError, Record, parse_each, read_records, require_field
+from tunesmith.data.readers import (
+    FileFormat,
+    OnError,
+    Record,
+    parse_each,
+    read_records,
+    require_columns,
+    require_field,
+)
 from tunesmith.evaluation.text_metrics import rouge_per_example
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
@@ -46,8 +54,16 @@ class Summarization(GenerativeTask):
     headline = ("loss", "perplexity", "rouge1", "rouge2", "rougeL")
     params: SummarizationParams
 
-    def examples(self, path: Path, fmt: str, on_error: OnError | None = None) -> Iterator[Document]:
-        return parse_each(read_records(path, fmt, on_error), self._example, on_error)
+    def examples(
+        self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
+    ) -> Iterator[Document]:
+        columns = {
+            "task.text_column": self.params.text_column,
+            "task.summary_column": self.params.summary_column,
+        }
+        return parse_each(
+            require_columns(read_records(path, fmt, on_error), columns), self._example, on_error
+        )
 
     def _example(self, record: Record) -> Document:
         text = require_field(record, self.params.text_column)

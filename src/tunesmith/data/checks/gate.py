@@ -18,7 +18,7 @@ from typing import Any
 from tunesmith.config import CheckConfig
 from tunesmith.data.checks.base import Finding
 from tunesmith.data.checks.registry import CHECKS
-from tunesmith.data.readers import NO_ROWS
+from tunesmith.data.readers import NO_ROWS, FileFormat, delimiter_note
 from tunesmith.errors import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -94,7 +94,12 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 def check_data(
-    task: Any, files: dict[str, Path | None], fmt: str, cfg: CheckConfig, *, tokenizer_name: str | None
+    task: Any,
+    files: dict[str, Path | None],
+    fmt: str | FileFormat,
+    cfg: CheckConfig,
+    *,
+    tokenizer_name: str | None,
 ) -> CheckReport:
     """Check the files of each split (train first). `task` has its tokenizer set when `tokenizer_name` is
     given; without one, lengths in tokens are not measured."""
@@ -123,6 +128,8 @@ def check_data(
         if usable == 0 and log.total == before:
             log(DataError(Path(path), None, NO_ROWS, kind="no_rows"))
         report.files[split] = {"path": str(path), "examples": usable, "errors": log.total - before}
+        if note := delimiter_note(Path(path), fmt):
+            report.files[split]["read_as"] = note
     for name, check in checks.items():
         for finding in check.findings():
             if finding.level == "error":

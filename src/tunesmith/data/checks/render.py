@@ -22,7 +22,8 @@ def print_report(console: Console, report: CheckReport) -> None:
         if report.tokenizer
         else "tokens not measured"
     )
-    table = Table(title=f"data check: {report.task} ({tokens})", title_justify="left")
+    console.print(f"[italic]data check: {report.task} ({tokens})[/]", soft_wrap=True)  # wider than the table
+    table = Table()
     for column in ("split", "examples", "errors", "tokens p50/p95/max", "cut", "dupes"):
         table.add_column(column, justify="left" if column == "split" else "right", no_wrap=True)
     lengths = report.stats.get("lengths", {})
@@ -39,6 +40,11 @@ def print_report(console: Console, report: CheckReport) -> None:
             f"{d['near_duplicates']:,}" if d else "-",
         )
     console.print(table)
+    for split, info in report.files.items():
+        if "read_as" in info:
+            console.print(
+                f"{split} ({escape(Path(info['path']).name)}): {escape(info['read_as'])}", soft_wrap=True
+            )
     labels = report.stats.get("labels", {}).get("train")
     if labels:
         shown = list(labels.items())[:LABELS_SHOWN]
