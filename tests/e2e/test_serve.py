@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from tests.e2e.hostile import CASES, idle_connection, send_raw
 from tests.e2e.served import ADMIN_KEY, API_KEY, Server, chat_run, classifier_run
 from tunesmith.inference import load_run
 from tunesmith.recipes.predict import predict_texts
@@ -214,6 +215,34 @@ def test_a_burst_of_200_concurrent_requests_is_batched_and_fully_logged(server, 
             break
         time.sleep(0.2)
     assert ids <= logged
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_a_hostile_request_fails_alone_inside_a_burst_of_good_ones(server, runs, case):
+    host, port = server.url.removeprefix("http://").split(":")
+    expected = predict_texts(load_run(runs["tickets"]), TEXTS)
+
+    async def burst() -> tuple[int | None, list[httpx.Response]]:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as c:
+            good = [c.post("/v1/classify", json={"model": "tickets", "input": TEXTS}) for _ in range(4)]
+            bad = send_raw(host, int(port), case)
+            idle = idle_connection(host, int(port), 0.5)
+            status, _, *answers = await asyncio.gather(bad, idle, *good)
+            return status, answers
+
+    status, answers = asyncio.run(burst())
+    assert status in case.expected, f"{case.name}: {status}"
+    for response in answers:
+        assert response.status_code == 200, response.text
+        assert [item["label"] for item in response.json()["data"]] == [r[0][0] for r in expected]
+
+
+def test_no_hostile_request_was_a_server_fault(server):
+    with server.client() as client:
+        metrics = client.get("/metrics").text
+    assert not re.search(r'status="5\d\d"', metrics)
+    assert "Traceback" not in server.output.read_text()
 
 
 def test_a_restart_keeps_the_log_and_feedback_finds_old_requests(server, runs):

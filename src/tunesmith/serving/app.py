@@ -10,7 +10,8 @@
     GET  /v1/admin/models/{name}/versions, POST /v1/admin/models/{name}/version, POST /v1/admin/reload
 
 Every error is a JSON body in OpenAI's shape with a 4xx status for bad input (401 key, 404 model, 411/413
-size, 422 shape or type, 503 queue full), never a 500.
+size, 422 shape, type or text that is not valid Unicode, 503 queue full). A 500 is a server fault only: its
+answer carries an id that the server log prints with the traceback, and /metrics counts it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import hmac
 import json
 import secrets
 import signal
+import sys
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -231,12 +234,20 @@ def build_app(pool: ModelPool, settings: ServeSettings) -> FastAPI:
         if "json" not in request.headers.get("content-type", ""):
             problems.append("send the body as JSON with Content-Type: application/json")
         for error in exc.errors()[:5]:
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+            where = ".".join(str(p) for p in error.get("loc", ()) if _field_part(p)) or "body"
+            problems.append(f"{where}: {error.get('msg', 'invalid').removeprefix('Value error, ')}")
         return JSONResponse(
             error_body("invalid request: " + "; ".join(problems), "invalid_request_error", "invalid_body"),
             status_code=422,
         )
+
+    @app.exception_handler(Exception)
+    async def _fault(request: Request, exc: Exception) -> JSONResponse:
+        error_id = f"err-{uuid.uuid4()}"
+        _log_fault(error_id, request.url.path, exc)
+        request.scope["tunesmith.logged"] = True
+        message = f"internal server error ({error_id}); the server log has its details"
+        return JSONResponse(error_body(message, "server_error", "internal_error"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -446,6 +457,17 @@ def _model_card(pool: ModelPool, name: str) -> dict[str, Any]:
     return card
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _field_part(part: Any) -> bool:
+    """Whether a part of a pydantic error location names a field or an index, not the body or a member of
+    a union (`str`, `list[TextPart]`, `function-after[...]`)."""
+    if isinstance(part, int):
+        return True
+    return part != "body" and part.isidentifier() and part.lower() not in _TYPE_TAGS
+
+
 def _check_text(text: str, settings: ServeSettings, where: str) -> None:
     if len(text) > settings.max_input_chars:
         raise ApiError(
@@ -577,6 +599,34 @@ async def _watch(server: Server) -> None:
             print(f"tunesmith serve: version switch failed, still serving the old one: {exc}", flush=True)
 
 
+DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 10.0
+"""A body refused as too large is still read and dropped, up to this many bytes and seconds, so the client,
+which is still sending, reads the 413 instead of a connection reset; past either limit the answer comes at
+once and the connection closes."""
+
+
+async def _drain(receive: Callable[[], Awaitable[Any]]) -> None:
+    async def read() -> None:
+        seen = 0
+        while seen <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body"):
+                return
+
+    with suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(read(), DRAIN_SECONDS)
+
+
+def _log_fault(error_id: str, path: str, exc: BaseException) -> None:
+    """A server fault, on stderr with its traceback and the id its 500 answer carries."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    print(f"tunesmith serve: {error_id} {path} failed:\n{''.join(lines)}", file=sys.stderr, flush=True)
+
+
 class _Guard:
     """ASGI wrapper around the app: refuses oversize bodies before they are read (413; 411 without a
     length), and counts every response by path and status for /metrics."""
@@ -601,17 +651,25 @@ class _Guard:
 
         async def counted(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["sent"] = message["status"], True
             await send(message)
 
         try:
             refusal = self._refusal(scope)
             if refusal is not None:
                 code, message, error = refusal
+                if code == 413:
+                    await _drain(receive)
                 response = JSONResponse(error_body(message, "invalid_request_error", error), status_code=code)
                 await response(scope, receive, counted)
             else:
                 await self.app(scope, receive, counted)
+        except Exception as exc:  # noqa: BLE001 - answered (500) and logged once, the server goes on
+            if not scope.get("tunesmith.logged"):
+                _log_fault(f"err-{uuid.uuid4()}", path, exc)
+            if status["code"] == 500 and not status.get("sent"):
+                body = error_body("internal server error; the server log has its details", "server_error")
+                await JSONResponse(body, status_code=500)(scope, receive, counted)
         finally:
             metrics = self.server.metrics
             metrics.requests.labels(label, str(status["code"])).inc()

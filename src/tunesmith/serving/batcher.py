@@ -4,7 +4,8 @@ Whatever queued while the model was busy joins the next batch at once; a batch t
 up to `wait_s` for more, but only while other requests are in flight (a lone client never waits: it has no
 one to share a batch with). Under light load a request waits for nothing but the model; under heavy load
 batches fill by themselves. Every model computes on one shared worker thread (one model at a time: on a CPU
-each forward pass already uses every core, and adapter switching on a shared base needs it).
+each forward pass already uses every core, and adapter switching on a shared base needs it). A batch whose
+forward pass raises is run again request by request, so only the request at fault gets the error.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ class Overloaded(Exception):
 class _Pending:
     inputs: list[Any]
     future: asyncio.Future[list[Any]]
+
+
+def _settle(pending: _Pending, outputs: list[Any] | None = None, exc: Exception | None = None) -> None:
+    if pending.future.done():  # a client that went away has cancelled its future
+        return
+    if exc is not None:
+        pending.future.set_exception(exc)
+    else:
+        pending.future.set_result(outputs if outputs is not None else [])
 
 
 class Batcher:
@@ -90,17 +100,30 @@ class Batcher:
             self.on_batch(size)
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, inputs)
-        except Exception as exc:  # noqa: BLE001 - handed to each waiting request, the worker goes on
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - the worker goes on
+            if len(batch) == 1:
+                _settle(batch[0], exc=exc)
+                return
+            for pending in batch:  # one request's bad input must not fail the others that shared the pass
+                await self._run_alone(pending)
             return
         start = 0
         for pending in batch:
             end = start + len(pending.inputs)
-            if not pending.future.done():  # a client that went away has cancelled its future
-                pending.future.set_result(outputs[start:end])
+            _settle(pending, outputs[start:end])
             start = end
+
+    async def _run_alone(self, pending: _Pending) -> None:
+        if pending.future.done():
+            return
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.run, pending.inputs
+            )
+        except Exception as exc:  # noqa: BLE001 - this request's own failure, handed to it alone
+            _settle(pending, exc=exc)
+            return
+        _settle(pending, outputs)
 
     async def close(self) -> None:
         if self._worker is not None:

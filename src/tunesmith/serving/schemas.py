@@ -1,11 +1,26 @@
 """Request bodies, validated strictly: a wrong type is a 422 naming the field, never a guess or a 500.
-Unknown fields are ignored where OpenAI clients send them (chat), refused elsewhere."""
+Unknown fields are ignored where OpenAI clients send them (chat), refused elsewhere. Every text must be
+valid Unicode: JSON can escape a lone surrogate ("\\udcff"), which no tokenizer or log can take."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"not valid Unicode text (a lone surrogate \\u{ord(text[exc.start]):04x} at character {exc.start})"
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+"""A string that encodes as UTF-8."""
 
 
 class _Strict(BaseModel):
@@ -15,13 +30,13 @@ class _Strict(BaseModel):
 class TextPart(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: Text | list[TextPart]
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -38,14 +53,14 @@ class ChatRequest(BaseModel):
     """POST /v1/chat/completions, the OpenAI shape (fields we do not use, such as `user`, are ignored)."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
-    model: str
+    model: Text
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     """Omitted: the run's own generation settings (greedy unless configured); 0: greedy; above: sampling."""
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0)
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1)
@@ -59,8 +74,8 @@ class ChatRequest(BaseModel):
 class ClassifyRequest(_Strict):
     """POST /v1/classify: one text or a list; `top_k` labels per text (all by default)."""
 
-    model: str
-    input: str | list[str]
+    model: Text
+    input: Text | list[Text]
     top_k: int | None = Field(None, ge=1)
 
     def texts(self) -> list[str]:
@@ -70,10 +85,10 @@ class ClassifyRequest(_Strict):
 class FeedbackRequest(_Strict):
     """POST /v1/feedback: the right label (classification) or a better answer (chat) for a logged request."""
 
-    id: str = Field(min_length=1, max_length=64)
-    label: str | None = None
-    answer: str | None = None
-    note: str | None = Field(None, max_length=2000)
+    id: Text = Field(min_length=1, max_length=64)
+    label: Text | None = None
+    answer: Text | None = None
+    note: Text | None = Field(None, max_length=2000)
 
     @model_validator(mode="after")
     def _one_correction(self) -> FeedbackRequest:
