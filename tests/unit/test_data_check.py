@@ -161,6 +161,74 @@ def test_an_answer_cut_off_by_max_length_is_an_error(capsys, tmp_path, smollm_di
     assert code == 0, out
 
 
+def test_truncate_history_drops_the_oldest_turns_of_a_long_chat(capsys, tmp_path, smollm_dir):
+    long_first = "please explain " + "the package manager " * 40
+    messages = [
+        {"role": "system", "content": "You answer questions about Debian."},
+        {"role": "user", "content": long_first},
+        {"role": "assistant", "content": "it installs packages"},
+        {"role": "user", "content": "and apt?"},
+        {"role": "assistant", "content": "apt is its front end"},
+    ]
+    path = jsonl(tmp_path, "d.jsonl", [chat("what is apt?", "a package manager"), {"messages": messages}])
+    args = (path, "--task", "chat", "--model", smollm_dir, "model.max_length=64")
+    code, out = check(capsys, *args)
+    assert code == 2 and "d.jsonl line 2: the answer is cut off" in out  # off by default: an error
+    code, out = check(capsys, *args, "task.truncate_history=true")
+    assert code == 0, out
+    assert "1 of 2 examples (50.0%) are longer than model.max_length and lose their oldest turns" in out
+
+
+def test_a_long_document_is_shortened_not_refused_and_check_and_training_agree(capsys, tmp_path, smollm_dir):
+    from transformers import AutoTokenizer
+
+    from tunesmith.config import ModelConfig
+    from tunesmith.data.chat_encoding import IGNORE
+    from tunesmith.tasks.summarization import Summarization, SummarizationParams
+
+    long_document = "The library parses and writes configuration files in many formats. " * 40
+    rows = [
+        {"document": f"Tool {i} compresses files quickly and well.", "summary": f"compressor {i}"}
+        for i in range(8)
+    ]
+    rows.append({"document": long_document, "summary": "configuration file library"})
+    path = jsonl(tmp_path, "d.jsonl", rows)
+    code, out = check(capsys, path, "--task", "summarization", "--model", smollm_dir, "model.max_length=128")
+    assert code == 0, out
+    assert (
+        "train: 1 of 9 examples (11.1%) are longer than model.max_length and lose the end of their document"
+        in out
+    )
+
+    task = Summarization(SummarizationParams(), ModelConfig(name="smollm", max_length=128))
+    task.use_tokenizer(AutoTokenizer.from_pretrained(smollm_dir))
+    examples = task.read(path, "auto")
+    counts = task.measure(examples)
+    assert [c.truncated for c in counts] == [False] * 8 + [True] and counts[-1].tokens > 128
+    feature = task.encode(examples, task.tokenizer)[-1]
+    assert len(feature["input_ids"]) == 128  # shortened to fit exactly, from the document's end
+    answer = task.tokenizer.decode([t for t in feature["labels"] if t != IGNORE])
+    assert answer.startswith("configuration file library")  # the summary is whole
+    prompt = task.tokenizer.decode(feature["prompt_ids"])
+    assert SummarizationParams().instruction in prompt and long_document[:60] in prompt
+
+
+def test_a_long_context_is_shortened_and_the_question_kept(tmp_path, smollm_dir):
+    from transformers import AutoTokenizer
+
+    from tunesmith.config import ModelConfig
+    from tunesmith.tasks.qa import GenerativeQA, QAParams
+
+    context = "Debian packages are built from source packages by the buildd network. " * 40
+    row = {"context": context, "question": "What builds Debian packages?", "answer": "the buildd network"}
+    path = jsonl(tmp_path, "q.jsonl", [row])
+    task = GenerativeQA(QAParams(), ModelConfig(name="smollm", max_length=96))
+    task.use_tokenizer(AutoTokenizer.from_pretrained(smollm_dir))
+    feature = task.encode(task.read(path, "auto"), task.tokenizer)[0]
+    assert len(feature["input_ids"]) <= 96
+    assert "Question: What builds Debian packages?" in task.tokenizer.decode(feature["prompt_ids"])
+
+
 # --- warnings ------------------------------------------------------------------------------------------
 
 

@@ -74,6 +74,6 @@ def answer_questions(trained: Any, file: Path) -> list[tuple[str, str]]:
         features = task.encode(examples, trained.tokenizer)
         answers = task.evaluate(trained.model, features, 32, trained.pad_id).predictions
     else:
-        prompts = [task.prompt_ids(task.prompt_for(ex.context, ex.question)) for ex in examples]
+        prompts = [task.prompt_ids(task.prompt_messages(task.fitted(ex)[0])) for ex in examples]
         answers = task.generate_texts(trained.model, prompts, 16, trained.pad_id)
     return [(ex.question, answer) for ex, answer in zip(examples, answers, strict=True)]

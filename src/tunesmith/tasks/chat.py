@@ -5,6 +5,7 @@ also the reference the generated answer is scored against (ROUGE, BLEU, chrF).""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -20,6 +21,10 @@ class ChatParams(GenerativeParams):
     name: Literal["chat"] = "chat"
     format: Literal["auto", "openai", "sharegpt", "alpaca", "prompt_completion"] = "auto"
     """Shape of each record; `auto` tells it from the first record's fields."""
+    truncate_history: bool = False
+    """A conversation longer than model.max_length drops its oldest turns (the system prompt and the last
+    exchange always stay) until it fits, instead of being an error when its answer would be cut off. Off by
+    default: earlier turns are often what the answer depends on, so cutting them is the user's call."""
 
 
 @TASKS.register("chat")
@@ -33,6 +38,29 @@ class Chat(GenerativeTask):
         self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
     ) -> Iterator[Conversation]:
         return read_conversations(path, self.params.format, fmt, on_error)
+
+    def fitted(self, example: Conversation) -> tuple[Conversation, int | None]:
+        """With truncate_history, a conversation over model.max_length without its oldest turns (whole
+        exchanges from the front, so it still opens with a user turn), and its whole length; else as is."""
+        if not self.params.truncate_history or self.tokenizer is None:
+            return example, None
+        limit, total = self.model_cfg.max_length, self._conversation_tokens(example)
+        if total <= limit:
+            return example, None
+        turns = self.turns(example)
+        system = turns[:1] if turns[0]["role"] == "system" else []
+        rest = turns[len(system) :]
+        while len(rest) > 2:
+            rest = rest[1:]
+            while len(rest) > 2 and rest[0]["role"] != "user":
+                rest = rest[1:]
+            shorter = replace(example, messages=tuple(system + rest))
+            if self._conversation_tokens(shorter) <= limit:
+                return shorter, total
+        return example, None  # even the last exchange does not fit: its answer is cut off (an error)
+
+    def cut_description(self) -> str:
+        return "their oldest turns"
 
     def view(self, example: Conversation) -> ExampleView:
         """The input is what the user wrote (a system prompt shared by every chat is not data)."""

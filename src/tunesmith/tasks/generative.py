@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tunesmith.data.chat_encoding import (
     encode_chat,
     encode_prompt,
     ensure_template,
+    render_chat,
     render_prompt,
     stop_token_ids,
 )
@@ -84,12 +86,20 @@ class GenerativeTask(Task):
             "validation generates none; set eval_generate_examples above 0 or train.metric=loss"
         )
 
+    source_field: str | None = None
+    """The example's field that loses its end when the whole conversation is longer than model.max_length
+    (the document to summarise, the context of a question), so the instruction, the question and the answer
+    always stay whole; None (chat): nothing is shortened, and a conversation cut before its answer is an
+    error."""
+    source_name = "source text"
+
     def __init__(self, params: PluginParams, model_cfg: Any):
         super().__init__(params, model_cfg)
         self.encoder_decoder = False
         self.pack = False
         self.template = ""
         self.decoder_start = 0
+        self._fitted: dict[Any, tuple[Any, int | None]] = {}
 
     # --- what subclasses provide ---
 
@@ -191,6 +201,41 @@ class GenerativeTask(Task):
         self.encoder_decoder = kind == "seq2seq"
 
     # --- encoding ---
+    def fitted(self, example: Any) -> tuple[Any, int | None]:
+        """The example as checked, trained and evaluated, and its whole length in tokens when that is over
+        model.max_length and its `source_field` was shortened to fit (else None). The source loses just
+        enough tokens from its end; when even an empty one would not fit, the example stays as it is (and
+        its answer is cut off: an error, from `measure` and `encode` alike)."""
+        if self.source_field is None or self.encoder_decoder or self.tokenizer is None:
+            return example, None
+        if example in self._fitted:
+            return self._fitted[example]
+        limit, total = self.model_cfg.max_length, self._conversation_tokens(example)
+        result: tuple[Any, int | None] = (example, None)
+        if total > limit:
+            ids = self.tokenizer(getattr(example, self.source_field), add_special_tokens=False)["input_ids"]
+            over = total - limit
+            for _ in range(4):  # a cut can re-tokenize the text around it a token or two longer
+                keep = len(ids) - over
+                if keep <= 0:
+                    break
+                shorter = replace(example, **{self.source_field: self.tokenizer.decode(ids[:keep]).rstrip()})
+                now = self._conversation_tokens(shorter)
+                if now <= limit:
+                    result = (shorter, total)
+                    break
+                over += now - limit
+        self._fitted[example] = result
+        return result
+
+    def cut_description(self) -> str:
+        """What an example that `fitted` shortened loses, as the data check says it."""
+        return f"the end of their {self.source_name}"
+
+    def _conversation_tokens(self, example: Any) -> int:
+        text = render_chat(self.tokenizer, self.turns(example))
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def prompt_messages(self, example: Any) -> list[dict[str, str]]:
         """Everything before the answer (the last assistant turn)."""
         return self.turns(example)[:-1]
@@ -205,7 +250,8 @@ class GenerativeTask(Task):
     def encode(self, examples: Sequence[Conversation], tokenizer: Any) -> list[dict[str, Any]]:
         max_length = self.model_cfg.max_length
         features = []
-        for ex in examples:
+        for original in examples:
+            ex = self.fitted(original)[0]
             messages = self.prompt_messages(ex)
             prompt = self.prompt_ids(messages)
             shown = {
@@ -252,7 +298,17 @@ class GenerativeTask(Task):
         return None
 
     def measure(self, examples: Sequence[Any]) -> list[TokenCount]:
-        """Batched, and cheaper than `encode` (no labels): the same renders and rule, one tokenization."""
+        """Batched, and cheaper than `encode` (no labels): the same renders and rule, one tokenization. An
+        example whose source text was shortened to fit (`fitted`) counts as cut, with its whole length."""
+        fitted = [self.fitted(ex) for ex in examples]
+        counts = self._measure([ex for ex, _ in fitted])
+        cut = self.cut_description()
+        return [
+            count if whole is None else TokenCount(whole, True, count.problem, count.problem_kind, cut)
+            for count, (_, whole) in zip(counts, fitted, strict=True)
+        ]
+
+    def _measure(self, examples: Sequence[Any]) -> list[TokenCount]:
         limit, tok, n = self.model_cfg.max_length, self.tokenizer, len(examples)
         if self.encoder_decoder:
             sources = ["\n\n".join(m["content"] for m in self.prompt_messages(ex)) for ex in examples]

@@ -46,6 +46,8 @@ class GenerativeQA(GenerativeTask):
     default_metric = "f1"
     default_model = "minilm"
     headline = ("loss", "perplexity", "exact_match", "f1")
+    source_field = "context"
+    source_name = "context"
     params: QAParams
 
     @classmethod
@@ -79,7 +81,7 @@ class GenerativeQA(GenerativeTask):
     def turns(self, example: Any) -> list[dict[str, str]]:
         return [
             *self.prompt_for(example.context, example.question),
-            {"role": "assistant", "content": example.answers[0]},
+            {"role": "assistant", "content": example.answers[0] if example.answers else ""},
         ]
 
     def references(self, example: Any) -> list[str]:

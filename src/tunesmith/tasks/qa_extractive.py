@@ -29,6 +29,7 @@ class ExtractiveQA(GenerativeQA):
     model_kinds = ("encoder",)
     scores_input_positions = True
     headline = ("loss", "exact_match", "f1")
+    source_field = None  # a long context is read in windows, never shortened
     baseline_description = ""
 
     @classmethod

@@ -52,6 +52,8 @@ class Summarization(GenerativeTask):
     Params = SummarizationParams
     model_kinds = ("causal", "seq2seq")
     headline = ("loss", "perplexity", "rouge1", "rouge2", "rougeL")
+    source_field = "text"
+    source_name = "document"
     params: SummarizationParams
 
     def examples(
@@ -83,7 +85,9 @@ class Summarization(GenerativeTask):
         return messages
 
     def messages_for_text(self, text: str) -> list[dict[str, str]]:
-        return self.prompt_for(text)
+        """A document to summarise (predict, serve), shortened as in training when it does not fit."""
+        fitted, _ = self.fitted(Document(text, "", Path("<input>"), 1))
+        return self.prompt_for(fitted.text)
 
     def turns(self, example: Any) -> list[dict[str, str]]:
         return [*self.prompt_for(example.text), {"role": "assistant", "content": example.summary or ""}]

@@ -24,6 +24,7 @@ class TokenLengths(Check):
         super().__init__(cfg)
         self.tokens: dict[str, array] = {}
         self.truncated = Tally(cfg.examples_shown)
+        self.cut = "their end"
 
     def add(self, split: str, view: ExampleView) -> None:
         if view.tokens is None:
@@ -31,6 +32,7 @@ class TokenLengths(Check):
         self.tokens.setdefault(split, array("q")).append(view.tokens.tokens)
         if view.tokens.truncated:
             self.truncated.add(split, f"{view.where}: {view.tokens.tokens} tokens")
+            self.cut = view.tokens.cut
 
     def findings(self) -> list[Finding]:
         out = []
@@ -43,7 +45,7 @@ class TokenLengths(Check):
                     "warning",
                     "truncation",
                     f"{split}: {cut} of {total} examples ({share(cut, total)}) are longer than model.max_length "
-                    f"and lose their end (longest {int(lengths.max())} tokens); model.max_length={cover} would "
+                    f"and lose {self.cut} (longest {int(lengths.max())} tokens); model.max_length={cover} would "
                     "keep 99% whole",
                     self.truncated.where[split],
                     cut,

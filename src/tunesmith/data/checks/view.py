@@ -18,6 +18,8 @@ class TokenCount:
     truncated: bool
     problem: str | None = None
     problem_kind: str = "answer_cut_off"
+    cut: str = "their end"
+    """What a truncated example loses, as the data check says it."""
 
 
 @dataclass
