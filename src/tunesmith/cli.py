@@ -3,6 +3,7 @@ are printed once here, as `tunesmith: ...` with exit code 2, never as a tracebac
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tunesmith.errors import UserError
+from tunesmith.errors import Interrupted, UserError, WriteFailed
 
 app = typer.Typer(
     help="Fine-tune a pretrained transformer on your own data, evaluate it against the base model, predict.",
@@ -623,9 +624,11 @@ def monitor(
     unseen words, predicted label shares and confidence. Exit code 1 on drift (for cron), 0 otherwise."""
     from tunesmith.monitoring.monitor import describe, parse_since, write_sample
     from tunesmith.monitoring.monitor import monitor as run_monitor
+    from tunesmith.runs import writing
 
     quiet_libraries()
-    report = run_monitor(run, parse_since(since), overrides, log_url)
+    with writing(run):
+        report = run_monitor(run, parse_since(since), overrides, log_url)
     written = None
     if sample_to_label is not None and report["status"] != "insufficient_data":
         written = write_sample(run, report, sample_to_label, sample, log_url)
@@ -663,16 +666,18 @@ def retune(
     """A new version from the serving version's data plus corrections (and --extra files): data check,
     fine-tuning into RUN/versions/vN, then new vs serving on the same test set; promoted if not worse."""
     from tunesmith.monitoring.retune import retune as run_retune
+    from tunesmith.runs import writing
 
     quiet_libraries()
-    result = run_retune(
-        run,
-        console if not as_json else make_console(stderr=True),
-        feedback=feedback,
-        extra=extra,
-        overrides=overrides,
-        log_url=log_url,
-    )
+    with writing(run):
+        result = run_retune(
+            run,
+            console if not as_json else make_console(stderr=True),
+            feedback=feedback,
+            extra=extra,
+            overrides=overrides,
+            log_url=log_url,
+        )
     decision = result.decision
     if as_json:
         print(json.dumps(decision, indent=2))
@@ -696,20 +701,23 @@ def rollback(
 ) -> None:
     """Serve another version of a run (a running server swaps it in within seconds, no restart)."""
     from tunesmith.monitoring.versions import Deployment
+    from tunesmith.runs import writing
 
     deployment = Deployment(run)
-    state = deployment.state()
     if show:
+        state = deployment.state()
         for version in deployment.versions():
             mark = "*" if version == state["current"] else " "
             console.print(f"{mark} {version}  {deployment.folder(version)}")
         return
-    if to is None:
-        earlier = [h["from"] for h in state.get("history", []) if h.get("version") == state["current"]]
-        if not earlier:
-            raise UserError(f"{run}: no earlier version to roll back to; give --to VERSION")
-        to = earlier[-1]
-    deployment.serve(to, reason="rollback")
+    with writing(run):
+        state = deployment.state()
+        if to is None:
+            earlier = [h["from"] for h in state.get("history", []) if h.get("version") == state["current"]]
+            if not earlier:
+                raise UserError(f"{run}: no earlier version to roll back to; give --to VERSION")
+            to = earlier[-1]
+        deployment.serve(to, reason="rollback")
     console.print(f"{run}: now serving {to} (was {state['current']})")
 
 
@@ -728,8 +736,11 @@ def export(
 
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    from tunesmith.runs import writing
+
     quiet_libraries()
-    result = export_run(run, out or run / f"export-{fmt}", fmt, overwrite=overwrite)  # type: ignore[arg-type]
+    with writing(run):
+        result = export_run(run, out or run / f"export-{fmt}", fmt, overwrite=overwrite)  # type: ignore[arg-type]
     if as_json:
         print(json.dumps({"folder": str(result.folder), "format": fmt, **result.comparison.as_json()}))
         return
@@ -759,12 +770,27 @@ def models() -> None:
     console.print(table)
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         return app(args=argv, standalone_mode=True)
     except UserError as exc:
         print(f"tunesmith: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Interrupted as exc:  # a checkpoint holds the step it stopped at
+        if os.environ.get("RANK", "0") == "0":  # one message for a distributed run
+            print(f"tunesmith: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except WriteFailed as exc:
+        print(f"tunesmith: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # a write the file system refused, outside the writers that say what they keep
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        print(f"tunesmith: cannot write {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("tunesmith: interrupted (a run can be continued with --resume)", file=sys.stderr)
         sys.exit(130)

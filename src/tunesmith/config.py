@@ -144,6 +144,11 @@ class TrainConfig(Section):
     """Validate every N optimizer steps; empty validates at the end of each epoch."""
     log_every_steps: int = Field(10, gt=0)
     """Write the training loss to metrics.jsonl every N optimizer steps (and at step 1)."""
+    checkpoint_every_minutes: float | None = Field(30.0, gt=0)
+    """Also write a resumable checkpoint mid-epoch once this many minutes have passed since the last one,
+    so a kill -9 or a lost machine costs at most that much training (a signal costs none: SIGTERM and a
+    first Ctrl-C checkpoint the step they stop at). Empty: at validations only. A LoRA checkpoint of MiniLM
+    takes well under a second; once in 30 minutes is noise next to the training."""
     metric: str | None = None
     """Validation metric that picks the best checkpoint and drives early stopping; empty takes the task's
     (macro_f1 for classification, rougeL for chat and summarization, f1 for QA)."""

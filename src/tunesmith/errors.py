@@ -30,3 +30,32 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A config key or value that cannot be used."""
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal (SIGTERM, a first Ctrl-C) after writing a checkpoint at that step. The CLI
+    prints it, with how to continue, and exits with 128 + the signal number (143, 130), as shells do."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class WriteFailed(Exception):
+    """A file could not be written: the disk is full, a permission or a file-size limit refuses it. What was
+    there before is kept (checkpoints, exports and reports are written aside and renamed into place); the CLI
+    prints it in one line and exits with 1."""
+
+    exit_code = 1
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """Whether `exc` is the file system refusing a write: an OSError from Python's own files, or the same
+    from safetensors' writer (which raises its own type, saying "I/O error"), or torch.save's archive
+    writer (a RuntimeError from its zip container)."""
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc)
+    if type(exc).__name__ == "SafetensorError":
+        return "I/O error" in text
+    return isinstance(exc, RuntimeError) and ("inline_container" in text or "PytorchStreamWriter" in text)

@@ -1,14 +1,27 @@
-"""The run folder: one place for everything a run produced, and the rules that keep earlier results safe."""
+"""The run folder: one place for everything a run produced, and the rules that keep earlier results safe.
+
+One writer at a time: every command that writes a run folder (train and its resume, tune, retune, rollback,
+export, monitor) holds an exclusive lock on ROOT/.lock while it runs (`writing`). It is an OS lock
+(flock), so the kernel drops it when its process ends, however it ends: no lock is ever left stale. A second
+writer is refused at once with the holder's PID and command; readers (eval, predict, report, serve) never
+take it.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shlex
 import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import UserError
+from tunesmith.errors import UserError, WriteFailed, is_write_failure
 from tunesmith.training.checkpoint import write_json_atomic
 
 
@@ -49,15 +62,19 @@ class RunFolder:
     def create(self, overwrite: bool) -> None:
         """Make an empty run folder. An existing, non-empty one is only replaced when asked to."""
         self.check_creatable(overwrite)
-        if self.root.is_dir() and any(self.root.iterdir()):
-            shutil.rmtree(self.root)
+        if self.root.is_dir():
+            for child in _contents(self.root):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def check_creatable(self, overwrite: bool) -> None:
         """Raise what `create` would refuse, without touching anything."""
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"{self.root} exists and is not a folder")
-        if self.root.is_dir() and any(self.root.iterdir()):
+        if self.root.is_dir() and _contents(self.root):
             if not overwrite:
                 hint = "--resume to continue it, " if self.is_run() else ""
                 raise UserError(
@@ -78,15 +95,99 @@ class RunFolder:
         A run still training, or from before train.keep, holds "tuned"."""
         return self.read_json(self.summary).get("holds", "tuned") if self.summary.is_file() else "tuned"
 
+    def recover_model(self) -> None:
+        """Undo a swap a kill cut in half (model/ already moved aside, the new one not yet in place): the
+        model moved aside is the one the latest checkpoint knows as the best."""
+        old = self.root / ".model.old"
+        if not self.model.exists() and old.is_dir():
+            os.replace(old, self.model)
+
     def replace_model(self, write: Any) -> None:
         """Write a new best model next to the old one, then swap, so a crash never leaves half a model."""
         fresh = self.root / ".model.new"
         old = self.root / ".model.old"
         shutil.rmtree(fresh, ignore_errors=True)
         fresh.mkdir()
-        write(fresh)
+        try:
+            write(fresh)
+        except Exception as exc:
+            shutil.rmtree(fresh, ignore_errors=True)
+            if not is_write_failure(exc):
+                raise
+            raise WriteFailed(
+                f"cannot write the new best model in {self.root} ({exc}); the previous one is kept"
+            ) from None
         if self.model.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(self.model, old)
         os.replace(fresh, self.model)
         shutil.rmtree(old, ignore_errors=True)
+
+
+LOCK = ".lock"
+"""The lock file inside a folder being written; its text names the holder."""
+
+
+def _contents(folder: Path) -> list[Path]:
+    """What a folder holds besides its lock file."""
+    return [p for p in folder.iterdir() if p.name != LOCK]
+
+
+@contextmanager
+def writing(folder: Path, command: str | None = None) -> Iterator[None]:
+    """Hold `folder`'s writer lock (creating the folder) while the block runs; refused at once with the
+    holder's PID and command when another process holds it. The lock file goes when the block ends, and so
+    does a folder this call created that nothing else ended up in (a run refused before it wrote)."""
+    folder = Path(folder)
+    created = not folder.exists()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    handle = _lock(path, folder)
+    try:
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        said = command or shlex.join(["tunesmith", *sys.argv[1:]])
+        handle.write(json.dumps({"pid": os.getpid(), "command": said, "since": started}) + "\n")
+        handle.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes: a process that opened it will find it gone
+        handle.close()
+        if created and not any(folder.iterdir()):
+            with suppress(OSError):
+                folder.rmdir()
+
+
+def _lock(path: Path, folder: Path) -> Any:
+    """The lock file, open and exclusively locked. A file the holder removed while this process waited to
+    lock it is not the lock any more: then the new one is tried."""
+    while True:
+        handle = path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = _holder(handle.read())
+            handle.close()
+            raise UserError(
+                f"{folder} is being written by another process ({holder}); wait for it to end or stop it, "
+                "then try again"
+            ) from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(handle.fileno()).st_ino:
+            return handle
+        handle.close()
+
+
+def _holder(text: str) -> str:
+    try:
+        who = json.loads(text)
+        return f"PID {who['pid']}, `{who['command']}`, since {who['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "a process that has not said which yet"

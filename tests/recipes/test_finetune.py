@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from tunesmith.config import build_config
+from tunesmith.errors import Interrupted
 from tunesmith.inference import load_run
 from tunesmith.recipes.finetune import finetune
 from tunesmith.recipes.predict import predict_texts
@@ -197,6 +200,51 @@ def test_resume_after_a_crash_reaches_the_same_weights(small_data, tmp_path, tin
         json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == sorted(steps), "a resumed log has no duplicated steps"
+
+
+@pytest.mark.parametrize(("accumulation", "signum"), [(1, signal.SIGTERM), (2, signal.SIGINT)])
+def test_a_signal_checkpoints_the_step_in_hand_and_resume_reaches_the_same_weights(
+    small_data, tmp_path, tiny_bert_dir, accumulation, signum
+):
+    """Preemption: SIGTERM (or a first Ctrl-C) mid-epoch finishes the optimizer step, checkpoints it with its
+    place in the epoch and raises Interrupted; --resume goes on from that very step, to the same weights."""
+
+    def cfg(out):
+        return config(
+            small_data,
+            out,
+            str(tiny_bert_dir),
+            {"name": "lora", "rank": 4},
+            epochs=2,
+            learning_rate=1e-3,
+            gradient_accumulation=accumulation,
+        )
+
+    finetune(cfg(tmp_path / "straight"), quiet())
+    sent = []
+
+    def preempt(state, loss):
+        if state.epoch == 1 and state.batches_done >= 4 and not sent:  # part-way through the second epoch
+            sent.append(state.step)
+            os.kill(os.getpid(), signum)
+
+    with pytest.raises(Interrupted) as stopped:
+        finetune(cfg(tmp_path / "preempted"), quiet(), on_step=[preempt])
+    step = sent[0]
+    assert stopped.value.exit_code == 128 + signum
+    assert str(stopped.value).startswith(f"interrupted at step {step} of ")
+    assert str(stopped.value).endswith(
+        f"continue with: tunesmith train --out {tmp_path / 'preempted'} --resume"
+    )
+    saved = latest_checkpoint(tmp_path / "preempted" / "checkpoints") / "state.json"
+    state = json.loads(saved.read_text())["state"]
+    assert state["step"] == step and state["epoch"] == 1 and state["batches_done"] > 0  # mid-epoch
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are gone with the loop
+    console = Console(file=io.StringIO())
+    finetune(cfg(tmp_path / "preempted"), console, resume=True)
+    assert f"step {step}" in console.file.getvalue()
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "preempted")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
 def test_a_token_cap_splits_batches_into_passes_with_the_same_step(small_data, tmp_path, tiny_bert_dir):

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import torch
 
-from tunesmith.errors import UserError
+from tunesmith.errors import UserError, WriteFailed, is_write_failure
 from tunesmith.export.probe import TEXTS, Comparison, Outputs, compare, encoder_batch, outputs_of
 from tunesmith.inference import RunSpec, load_run, read_run
 from tunesmith.models.catalog import ResolvedModel
@@ -117,8 +117,13 @@ def export_run(run_path: Path, out: Path, fmt: Format, overwrite: bool = False) 
                 "check": comparison.as_json(),
             },
         )
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if is_write_failure(exc):
+            raise WriteFailed(
+                f"cannot write the {fmt} export ({exc}); nothing was written to {out}, and an earlier export "
+                "there is kept"
+            ) from None
         raise
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()

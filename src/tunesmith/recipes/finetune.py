@@ -10,6 +10,7 @@ import io
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,12 @@ from tunesmith.planning.estimate import Estimate, ShardedShare, worth_estimating
 from tunesmith.planning.memory import human, peak_resident_bytes
 from tunesmith.recipes.check import check_run_data, refuse_to_train
 from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate, training_device
-from tunesmith.runs import RunFolder
+from tunesmith.runs import RunFolder, writing
 from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
 from tunesmith.training.checkpoint import LoopState
 from tunesmith.training.distributed import check_strategy, is_main_process
+from tunesmith.training.interrupt import StopSignals
 from tunesmith.training.loop import TrainLoop, total_steps
 
 
@@ -145,7 +147,32 @@ def finetune(
 ) -> FinetuneResult:
     """Check the data, train with validation, keep the best model, then (with `final_evaluation`) fit the base
     model's baseline and evaluate base vs tuned on the test split, forgetting included. A search's trials
-    skip that last part: they are compared on validation only."""
+    skip that last part: they are compared on validation only. The run folder is locked against other
+    writers meanwhile (runs.writing; by the main process of a distributed run, the one that writes)."""
+    if config.output_dir is None:
+        raise ConfigError("no run folder: give --out FOLDER or output_dir in the config")
+    with writing(config.output_dir) if is_main_process() else nullcontext():
+        return _finetune(
+            config,
+            console,
+            resume=resume,
+            overwrite=overwrite,
+            on_step=on_step,
+            on_validation=on_validation,
+            final_evaluation=final_evaluation,
+        )
+
+
+def _finetune(
+    config: RunConfig,
+    console: Console,
+    *,
+    resume: bool,
+    overwrite: bool,
+    on_step: list[Any] | None,
+    on_validation: list[Any] | None,
+    final_evaluation: bool,
+) -> FinetuneResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -156,8 +183,10 @@ def finetune(
     if resume:
         if not run.is_run():
             raise UserError(f"nothing to resume: {run.root} is not a run folder")
-        if run.summary.is_file():
+        if run.summary.is_file() and run.eval.is_file():  # a run stopped before its test evaluation resumes
             raise UserError(f"{run.root} finished already; nothing to resume")
+        if is_main_process():
+            run.recover_model()
     main = is_main_process()
     if not main:  # the other processes of a distributed run compute; the main one prints and writes
         console = Console(file=io.StringIO())
@@ -258,6 +287,7 @@ def finetune(
 
         run.replace_model(write)
 
+    stop = StopSignals()
     loop = TrainLoop(
         p.task,
         model,
@@ -275,9 +305,11 @@ def finetune(
         sharded,
         start_competes=cfg.keep == "better" and start is not None,
         restart=restart,
+        stop=stop,
     )
     started = time.perf_counter()
-    result = loop.run(resume=resume)
+    with stop:  # SIGTERM and a first Ctrl-C: a checkpoint at the step in hand, then errors.Interrupted
+        result = loop.run(resume=resume)
     summary = {
         "task": p.task.name,
         "method": p.method.name,

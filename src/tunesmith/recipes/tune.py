@@ -28,6 +28,7 @@ from rich.console import Console
 from tunesmith.config import RunConfig, SearchRange, build_config, set_dotted
 from tunesmith.errors import ConfigError
 from tunesmith.evaluation.metrics import greater_is_better
+from tunesmith.runs import writing
 
 STUDY = "tunesmith"
 
@@ -96,11 +97,17 @@ def check_space(config: RunConfig, base: dict[str, Any], folder: Path) -> None:
 
 
 def tune(config: RunConfig, console: Console, out: Path | None = None) -> SearchResult:
+    """The search in its folder, locked against other writers meanwhile (runs.writing)."""
+    folder = search_folder(config, out)
+    with writing(folder):
+        return _search(config, console, folder)
+
+
+def _search(config: RunConfig, console: Console, folder: Path) -> SearchResult:
     import optuna
 
     from tunesmith.recipes.finetune import finetune
 
-    folder = search_folder(config, out)
     metric = config.search.metric or config.train.metric
     base = config.model_dump(mode="json")
     base["train"]["metric"] = metric

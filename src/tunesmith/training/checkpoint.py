@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from tunesmith.errors import WriteFailed, is_write_failure
+
 
 @dataclass
 class LoopState:
@@ -71,10 +73,31 @@ def save_checkpoint(
     state: LoopState,
 ) -> Path:
     """`weights`: the trainable parameters' whole tensors; `optimizer`: `optimizer_state`'s dict."""
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.step:07d}-e{state.epoch}"
-    final = root / name
     tmp = root / f".{name}.tmp"
+    try:
+        return _write_checkpoint(root, name, tmp, weights, optimizer, scheduler, state)
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteFailed(
+            f"cannot write checkpoint {name} in {root} ({exc}); the previous checkpoint is kept, and "
+            "`tunesmith train --out RUN --resume` continues from it once there is room"
+        ) from None
+
+
+def _write_checkpoint(
+    root: Path,
+    name: str,
+    tmp: Path,
+    weights: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    scheduler: Any,
+    state: LoopState,
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(weights, tmp / "trainable.safetensors")

@@ -8,6 +8,7 @@ and act after each step (AdaLoRA's rank budget); `save_best` writes the best mod
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -20,6 +21,7 @@ from rich.console import Console
 
 from tunesmith.config import TrainConfig
 from tunesmith.data.token_batches import token_capped_batches
+from tunesmith.errors import Interrupted
 from tunesmith.evaluation.bootstrap import share_better
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.methods.base import Method
@@ -41,6 +43,7 @@ from tunesmith.training.distributed import (
     sum_gradients,
     sum_values,
 )
+from tunesmith.training.interrupt import StopSignals
 from tunesmith.training.progress import MetricsLog, TrainProgress
 
 BEATS_START = "beats_start_share"
@@ -109,6 +112,7 @@ class TrainLoop:
         *,
         start_competes: bool = False,
         restart: dict[str, torch.Tensor] | None = None,
+        stop: StopSignals | None = None,
     ):
         self.task, self.cfg, self.pad_id, self.console = task, cfg, pad_id, console
         self.train_features, self.val_features = train_features, val_features
@@ -129,7 +133,11 @@ class TrainLoop:
         """The model at step 0 is the base model: validate it first, and keep it if no checkpoint beats it."""
         self.restart = restart
         """Weights by parameter name that training starts from after step 0's validation (a fresh head)."""
+        self.stop = stop
+        """Set by SIGTERM or a first Ctrl-C: checkpoint the step in hand and raise Interrupted."""
+        self.run_dir = run_dir
         self.checkpoints = run_dir / "checkpoints"
+        self._saved_at = time.monotonic()
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.lengths = [f["length"] for f in train_features]
         self.total_steps = total_steps(len(train_features), cfg)
@@ -189,13 +197,15 @@ class TrainLoop:
                     end_of_epoch = state.batches_done >= len(batches)
                     if end_of_epoch:
                         state.epoch, state.batches_done = epoch + 1, 0
-                    if end_of_epoch or (
+                    validated = end_of_epoch or bool(
                         self.cfg.eval_every_steps and state.step % self.cfg.eval_every_steps == 0
-                    ):
-                        self.validate(state, progress)
+                    )
+                    if validated:
+                        self.validate(state, progress)  # writes a checkpoint
                         if self._should_stop(state):
                             state.stopped_early = True
                             break
+                    self._pause_point(state, validated)
                 if state.stopped_early:
                     progress.say(
                         f"early stopping: no gain in {self.cfg.metric} for {state.evals_without_improvement} validations"
@@ -206,7 +216,27 @@ class TrainLoop:
             seconds = time.perf_counter() - progress.started
             return LoopResult(state, progress.samples_per_second, seconds, step_seconds)
 
+    def _pause_point(self, state: LoopState, checkpointed: bool) -> None:
+        """After an optimizer step: write a checkpoint when train.checkpoint_every_minutes have passed since
+        the last one, and stop (checkpoint first) when a signal asked to. Every process decides alike."""
+        signum = self.stop.received if self.stop is not None else None
+        minutes = self.cfg.checkpoint_every_minutes
+        due = bool(minutes) and time.monotonic() - self._saved_at >= 60 * minutes
+        stop = signum is not None
+        if self.world > 1:  # the processes share one decision: checkpoints and stops are collective
+            votes = sum_values([float(stop), float(due)], self.accelerator.device)
+            stop, due = votes[0] > 0, votes[1] > 0
+        if (stop or due) and not checkpointed:
+            self._checkpoint(state)
+        if stop:
+            raise Interrupted(
+                f"interrupted at step {state.step} of {self.total_steps}; continue with: "
+                f"tunesmith train --out {self.run_dir} --resume",
+                signum if signum is not None else signal.SIGTERM,
+            )
+
     def _checkpoint(self, state: LoopState) -> None:
+        self._saved_at = time.monotonic()
         if self.main or self.sharded:  # sharded, every process takes part in gathering the whole tensors
             model, optimizer = self.trained_model, self.optimizer.optimizer  # type: ignore[union-attr]
             weights, moments = sharding.trainable_weights(model), optimizer_state(model, optimizer)
