@@ -210,8 +210,8 @@ def train(
         check_strategy,
         is_main_process,
         launched,
-        relaunch,
     )
+    from tunesmith.training.launch import relaunch
 
     quiet_libraries()
     if resume:
@@ -307,8 +307,10 @@ def compare(
 
     rows = compare_runs(runs)
     if html is not None:
+        from tunesmith.files import write_text_atomic
+
         html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(comparison_html(rows), encoding="utf-8")
+        write_text_atomic(html, comparison_html(rows), "the comparison page")
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -792,5 +794,7 @@ def main(argv: list[str] | None = None) -> Any:
         print(f"tunesmith: cannot write {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") != "0":  # a distributed run's other processes: one message is enough
+            sys.exit(130)
         print("tunesmith: interrupted (a run can be continued with --resume)", file=sys.stderr)
         sys.exit(130)

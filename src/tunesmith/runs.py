@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError, WriteFailed, is_write_failure
-from tunesmith.training.checkpoint import write_json_atomic
+from tunesmith.files import write_json_atomic
 
 
 class RunFolder:

@@ -166,3 +166,58 @@ def test_a_refused_write_stops_with_one_line_and_keeps_what_was_written(straight
     assert latest_checkpoint(out / "checkpoints") == before and load_file(before / "trainable.safetensors")
     assert sorted((p.name, p.stat().st_size) for p in (out / "model").iterdir()) == model_files
     assert not list((out / "checkpoints").glob(".*.tmp")) and not (out / ".model.new").exists()
+
+
+def limited(*args: object, limit: int | None = None) -> subprocess.CompletedProcess:
+    """`tunesmith ARGS`, under a file-size limit of `limit` bytes when given (the OS refusing the write)."""
+
+    def setup() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "tunesmith", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        preexec_fn=setup if limit else None,
+    )
+
+
+def files_of(folder: Path) -> list[tuple[str, bytes]]:
+    return sorted((str(p.relative_to(folder)), p.read_bytes()) for p in folder.rglob("*") if p.is_file())
+
+
+def assert_refused(proc: subprocess.CompletedProcess, what: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tunesmith: cannot write {what}") and "kept" in last, proc.stderr
+
+
+def test_a_refused_report_or_export_is_one_line_and_keeps_the_earlier_one(straight):
+    """The report and an export written again under a file-size limit smaller than them: exit 1, one line,
+    and the earlier report and export are there byte for byte, with nothing half-written beside them."""
+    _, folder, _ = straight
+    run, export = folder / "straight", folder / "export"
+    assert limited("report", run).returncode == 0
+    page = (run / "report.html").read_bytes()
+    assert limited("compare", run, "--html", folder / "compare.html").returncode == 0
+    table = (folder / "compare.html").read_bytes()
+    proc = limited("export", run, "--format", "merged", "--out", export)
+    assert proc.returncode == 0, proc.stderr
+    exported = files_of(export)
+
+    assert_refused(limited("report", run, limit=len(page) // 2), "the report")
+    assert (run / "report.html").read_bytes() == page
+    assert_refused(
+        limited("compare", run, "--html", folder / "compare.html", limit=len(table) // 2), "the comp"
+    )
+    assert (folder / "compare.html").read_bytes() == table
+    merged = limited("export", run, "--format", "merged", "--out", export, "--overwrite", limit=1_000_000)
+    assert_refused(merged, "the merged export")  # the weights are about 4 MB
+    assert files_of(export) == exported
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".") and p.name != ".lock") == []

@@ -251,3 +251,104 @@ def test_fsdp_refuses_a_method_it_cannot_shard_before_starting(tmp_path, fsdp):
     )
     assert_user_error(proc, "method adalora cannot train with distributed.strategy=fsdp")
     assert not (tmp_path / "r").exists()
+
+
+def interruptible(run, data, model, *more):
+    """`tunesmith train --nproc 2` as a terminal starts it: its own process group, as a shell's job is."""
+    import os
+    import subprocess
+    import sys
+
+    files = ["--data", data["train"], "--validation", data["validation"], "--test", data["test"]]
+    command = ["train", "--model", model, *files, "--method", "lora", "--out", run, "--nproc", "2", *more]
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", *map(str, command)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+        start_new_session=True,
+    )
+
+
+def wait_for_step(run, step: int, process) -> None:
+    import time
+
+    log = run / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.is_file() and any(json.loads(x)["step"] >= step for x in log.read_text().splitlines() if x):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no step {step} logged: {process.communicate()[1][-3000:]}")
+
+
+TINY = (
+    "model.max_length=48",
+    "method.rank=4",
+    "train.log_every_steps=1",
+    "train.estimate=never",
+    *SETTINGS[1:],
+    "train.epochs=30",  # 5 optimizer steps an epoch: 150 steps, about 10 s on 2 cores
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_straight(tiny_bert_dir, tmp_path_factory):
+    """An uninterrupted 2-process run of a tiny BERT, 150 optimizer steps; returns its folder and data."""
+    tmp = tmp_path_factory.mktemp("tiny-ddp")
+    data = demo_files(tmp, train=72, validation=24, test=24)
+    process = interruptible(tmp / "straight", data, tiny_bert_dir, *TINY)
+    _, errors = process.communicate(timeout=600)
+    assert process.returncode == 0, errors[-3000:]
+    return tmp / "straight", data
+
+
+@pytest.mark.parametrize(
+    ("signum", "to"), [(15, "the launcher"), (2, "the terminal's process group")], ids=["sigterm", "ctrl-c"]
+)
+def test_a_signal_to_a_two_process_run_checkpoints_once_and_resume_reaches_the_same_weights(
+    tiny_straight, tiny_bert_dir, tmp_path, signum, to
+):
+    """SIGTERM to the launching process (a scheduler's kill PID) or Ctrl-C (SIGINT to the terminal's process
+    group, which the workers are not in) reaches both workers, which finish the optimizer step, agree on it,
+    checkpoint it and stop; one message, the shell's exit code, nothing from torchrun; --resume in 2 processes
+    ends with the uninterrupted run's weights."""
+    import os
+
+    straight, data = tiny_straight
+    run = tmp_path / "run"
+    process = interruptible(run, data, tiny_bert_dir, *TINY)
+    wait_for_step(run, 12, process)  # in the third epoch
+    if to == "the launcher":
+        process.send_signal(signum)
+    else:
+        os.killpg(process.pid, signum)
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 128 + signum, errors[-3000:]
+    lines = errors.strip().splitlines()
+    assert lines[-1].startswith("tunesmith: interrupted at step ")
+    assert lines[-1].endswith(f"continue with: tunesmith train --out {run} --resume")
+    assert (
+        errors.count("stopping after this optimizer step") == 1 and errors.count("interrupted at step") == 1
+    )
+    assert (
+        "Traceback" not in errors and "torch.distributed" not in errors and "ChildFailedError" not in errors
+    )
+    stopped = int(lines[-1].split()[4])
+    assert 12 <= stopped < 150
+    state = json.loads((latest_checkpoint_of(run) / "state.json").read_text())["state"]
+    assert state["step"] == stopped
+
+    proc = train_cli_resume(run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected, resumed = final_checkpoint(straight), final_checkpoint(run)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0)
+
+
+def latest_checkpoint_of(run):
+    from tunesmith.training.checkpoint import latest_checkpoint
+
+    return latest_checkpoint(run / "checkpoints")

@@ -170,18 +170,24 @@ class Crash(Exception):
     pass
 
 
+def tiny_lora(small_data, tiny_bert_dir, out, epochs: int, accumulation: int):
+    """LoRA r=4 on the tiny BERT, lr 1e-3: the config the crash and signal resumes compare runs of."""
+    lora = {"name": "lora", "rank": 4}
+    return config(
+        small_data,
+        out,
+        str(tiny_bert_dir),
+        lora,
+        epochs=epochs,
+        learning_rate=1e-3,
+        gradient_accumulation=accumulation,
+    )
+
+
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_resume_after_a_crash_reaches_the_same_weights(small_data, tmp_path, tiny_bert_dir, accumulation):
     def cfg(out):
-        return config(
-            small_data,
-            out,
-            str(tiny_bert_dir),
-            {"name": "lora", "rank": 4},
-            epochs=3,
-            learning_rate=1e-3,
-            gradient_accumulation=accumulation,
-        )
+        return tiny_lora(small_data, tiny_bert_dir, out, epochs=3, accumulation=accumulation)
 
     finetune(cfg(tmp_path / "straight"), quiet())
 
@@ -210,15 +216,7 @@ def test_a_signal_checkpoints_the_step_in_hand_and_resume_reaches_the_same_weigh
     place in the epoch and raises Interrupted; --resume goes on from that very step, to the same weights."""
 
     def cfg(out):
-        return config(
-            small_data,
-            out,
-            str(tiny_bert_dir),
-            {"name": "lora", "rank": 4},
-            epochs=2,
-            learning_rate=1e-3,
-            gradient_accumulation=accumulation,
-        )
+        return tiny_lora(small_data, tiny_bert_dir, out, epochs=2, accumulation=accumulation)
 
     finetune(cfg(tmp_path / "straight"), quiet())
     sent = []

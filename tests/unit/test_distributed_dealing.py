@@ -8,7 +8,8 @@ import pytest
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError
 from tunesmith.training.batching import epoch_batches
-from tunesmith.training.distributed import check_strategy, deal, micro_batch_seed, without_launch_options
+from tunesmith.training.distributed import check_strategy, deal, micro_batch_seed
+from tunesmith.training.launch import without_launch_options
 
 
 @pytest.mark.parametrize("processes", [1, 2, 3, 4])

@@ -22,13 +22,13 @@ import numpy as np
 
 from tunesmith.config import MonitorConfig
 from tunesmith.errors import UserError
+from tunesmith.files import write_json_atomic
 from tunesmith.inference import TrainedRun, load_run
 from tunesmith.monitoring import drift
 from tunesmith.monitoring.versions import Deployment
 from tunesmith.serving.request_log import RequestLog, default_url
 from tunesmith.tasks.base import evaluating
 from tunesmith.tasks.classification import Classification
-from tunesmith.training.checkpoint import write_json_atomic
 
 SMALL_REFERENCE = 100
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")

@@ -26,10 +26,10 @@ from tunesmith.data.readers import FileFormat
 from tunesmith.errors import UserError
 from tunesmith.evaluation.bootstrap import paired_intervals
 from tunesmith.evaluation.metrics import greater_is_better
+from tunesmith.files import write_json_atomic
 from tunesmith.inference import TrainedRun, load_run
 from tunesmith.monitoring.versions import Deployment
 from tunesmith.serving.request_log import RequestLog, default_url
-from tunesmith.training.checkpoint import write_json_atomic
 
 
 @dataclass

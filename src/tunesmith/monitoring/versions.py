@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
+from tunesmith.files import write_json_atomic
 from tunesmith.runs import RunFolder
-from tunesmith.training.checkpoint import write_json_atomic
 
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
 

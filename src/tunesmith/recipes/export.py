@@ -30,10 +30,10 @@ import torch
 
 from tunesmith.errors import UserError, WriteFailed, is_write_failure
 from tunesmith.export.probe import TEXTS, Comparison, Outputs, compare, encoder_batch, outputs_of
+from tunesmith.files import write_json_atomic
 from tunesmith.inference import RunSpec, load_run, read_run
 from tunesmith.models.catalog import ResolvedModel
 from tunesmith.models.pooled import save_sentence_transformer, sentence_transformer_logits
-from tunesmith.training.checkpoint import write_json_atomic
 
 Format = Literal["merged", "adapter", "onnx"]
 FORMATS: tuple[Format, ...] = ("merged", "adapter", "onnx")

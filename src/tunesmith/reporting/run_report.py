@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -27,6 +26,7 @@ from tunesmith.evaluation.report import (
     metric_rows,
     text_table,
 )
+from tunesmith.files import write_text_atomic
 from tunesmith.planning.memory import human
 from tunesmith.reporting.deployment import deployment_section
 from tunesmith.reporting.html import Cell, page, table
@@ -40,9 +40,7 @@ def write_report(run_path: Path, out: Path | None = None) -> Path:
         raise UserError(f"{run.root} is not a tunesmith run folder (no config.yaml)")
     target = Path(out) if out is not None else run.root / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(build_report(run), encoding="utf-8")
-    os.replace(partial, target)
+    write_text_atomic(target, build_report(run), "the report")
     return target
 
 

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunesmith.errors import WriteFailed, is_write_failure
+from tunesmith.files import write_json_atomic
 
 
 @dataclass
@@ -48,12 +49,6 @@ class LoopState:
     evals_without_improvement: int = 0
     finished: bool = False
     stopped_early: bool = False
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Several processes, on PyTorch's own engine: torchrun (torch.distributed.run) starts them, accelerate sets up
+"""Several processes, on PyTorch's own engine: torchrun's agent starts them (training/launch.py), accelerate sets up
 the process group from torchrun's variables (gloo on CPU, NCCL on GPUs), and the loop deals each optimizer
 step's micro-batches to the processes.
 
@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-
-LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
 
 
 def launched() -> bool:
@@ -65,43 +61,6 @@ def check_strategy(config: Any) -> None:
             "distributed.strategy=fsdp trains in bf16 or fp32 (fp16 needs a loss scaler over the shards); "
             "set train.precision to bf16 or auto"
         )
-
-
-def without_launch_options(argv: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in LAUNCH_OPTIONS:
-            skip = "=" not in arg
-            continue
-        out.append(arg)
-    return out
-
-
-def relaunch(
-    argv: Sequence[str], nproc: int, nnodes: int, node_rank: int, master_addr: str | None, master_port: int
-) -> int:
-    """Run this same command under torchrun with `nproc` processes per node; returns torchrun's exit code."""
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    if nnodes == 1:
-        command.append("--standalone")  # a local rendezvous on a free port
-    else:
-        if master_addr is None:
-            from tunesmith.errors import UserError
-
-            raise UserError("--nnodes above 1 needs --master-addr (the address of node 0) on every node")
-        command += [
-            f"--nnodes={nnodes}",
-            f"--node-rank={node_rank}",
-            f"--master-addr={master_addr}",
-            f"--master-port={master_port}",
-        ]
-    command += ["-m", "tunesmith", *without_launch_options(argv)]
-    return subprocess.call(command)
 
 
 def sum_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:

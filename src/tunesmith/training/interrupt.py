@@ -6,6 +6,7 @@ the loop then writes a checkpoint that holds its place in the epoch and raises e
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -37,7 +38,7 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        if self.received is None:
+        if self.received is None and os.environ.get("LOCAL_RANK", "0") == "0":  # once per machine
             name = signal.Signals(signum).name
             print(
                 f"tunesmith: {name}: stopping after this optimizer step to write a checkpoint"
