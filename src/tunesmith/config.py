@@ -406,7 +406,10 @@ def _plugin_params(value: Any, params_for: Any, section: str, default: str) -> P
             key = ".".join([section, *map(str, err["loc"])])
             if err["type"] == "extra_forbidden":
                 valid = ", ".join(params.model_fields)
-                problems.append(f"unknown key {key!r} for {section} {value['name']!r}; valid keys: {valid}")
+                hint = _did_you_mean(str(err["loc"][-1]), list(params.model_fields))
+                problems.append(
+                    f"unknown key {key!r} for {section} {value['name']!r}{hint}; valid keys: {valid}"
+                )
             else:
                 problems.append(f"{key}: {_message(err)} (got {err.get('input')!r})")
         raise ConfigError("config: " + "; ".join(problems)) from None
@@ -485,13 +488,24 @@ def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
+def _did_you_mean(key: str, valid: list[str]) -> str:
+    """'; did you mean text_column?' for a key one typo away from a valid one, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _explain(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         key = ".".join(loc) or "config"
         if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key {key!r}; valid keys: {', '.join(_valid_keys(loc[:-1]))}")
+            valid = _valid_keys(loc[:-1])
+            lines.append(
+                f"unknown key {key!r}{_did_you_mean(loc[-1], valid)}; valid keys: {', '.join(valid)}"
+            )
         else:
             lines.append(f"{key}: {_message(err)} (got {err.get('input')!r})")
     return "config: " + "; ".join(lines)

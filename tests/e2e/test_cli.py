@@ -77,7 +77,7 @@ def test_config_errors_list_valid_names(tmp_path, small_data):
     )
     assert_user_error(
         tunesmith("train", "--data", small_data["train"], "--out", tmp_path / "r", "train.epoch=3"),
-        "unknown key 'train.epoch'; valid keys: epochs",
+        "unknown key 'train.epoch' (did you mean epochs?); valid keys: epochs",
     )
 
 

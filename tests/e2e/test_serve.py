@@ -117,6 +117,10 @@ def test_keys_are_required_and_checked(server):
             assert response.status_code == 401
             assert response.json()["error"]["code"] == "invalid_api_key"
             assert client.get("/metrics").status_code == 401
+            bad = client.post(
+                "/v1/classify", content=b"{not json", headers={"Content-Type": "application/json"}
+            )
+            assert bad.status_code == 401  # the key is checked before the body
     with pytest.raises(AuthenticationError):
         OpenAI(base_url=f"{server.url}/v1", api_key="wrong").models.list()
     with server.client(API_KEY) as client:  # a client key is not an admin key
@@ -132,6 +136,7 @@ def test_keys_are_required_and_checked(server):
         (json.dumps({"model": "tickets", "input": 42}).encode(), 422, "invalid_body"),
         (json.dumps({"model": "tickets", "input": ["ok", 3]}).encode(), 422, "invalid_body"),
         (json.dumps({"model": "tickets"}).encode(), 422, "invalid_body"),
+        (json.dumps({"input": "x"}).encode(), 422, "invalid_body"),  # several served: say which
         (json.dumps({"model": "tickets", "input": []}).encode(), 422, "invalid_body"),
         (json.dumps({"model": "tickets", "input": "  "}).encode(), 422, "invalid_body"),
         (json.dumps({"model": "tickets", "input": "x", "top_k": "2"}).encode(), 422, "invalid_body"),
@@ -293,5 +298,18 @@ def test_sighup_swaps_a_version_on_a_shared_base_and_settings_come_from_yaml(run
             assert a["label"] == b["label"] and a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)
         expected = predict_texts(load_run(runs["tickets"]), TEXTS)
         assert [d["label"] for d in tickets["data"]] == [r[0][0] for r in expected]
+    finally:
+        served.stop()
+
+
+def test_with_one_model_served_a_request_may_leave_out_the_model(runs, tmp_path):
+    served = Server([f"tickets={runs['tickets']}"], tmp_path / "server")
+    try:
+        with served.client() as client:
+            answer = client.post("/v1/classify", json={"input": TEXTS})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == "tickets"
+        expected = predict_texts(load_run(runs["tickets"]), TEXTS)
+        assert [d["label"] for d in answer.json()["data"]] == [r[0][0] for r in expected]
     finally:
         served.stop()

@@ -46,9 +46,15 @@ def test_lora_dropout_is_measured_per_task_and_what_the_user_writes_wins():
 
 
 def test_unknown_key_is_rejected_with_the_valid_names():
-    with pytest.raises(ConfigError, match=r"unknown key 'train.epoch'; valid keys: epochs, batch_size"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'train.epoch' \(did you mean epochs\?\); valid keys: epochs, batch_size",
+    ):
         build_config({}, ["train.epoch=5"])
-    with pytest.raises(ConfigError, match=r"unknown key 'modle'; valid keys: task, model, data, method"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'modle' \(did you mean model\?\); valid keys: task, model, data, method",
+    ):
         build_config({"modle": {"name": "x"}})
 
 

@@ -15,11 +15,11 @@ from tunesmith.evaluation.forgetting import describe
 from tunesmith.evaluation.metrics import HEADLINE, greater_is_better
 
 HOLDS_BASE = (
-    "this run holds the base model: no fine-tuned checkpoint beat it on validation, so the run kept the model "
+    "this run holds the base model: no fine-tuned checkpoint clearly beat it on validation, so the run kept the model "
     "training started from (train.keep=better), and it predicts, serves, exports and re-tunes like any run. "
     "The tuned column is that model; train.keep=tuned keeps the fine-tuned weights instead"
 )
-HOLDS_START = "this run holds the model it started from (train.init_from): no fine-tuned checkpoint beat it on validation"
+HOLDS_START = "this run holds the model it started from (train.init_from): no fine-tuned checkpoint clearly beat it on validation"
 HOLDS = {"base": HOLDS_BASE, "start": HOLDS_START}
 """What a report says when a run holds another model than its fine-tuned one (RunFolder.holds)."""
 

@@ -110,7 +110,7 @@ def _glance(summary: dict[str, Any]) -> str:
     if base_key and summary.get(base_key) is not None:
         rows.append((base_key.replace("_", " "), f"{summary[base_key]:.4f}"))
     held = (
-        "the base model: no fine-tuned checkpoint beat it"
+        "the base model: no fine-tuned checkpoint clearly beat it"
         if summary.get("holds") == "base"
         else "the fine-tuned model"
     )

@@ -90,7 +90,15 @@ class Server:
         pending = sum(log.pending() for log in set(self.logs.values()))
         return {"models": dict(self.pool.models), "queued": queued, "log_pending": pending}
 
-    def model(self, name: str, endpoint: str) -> ServedModel:
+    def model(self, name: str | None, endpoint: str) -> ServedModel:
+        """The served model a request names; with one model served, a request may leave `model` out."""
+        if name is None:
+            if len(self.pool.models) != 1:
+                known = ", ".join(sorted(self.pool.models))
+                raise ApiError(
+                    422, f"model: required when several models are served ({known})", "invalid_body"
+                )
+            name = next(iter(self.pool.models))
         served = self.pool.get(name)
         if served is None:
             known = ", ".join(sorted(self.pool.models))
@@ -230,6 +238,16 @@ def build_app(pool: ModelPool, settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # the body is checked before the endpoint runs: a caller without a key learns that first, not more
+        if settings.auth and not _key_matches(_bearer(request), (*settings.api_keys, *settings.admin_keys)):
+            return JSONResponse(
+                error_body(
+                    "missing or wrong API key: send Authorization: Bearer KEY",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ),
+                status_code=401,
+            )
         problems = []
         if "json" not in request.headers.get("content-type", ""):
             problems.append("send the body as JSON with Content-Type: application/json")

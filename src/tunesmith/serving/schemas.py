@@ -53,7 +53,8 @@ class ChatRequest(BaseModel):
     """POST /v1/chat/completions, the OpenAI shape (fields we do not use, such as `user`, are ignored)."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
-    model: Text
+    model: Text | None = None
+    """The served name; may be left out when the server serves one model."""
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     """Omitted: the run's own generation settings (greedy unless configured); 0: greedy; above: sampling."""
@@ -74,7 +75,8 @@ class ChatRequest(BaseModel):
 class ClassifyRequest(_Strict):
     """POST /v1/classify: one text or a list; `top_k` labels per text (all by default)."""
 
-    model: Text
+    model: Text | None = None
+    """The served name; may be left out when the server serves one model."""
     input: Text | list[Text]
     top_k: int | None = Field(None, ge=1)
 
