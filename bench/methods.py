@@ -89,8 +89,8 @@ def child(task: str, method: str, epochs: int | None, train_examples: int, queue
 
     from rich.console import Console
 
-    from tunesmith.cli import quiet_libraries
     from tunesmith.config import build_config
+    from tunesmith.quiet import quiet_libraries
     from tunesmith.recipes.finetune import finetune
 
     quiet_libraries()

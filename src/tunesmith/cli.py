@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tunesmith.errors import Interrupted, UserError, WriteFailed
+from tunesmith.quiet import quiet_libraries
 
 app = typer.Typer(
     help="Fine-tune a pretrained transformer on your own data, evaluate it against the base model, predict.",
@@ -80,26 +79,6 @@ ModelName = Annotated[
 TrainFile = Annotated[Path | None, typer.Option(help="Training file: CSV, JSONL or Parquet")]
 ValidationFile = Annotated[Path | None, typer.Option(help="Validation file (else split off --data)")]
 TestFile = Annotated[Path | None, typer.Option(help="Test file (else split off --data)")]
-
-
-def quiet_libraries() -> None:
-    # Batched tokenization uses every core (the data check of 100,000 chats is a third faster). tunesmith never
-    # forks after tokenizing, and saying "true" outright silences the library's fork warning.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    # bitsandbytes (imported by peft when installed) warns on import that it cannot fetch an optional CPU
-    # kernel from the hub; its own kernels work, and nothing here downloads
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    # transformers >= 5.25 asks the `kernels` package for that kernel, which warns offline that it skips the
-    # hub's publisher check: noise before tunesmith's own message on stderr, about nothing tunesmith loads
-    logging.getLogger("kernels").setLevel(logging.ERROR)
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    from huggingface_hub.utils import disable_progress_bars
-
-    disable_progress_bars()
 
 
 def _config_from(

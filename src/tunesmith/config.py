@@ -15,6 +15,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, field_validator, mo
 
 from tunesmith.errors import ConfigError
 from tunesmith.plugin import PluginParams, Section
+from tunesmith.units import parse_size
 
 
 class ModelConfig(Section):
@@ -193,8 +194,6 @@ class TrainConfig(Section):
     @field_validator("memory_budget")
     @classmethod
     def _budget(cls, value: str | None) -> str | None:
-        from tunesmith.planning.memory import parse_size
-
         if value is not None:
             parse_size(value)  # a ValueError that shows what it takes
         return value

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from tunesmith.serving.request_log import RequestLog, default_url, encode_row
+from tunesmith.monitoring.request_log import RequestLog, default_url, encode_row
 
 
 def row(run, i: int, endpoint: str = "classify") -> dict:

@@ -25,8 +25,8 @@ from tunesmith.errors import UserError
 from tunesmith.files import write_json_atomic
 from tunesmith.inference import TrainedRun, load_run
 from tunesmith.monitoring import drift
+from tunesmith.monitoring.request_log import RequestLog, default_url
 from tunesmith.monitoring.versions import Deployment
-from tunesmith.serving.request_log import RequestLog, default_url
 from tunesmith.tasks.base import evaluating
 from tunesmith.tasks.classification import Classification
 

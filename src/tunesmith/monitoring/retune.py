@@ -28,8 +28,8 @@ from tunesmith.evaluation.bootstrap import paired_intervals
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.files import write_json_atomic
 from tunesmith.inference import TrainedRun, load_run
+from tunesmith.monitoring.request_log import RequestLog, default_url
 from tunesmith.monitoring.versions import Deployment
-from tunesmith.serving.request_log import RequestLog, default_url
 
 
 @dataclass

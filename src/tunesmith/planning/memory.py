@@ -4,15 +4,13 @@ rises while a pass runs (on a GPU from torch's allocator, on the CPU from the pr
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-GIB = 1024**3
-MIB = 1024**2
+from tunesmith.units import GIB, MIB, human, parse_size  # noqa: F401  (the planner's units, re-exported)
 
 
 def tensor_bytes(model: torch.nn.Module) -> int:
@@ -81,19 +79,3 @@ def peak_increment(run: Callable[[], Any], device: torch.device) -> int:
     if earlier_peak - before <= 0.02 * before:  # the process's own peak is this one: exact
         rise = max(rise, peak_resident_bytes() - before)
     return max(rise, 0)
-
-
-UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": MIB, "mb": 1000**2, "mib": MIB}
-UNITS.update({"g": GIB, "gb": 1000**3, "gib": GIB, "t": 1024**4, "tb": 1000**4, "tib": 1024**4})
-
-
-def parse_size(text: str) -> int:
-    """'12GB', '1.5 GiB', '800M' -> bytes (GB = 10^9, GiB and a bare G = 2^30)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in UNITS:
-        raise ValueError(f"not a memory size: {text!r} (write e.g. 8GB, 1.5GiB or 800MB)")
-    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
-
-
-def human(n: float) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"

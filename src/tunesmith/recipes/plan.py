@@ -101,8 +101,8 @@ def run_estimate(prepared: Any, model: torch.nn.Module, method: Method, cfg: Any
 
 
 def _measure_child(config_yaml: str, name: str, queue: Any) -> None:
-    from tunesmith.cli import quiet_libraries
     from tunesmith.config import build_config
+    from tunesmith.quiet import quiet_libraries
     from tunesmith.recipes.finetune import prepare
 
     quiet_libraries()

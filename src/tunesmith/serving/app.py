@@ -38,11 +38,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.errors import UserError
 from tunesmith.generation import GenerationSettings
+from tunesmith.monitoring.request_log import default_url, encode_row, open_logs
 from tunesmith.recipes.predict import predict_texts
 from tunesmith.serving.batcher import Batcher, Overloaded
 from tunesmith.serving.metrics import Metrics
 from tunesmith.serving.pool import ModelPool, ServedModel
-from tunesmith.serving.request_log import default_url, encode_row, open_logs
 from tunesmith.serving.schemas import (
     ChatRequest,
     ClassifyRequest,

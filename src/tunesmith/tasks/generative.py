@@ -104,7 +104,6 @@ class GenerativeTask(Task):
     # --- what subclasses provide ---
 
     @abstractmethod
-    @abstractmethod
     def example_scores(
         self, outputs: Sequence[str], references: Sequence[list[str]]
     ) -> dict[str, list[float]]:

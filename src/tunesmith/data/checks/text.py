@@ -11,7 +11,3 @@ _WORD = re.compile(r"\w+")
 def words(text: str) -> list[str]:
     """Lower-cased word tokens (letters, digits, underscore); punctuation and spacing are dropped."""
     return _WORD.findall(text.casefold())
-
-
-def normalised(text: str) -> str:
-    return " ".join(words(text))

@@ -14,7 +14,6 @@ import queue
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -66,10 +65,6 @@ _STOP = object()
 
 def default_url(run_root: Path) -> str:
     return f"sqlite:///{Path(run_root).resolve() / 'requests.db'}"
-
-
-def new_request_id() -> str:
-    return str(uuid.uuid4())
 
 
 class RequestLog:
