@@ -208,6 +208,26 @@ def test_resume_after_a_crash_reaches_the_same_weights(small_data, tmp_path, tin
     assert steps == sorted(steps), "a resumed log has no duplicated steps"
 
 
+def test_a_run_stopped_before_its_first_checkpoint_resumes_as_a_new_run_starts(
+    small_data, tmp_path, tiny_bert_dir
+):
+    """--resume with no checkpoint yet starts at step 0, and must start as a new run does (the head afresh
+    after the probe's step-0 validation, the probe copied whole): the same weights at the end."""
+    finetune(tiny_lora(small_data, tiny_bert_dir, tmp_path / "straight", epochs=2, accumulation=1), quiet())
+
+    def crash(state, loss):
+        if state.step == 2:
+            raise Crash()
+
+    cfg = tiny_lora(small_data, tiny_bert_dir, tmp_path / "early", epochs=2, accumulation=1)
+    with pytest.raises(Crash):
+        finetune(cfg, quiet(), on_step=[crash])
+    assert not (tmp_path / "early" / "checkpoints" / "latest.json").exists()
+    finetune(cfg, quiet(), resume=True)
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "early")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
 @pytest.mark.parametrize(("accumulation", "signum"), [(1, signal.SIGTERM), (2, signal.SIGINT)])
 def test_a_signal_checkpoints_the_step_in_hand_and_resume_reaches_the_same_weights(
     small_data, tmp_path, tiny_bert_dir, accumulation, signum

@@ -7,6 +7,7 @@ is created or touched, so a mistake never costs earlier results.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tempfile
 import time
@@ -37,7 +38,7 @@ from tunesmith.recipes.plan import cheaper_methods, parse_budget, run_estimate, 
 from tunesmith.runs import RunFolder, writing
 from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
-from tunesmith.training.checkpoint import LoopState
+from tunesmith.training.checkpoint import LoopState, latest_checkpoint
 from tunesmith.training.distributed import check_strategy, is_main_process
 from tunesmith.training.interrupt import StopSignals
 from tunesmith.training.loop import TrainLoop, total_steps
@@ -222,12 +223,15 @@ def _finetune(
         base = base.to(accelerator.device)  # sharded, each unit's shard moves there: the whole never does
     model = p.method.apply(base, p.task.name, steps)
     start = "base" if starts_as_base and p.method.starts_as_base else None
-    if cfg.init_from is not None and not resume:  # a resumed run's checkpoint has these weights already
+    # A resume that finds no checkpoint (the run was stopped before its first) starts at step 0 as a new run
+    # does, and must make the same start to reach the same weights.
+    from_checkpoint = resume and latest_checkpoint(run.checkpoints) is not None
+    if cfg.init_from is not None and not from_checkpoint:  # a checkpoint has these weights already
         start_from_run(model, cfg.init_from, p)
         start = "start"
     # From the base, training restarts from a fresh head once step 0 has validated the probe (task.head_init);
     # from a finished run (train.init_from) it goes on from that run's head and adapter together.
-    restart = None if resume or start == "start" else p.task.training_head(model, cfg.seed)
+    restart = None if from_checkpoint or start == "start" else p.task.training_head(model, cfg.seed)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     p.task.prepare_model(model)
@@ -263,8 +267,10 @@ def _finetune(
             run.write_json(run.task, p.task.state())
         run.write_json(run.data_check, p.report.to_dict())
     if probe is not None:
-        if main and probe.is_file():
-            shutil.move(probe, run.probe)
+        if main and probe.is_file():  # copied aside, then renamed in: a kill never leaves half a probe
+            partial = run.probe.with_name(f".{run.probe.name}.tmp")
+            shutil.copyfile(probe, partial)
+            os.replace(partial, run.probe)
         shutil.rmtree(probe.parent, ignore_errors=True)
     accelerator.wait_for_everyone()  # the run folder exists before any process writes into it
     trainable, total = count_parameters(model)

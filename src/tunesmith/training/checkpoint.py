@@ -68,7 +68,14 @@ def save_checkpoint(
     state: LoopState,
 ) -> Path:
     """`weights`: the trainable parameters' whole tensors; `optimizer`: `optimizer_state`'s dict."""
-    name = f"step-{state.step:07d}-e{state.epoch}"
+    name = base = f"step-{state.step:07d}-e{state.epoch}"
+    # A step can be checkpointed twice (the last validation's, then the finished run's; again on a resume of
+    # a finished run): a new name each time, so the folder `latest.json` points to is never replaced in
+    # place, which a kill between removing it and renaming the new one in would leave pointing at nothing.
+    copies = 1
+    while (root / name).exists():
+        copies += 1
+        name = f"{base}-{copies}"
     tmp = root / f".{name}.tmp"
     try:
         return _write_checkpoint(root, name, tmp, weights, optimizer, scheduler, state)
@@ -108,7 +115,6 @@ def _write_checkpoint(
         "python_random": [version, list(internal), gauss],
     }
     (tmp / "state.json").write_text(json.dumps(extra), encoding="utf-8")
-    shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     write_json_atomic(root / "latest.json", {"checkpoint": name})
     for old in root.iterdir():
