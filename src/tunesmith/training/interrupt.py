@@ -33,6 +33,11 @@ class StopSignals:
     ) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
+        if self.received is not None and self._previous and "LOCAL_RANK" in os.environ:
+            # A torchrun worker on its way out after a stop: a SIGTERM now (the agent sends one to the workers
+            # still running once one has exited) would cut the main process short of its message and its
+            # lock's release. A second Ctrl-C still stops at once.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
