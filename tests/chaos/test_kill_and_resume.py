@@ -25,6 +25,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from tests.e2e.test_cli import tunesmith
 from tunesmith.training.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -189,15 +190,7 @@ def limited(*args: object, limit: int | None = None) -> subprocess.CompletedProc
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, "-m", "tunesmith", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        preexec_fn=setup if limit else None,
-    )
+    return tunesmith(*args, preexec_fn=setup if limit else None)
 
 
 def files_of(folder: Path) -> list[tuple[str, bytes]]:

@@ -13,7 +13,10 @@ import pytest
 from tests.conftest import write_csv
 
 
-def tunesmith(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def tunesmith(
+    *args: object, stdin: str | None = None, cwd: Path | None = None, preexec_fn=None
+) -> subprocess.CompletedProcess:
+    """`tunesmith ARGS` in a subprocess; `preexec_fn` runs in the child before it starts (e.g. a resource limit)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "tunesmith", *map(str, args)],
@@ -23,6 +26,7 @@ def tunesmith(*args: str, stdin: str | None = None, cwd: Path | None = None) -> 
         env=env,
         cwd=cwd,
         timeout=600,
+        preexec_fn=preexec_fn,
     )
 
 
