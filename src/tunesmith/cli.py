@@ -773,7 +773,6 @@ def main(argv: list[str] | None = None) -> Any:
         print(f"tunesmith: cannot write {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") != "0":  # a distributed run's other processes: one message is enough
-            sys.exit(130)
-        print("tunesmith: interrupted (a run can be continued with --resume)", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # one message for a distributed run
+            print("tunesmith: interrupted (a run can be continued with --resume)", file=sys.stderr)
         sys.exit(130)

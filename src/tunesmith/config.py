@@ -488,7 +488,7 @@ def dump_config(config: RunConfig) -> str:
 
 
 def _did_you_mean(key: str, valid: list[str]) -> str:
-    """'; did you mean text_column?' for a key one typo away from a valid one, else ''."""
+    """' (did you mean text_column?)' for a key one typo away from a valid one, else ''."""
     import difflib
 
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
