@@ -87,7 +87,7 @@ def run_trl(job: dict, out) -> None:
 
     from tunesmith.config import build_config
     from tunesmith.models.catalog import resolve_model
-    from tunesmith.recipes.finetune import prepare
+    from tunesmith.recipes.prepare import prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         # tunesmith's own reading of the data: the same prompts, splits and scoring for both sides

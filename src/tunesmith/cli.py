@@ -247,7 +247,7 @@ def evaluate(
     from tunesmith.data.readers import FileFormat
     from tunesmith.evaluation.report import print_comparison
     from tunesmith.inference import load_run
-    from tunesmith.recipes.finetune import evaluate_examples
+    from tunesmith.recipes.evaluate import evaluate_examples
 
     quiet_libraries()
     trained = load_run(run)
@@ -316,33 +316,12 @@ def predict(
 ) -> None:
     """Predict labels (classification) or generate answers (chat, summarization, QA), batched."""
     from tunesmith.inference import load_run
-    from tunesmith.recipes.predict import answer_questions, generate_answers, predict_texts, read_texts
-    from tunesmith.tasks.generative import GenerativeTask
+    from tunesmith.recipes.predict import predictions
 
     quiet_libraries()
     trained = load_run(run)
-    task = trained.task
-    if task.name == "qa":
-        if file is None:
-            raise UserError(
-                "a QA run answers from a context: give --file FILE with context and question fields"
-            )
-        for question, answer in answer_questions(trained, file):
-            print(
-                json.dumps({"question": question, "answer": answer}) if as_json else f"{answer}\t{question}"
-            )
-        return
-    inputs = read_texts(texts, file, sys.stdin, text_column=getattr(task.params, "text_column", "text"))
-    if isinstance(task, GenerativeTask):
-        for text, answer in zip(inputs, generate_answers(trained, inputs), strict=True):
-            print(json.dumps({"input": text, "output": answer}) if as_json else answer)
-        return
-    for text, ranked in zip(inputs, predict_texts(trained, inputs), strict=True):
-        if as_json:
-            print(json.dumps({"text": text, "label": ranked[0][0], "probabilities": dict(ranked)}))
-        else:
-            shown = "  ".join(f"{name} {prob:.3f}" for name, prob in ranked[:top])
-            print(f"{ranked[0][0]}\t{shown}\t{text}")
+    for row in predictions(trained, texts, file, sys.stdin):
+        print(json.dumps(row) if as_json else trained.task.prediction_line(row, top))
 
 
 @app.command()
@@ -356,12 +335,11 @@ def chat(
     carries on. The prompt is rendered with the run's own chat template, exactly as in training.
     /reset starts over; an empty line, /quit or Ctrl-D ends. Lines piped into stdin work too."""
     from tunesmith.inference import load_run
-    from tunesmith.tasks.generative import GenerativeTask
 
     quiet_libraries()
     trained = load_run(run)
     task = trained.task
-    if not isinstance(task, GenerativeTask) or task.encoder_decoder:
+    if not task.converses:
         raise UserError(
             f"{run} is a {task.name} run on a model without a chat template; `chat` needs a decoder run"
         )
@@ -461,8 +439,8 @@ def plan(
     from tunesmith.config import read_yaml
     from tunesmith.methods import METHODS
     from tunesmith.planning.estimate import format_seconds
-    from tunesmith.planning.memory import human
     from tunesmith.recipes.plan import plan as make_plan
+    from tunesmith.units import human
 
     quiet_libraries()
     names = METHODS.names() if method == "all" else [m.strip() for m in method.split(",") if m.strip()]
@@ -681,8 +659,8 @@ def rollback(
     show: Annotated[bool, typer.Option("--list", help="List the versions and which one serves")] = False,
 ) -> None:
     """Serve another version of a run (a running server swaps it in within seconds, no restart)."""
-    from tunesmith.monitoring.versions import Deployment
     from tunesmith.runs import writing
+    from tunesmith.versions import Deployment
 
     deployment = Deployment(run)
     if show:

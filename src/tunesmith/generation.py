@@ -13,7 +13,9 @@ import torch
 from pydantic import Field
 
 from tunesmith.data.padding import pad
+from tunesmith.errors import ConfigError
 from tunesmith.methods.prompt_learning import is_prompt_learning
+from tunesmith.models.running import evaluating
 from tunesmith.plugin import Section
 
 
@@ -45,8 +47,6 @@ def generate(
     """New token ids for each prompt (without the prompt, cut at the first stop token), in input order.
     `observer` (one prompt only): sees each new token as it is made, and can end the answer early (the
     server's streaming and stop strings)."""
-    from tunesmith.tasks.base import evaluating  # here: importing tasks at module level would be circular
-
     if observer is not None and len(prompts) != 1:
         raise ValueError("an observer follows one prompt at a time")
     if not encoder_decoder and is_prompt_learning(model):
@@ -110,9 +110,6 @@ def _decode_by_forward_passes(
         TemperatureLogitsWarper,
         TopPLogitsWarper,
     )
-
-    from tunesmith.errors import ConfigError
-    from tunesmith.tasks.base import evaluating
 
     if settings.num_beams > 1:
         raise ConfigError(

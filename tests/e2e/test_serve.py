@@ -273,7 +273,7 @@ def test_sighup_swaps_a_version_on_a_shared_base_and_settings_come_from_yaml(run
     import shutil
     import signal
 
-    from tunesmith.monitoring.versions import Deployment
+    from tunesmith.versions import Deployment
 
     copy = tmp_path / "other"
     shutil.copytree(runs["other"], copy, ignore=shutil.ignore_patterns("requests.db*"))

@@ -16,8 +16,9 @@ from tunesmith.config import build_config
 from tunesmith.data.chat_encoding import DEFAULT_TEMPLATE
 from tunesmith.inference import load_run
 from tunesmith.models.catalog import CATALOG, resolve_model
-from tunesmith.recipes.finetune import finetune, prepare
+from tunesmith.recipes.finetune import finetune
 from tunesmith.recipes.predict import generate_answers
+from tunesmith.recipes.prepare import prepare
 
 pytestmark = pytest.mark.slow
 

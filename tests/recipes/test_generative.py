@@ -17,8 +17,9 @@ from tunesmith.config import build_config
 from tunesmith.data.chat_encoding import encode_chat, render_prompt
 from tunesmith.errors import UserError
 from tunesmith.inference import load_run
-from tunesmith.recipes.finetune import finetune, prepare
+from tunesmith.recipes.finetune import finetune
 from tunesmith.recipes.predict import generate_answers
+from tunesmith.recipes.prepare import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -278,7 +279,7 @@ def test_eval_cli_shows_base_and_tuned_with_example_outputs(chat_run):
 def test_gradient_checkpointing_gives_the_same_gradients(chat_run, smollm_dir):
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.recipes.finetune import enable_gradient_checkpointing
+    from tunesmith.training.setup import enable_gradient_checkpointing
 
     tmp, _ = chat_run
     p = prepare(chat_config(tmp))
@@ -286,7 +287,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(chat_run, smollm_dir):
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = p.method.apply(AutoModelForCausalLM.from_pretrained(smollm_dir), "chat")
+        model = p.method.apply(AutoModelForCausalLM.from_pretrained(smollm_dir), None)
         if checkpointing:
             enable_gradient_checkpointing(model)
         p.task.prepare_model(model)

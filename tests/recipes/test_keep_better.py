@@ -140,7 +140,7 @@ def test_a_binary_probe_becomes_a_two_logit_head_with_the_same_probabilities():
 
 
 def test_the_head_is_the_probe_before_training_and_random_training_takes_a_fresh_trainable_head(tmp_path):
-    from tunesmith.recipes.finetune import prepare
+    from tunesmith.recipes.prepare import prepare
 
     data = demo_files(tmp_path, train=60, validation=30, test=30)
     p = prepare(config(data, tmp_path / "run", "lora", 5e-4))
@@ -151,7 +151,7 @@ def test_the_head_is_the_probe_before_training_and_random_training_takes_a_fresh
     weight, bias = LinearProbe.load(probe).as_head(base.config.num_labels)
     assert torch.equal(base.classifier.weight, torch.from_numpy(weight))
     assert torch.equal(base.classifier.bias, torch.from_numpy(bias))
-    model = p.method.apply(base, p.task.name, 10)
+    model = p.method.apply(base, p.task.peft_task_type, 10)
     fresh = p.task.training_head(model, seed=0)
     heads = {n for n, q in model.named_parameters() if q.requires_grad and "classifier" in n.split(".")}
     assert set(fresh) == heads and len(heads) == 2  # the trainable copy peft keeps, not the frozen original

@@ -85,7 +85,7 @@ def test_gguf_model_is_converted_once_to_an_identical_safetensors_folder(model_c
 
 def test_a_causal_model_is_refused_for_classification_before_any_work(tmp_path):
     from tunesmith.config import build_config
-    from tunesmith.recipes.finetune import prepare
+    from tunesmith.recipes.prepare import prepare
 
     cfg = build_config(
         {

@@ -14,9 +14,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "tunesmith"
 LAYERS = [
     {"cli", "serving", "__main__"},
     {"recipes", "monitoring", "reporting"},
-    {"training", "evaluation", "planning", "export", "inference"},
-    {"tasks", "methods", "generation"},
-    {"data", "models", "config", "runs"},
+    {"training", "planning", "export", "inference"},
+    {"tasks", "methods", "generation", "evaluation"},
+    {"data", "models", "config", "runs", "versions"},
     {"errors", "registry", "files", "quiet", "units", "plugin", "processes", "tunesmith"},
 ]
 
@@ -26,9 +26,6 @@ KNOWN = {
     ("config", "methods"): "the config validates method sections against the method registry",
     ("data", "config"): "the data checks read their settings classes from config",
     ("models", "config"): "the model loader reads ModelConfig",
-    ("tasks", "evaluation"): "tasks score predictions with evaluation.metrics",
-    ("tasks", "generation"): "generative tasks generate with generation.py",
-    ("monitoring", "recipes"): "monitoring and retune read the data with recipes.finetune.load_splits",
 }
 
 

@@ -33,14 +33,14 @@ HEAD = (HIDDEN * HIDDEN + HIDDEN) + (HIDDEN * LABELS + LABELS)  # pooler + class
 
 
 def test_full_trains_everything(tiny_bert_dir):
-    model = make("full").apply(load(tiny_bert_dir), "classification")
+    model = make("full").apply(load(tiny_bert_dir), "SEQ_CLS")
     trainable, total = count_parameters(model)
     assert trainable == total
 
 
 @pytest.mark.parametrize("layers", [0, 1, 2])
 def test_freeze_trains_top_layers_and_head(tiny_bert_dir, layers):
-    model = make("freeze", layers=layers).apply(load(tiny_bert_dir), "classification")
+    model = make("freeze", layers=layers).apply(load(tiny_bert_dir), "SEQ_CLS")
     trainable, _ = count_parameters(model)
     assert trainable == layers * layer_params() + HEAD
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -50,14 +50,12 @@ def test_freeze_trains_top_layers_and_head(tiny_bert_dir, layers):
 
 def test_freeze_refuses_more_layers_than_the_model_has(tiny_bert_dir):
     with pytest.raises(ConfigError, match="the model has only 2 layers"):
-        make("freeze", layers=3).apply(load(tiny_bert_dir), "classification")
+        make("freeze", layers=3).apply(load(tiny_bert_dir), "SEQ_CLS")
 
 
 def test_lora_trains_low_rank_matrices_and_the_head(tiny_bert_dir):
     rank = 4
-    model = make("lora", rank=rank, target_modules=["query", "value"]).apply(
-        load(tiny_bert_dir), "classification"
-    )
+    model = make("lora", rank=rank, target_modules=["query", "value"]).apply(load(tiny_bert_dir), "SEQ_CLS")
     trainable, _ = count_parameters(model)
     lora = LAYERS * 2 * (rank * HIDDEN + HIDDEN * rank)  # A and B for query and value in each layer
     classifier = HIDDEN * LABELS + LABELS
@@ -65,14 +63,14 @@ def test_lora_trains_low_rank_matrices_and_the_head(tiny_bert_dir):
 
 
 def test_lora_default_targets_cover_attention_and_feed_forward(tiny_bert_dir):
-    model = make("lora", rank=2).apply(load(tiny_bert_dir), "classification")
+    model = make("lora", rank=2).apply(load(tiny_bert_dir), "SEQ_CLS")
     adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_A" in n}
     assert {"query", "key", "value", "dense"} <= adapted
 
 
 @pytest.mark.parametrize("name,params", [("full", {}), ("freeze", {"layers": 1}), ("lora", {"rank": 4})])
 def test_one_step_changes_trainable_weights_only(tiny_bert_dir, name, params):
-    model = make(name, **params).apply(load(tiny_bert_dir), "classification")
+    model = make(name, **params).apply(load(tiny_bert_dir), "SEQ_CLS")
     model.train()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)

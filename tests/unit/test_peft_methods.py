@@ -18,6 +18,9 @@ from transformers import (
 )
 
 from tunesmith.methods import METHODS, Method, count_parameters
+from tunesmith.tasks.chat import Chat
+from tunesmith.tasks.classification import Classification
+from tunesmith.tasks.qa_extractive import ExtractiveQA
 
 H, FFN, LABELS, KV = 64, 128, 3, 32  # hidden, feed-forward, classes, llama's key/value width (2 heads of 16)
 # (64: bitsandbytes' CPU kernels quantize in blocks of 64 inputs)
@@ -53,6 +56,11 @@ def decoder() -> torch.nn.Module:
 
 
 MODELS = {"classification": classifier, "qa": span_model, "chat": decoder}
+TASK_TYPE = {
+    name: task.peft_task_type
+    for name, task in (("classification", Classification), ("qa", ExtractiveQA), ("chat", Chat))
+}
+"""peft's task type of each task's head, as the tasks declare it (training/setup.py passes it to `apply`)."""
 
 # (in, out) of the layers each architecture adapts by default, per block
 BERT_LAYERS = [(H, H)] * 4 + [(H, FFN), (FFN, H)]  # query key value attention-out, intermediate, output
@@ -108,7 +116,7 @@ SAVED = Path(tempfile.mkdtemp(prefix="tunesmith-bases-"))
 
 
 def build(name: str, task: str) -> torch.nn.Module:
-    return method(name).apply(base(name, task), task, STEPS)
+    return method(name).apply(base(name, task), TASK_TYPE[task], STEPS)
 
 
 def batch(task: str) -> dict[str, torch.Tensor]:
@@ -197,7 +205,7 @@ def check_save_and_reload(method: Method, task: str, tmp_path, atol: float = 0.0
     def fresh_base(_: str | None) -> torch.nn.Module:
         return base(method.name, task)
 
-    model = method.apply(fresh_base(None), task, STEPS)
+    model = method.apply(fresh_base(None), TASK_TYPE[task], STEPS)
     steps(model, task, 2)
     method.save(model, tmp_path / "adapter")
     reloaded = method.load(tmp_path / "adapter", fresh_base)
@@ -224,7 +232,9 @@ def test_an_untrained_prefix_is_its_init_text_in_front_of_the_input(smollm_dir):
     full = torch.cat([tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"], x], 1)
     with torch.no_grad():
         expected = base(input_ids=full).logits[:, n:]
-    prefixed = method("prefix", virtual_tokens=n, init_text=text).apply(base, "chat")  # base stays frozen
+    prefixed = method("prefix", virtual_tokens=n, init_text=text).apply(
+        base, TASK_TYPE["chat"]
+    )  # base stays frozen
     with torch.no_grad():
         got = prefixed(input_ids=x, attention_mask=torch.ones_like(x)).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
@@ -242,7 +252,7 @@ def test_adalora_moves_rank_to_a_budget_of_rank_per_layer_and_saves_the_pattern(
         model.load_state_dict(base_state)
         return model
 
-    model = ada.apply(fresh_base(None), "classification", STEPS)
+    model = ada.apply(fresh_base(None), TASK_TYPE["classification"], STEPS)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for step in range(1, STEPS + 1):
         out = model(**batch("classification"))

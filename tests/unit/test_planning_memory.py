@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from tunesmith.planning.memory import parse_size, tensor_bytes
+from tunesmith.planning.memory import tensor_bytes
+from tunesmith.units import parse_size
 
 
 def test_sizes_read_as_users_write_them():

@@ -8,7 +8,7 @@ import pytest
 
 from tunesmith.errors import UserError
 from tunesmith.monitoring.retune import decide
-from tunesmith.monitoring.versions import Deployment
+from tunesmith.versions import Deployment
 
 
 def finished(folder):

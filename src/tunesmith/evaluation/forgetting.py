@@ -31,6 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from tunesmith.evaluation.baseline import embed
+from tunesmith.methods.prompt_learning import virtual_tokens
+from tunesmith.models.running import evaluating
+
 GENERAL_PROMPTS = (
     "Explain in two sentences why the sky is blue.",
     "Write a short, friendly note inviting a neighbour to a barbecue on Saturday.",
@@ -63,9 +67,6 @@ class GeneralAbility:
 @torch.inference_mode()
 def reference_perplexity(model: torch.nn.Module, tokenizer: Any, max_length: int) -> float:
     """exp(mean next-token loss) over the reference paragraphs, each read on its own (cut at max_length)."""
-    from tunesmith.methods.prompt_learning import virtual_tokens
-    from tunesmith.tasks.base import evaluating
-
     total, count = 0.0, 0
     with evaluating(model) as device:
         for paragraph in reference_paragraphs():
@@ -102,8 +103,6 @@ def backbone(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def encoder_ability(model: torch.nn.Module, tokenizer: Any, max_length: int) -> GeneralAbility:
-    from tunesmith.evaluation.baseline import embed
-
     encoder = backbone(model)
     sentences = embed(encoder, tokenizer, reference_sentences(), max_length)
     paragraphs = reference_paragraphs()

@@ -55,10 +55,7 @@ def encoder_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> d
 
 
 def greedy_tokens(task: Any, model: torch.nn.Module, pad_id: int) -> list[list[int]]:
-    if hasattr(task, "prompt_for") and task.name == "qa":
-        messages = [task.prompt_for(context, question) for question, context in QUESTIONS]
-    else:
-        messages = [task.messages_for_text(text) for text in TEXTS]
+    messages = task.sample_messages(TEXTS, QUESTIONS)
     return generate(
         model,
         [task.prompt_ids(m) for m in messages],

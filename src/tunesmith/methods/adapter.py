@@ -116,7 +116,7 @@ class Adapter(Method):
         return PLACEMENT[kind]
 
     def apply(
-        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+        self, model: torch.nn.Module, task_type: str | None, total_steps: int | None = None
     ) -> torch.nn.Module:
         freeze_all(model)
         suffixes = self.targets(model)
@@ -157,7 +157,7 @@ class Adapter(Method):
     def load(self, folder: Path, load_base: Callable[[str | None], torch.nn.Module]) -> torch.nn.Module:
         from safetensors.torch import load_file
 
-        model = self.apply(load_base(None), "")
+        model = self.apply(load_base(None), None)
         weights = load_file(str(folder / WEIGHTS))
         missing = [
             name for name, _ in model.named_parameters() if ".adapter." in name and name not in weights

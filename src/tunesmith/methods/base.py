@@ -62,10 +62,12 @@ class Method(ABC):
 
     @abstractmethod
     def apply(
-        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+        self, model: torch.nn.Module, task_type: str | None, total_steps: int | None = None
     ) -> torch.nn.Module:
         """Return the model with exactly the parameters this method trains set to requires_grad.
-        `total_steps`: the optimizer steps training will take (a method with a schedule of its own needs it)."""
+        `task_type`: peft's task type of the task's new head (Task.peft_task_type: SEQ_CLS, QUESTION_ANS; None
+        where there is none), which trains and is saved with the method's weights. `total_steps`: the
+        optimizer steps training will take (a method with a schedule of its own needs it)."""
 
     def penalty(self, model: torch.nn.Module) -> torch.Tensor | None:
         """A term the method adds to the mean training loss (AdaLoRA's orthogonality penalty), or None."""

@@ -28,7 +28,7 @@ class Freeze(Method):
     params: FreezeParams
 
     def apply(
-        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+        self, model: torch.nn.Module, task_type: str | None, total_steps: int | None = None
     ) -> torch.nn.Module:
         stack_name, stack = layer_stack(model)
         n = self.params.layers

@@ -23,7 +23,7 @@ class Full(Method):
     saves_full_model = True
 
     def apply(
-        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+        self, model: torch.nn.Module, task_type: str | None, total_steps: int | None = None
     ) -> torch.nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)

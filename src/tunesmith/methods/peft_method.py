@@ -30,17 +30,6 @@ DEFAULT_TARGETS: dict[str, list[str]] = {
 """Linear layers a low-rank method adapts when `method.target_modules` is empty."""
 
 
-def peft_task_type(model: torch.nn.Module, task_name: str) -> str | None:
-    """peft's task type, which also trains and saves the task's new head (`modules_to_save`): the
-    classifier (SEQ_CLS) or an extractive QA model's span head (QUESTION_ANS). Text-writing tasks reuse the
-    pretrained LM head, so they need none."""
-    if task_name == "classification":
-        return "SEQ_CLS"
-    if hasattr(model, "qa_outputs"):
-        return "QUESTION_ANS"
-    return None
-
-
 def model_type(model: torch.nn.Module) -> str:
     return getattr(getattr(model, "config", None), "model_type", "") or ""
 
@@ -65,12 +54,12 @@ class PeftMethod(Method):
         return model
 
     def apply(
-        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+        self, model: torch.nn.Module, task_type: str | None, total_steps: int | None = None
     ) -> torch.nn.Module:
         from peft import get_peft_model
 
         try:
-            config = self.peft_config(model, peft_task_type(model, task_name), total_steps)
+            config = self.peft_config(model, task_type, total_steps)
             return self.wrapped(get_peft_model(model, config))
         except ValueError as exc:  # peft's own refusal (e.g. target modules not found): say which method
             raise ConfigError(f"method {self.name}: {exc}") from None

@@ -59,9 +59,9 @@ class Prefix(PromptLearning):
         )
 
     def apply(
-        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+        self, model: torch.nn.Module, task_type: str | None, total_steps: int | None = None
     ) -> torch.nn.Module:
-        wrapped = super().apply(model, task_name, total_steps)
+        wrapped = super().apply(model, task_type, total_steps)
         causal = wrapped.peft_config["default"].task_type == "CAUSAL_LM"
         if self.params.init_text and not self.params.projection and causal:
             start_from_text(wrapped, self.params.init_text)

@@ -87,10 +87,10 @@ class Qlora(Lora):
         return PeftModel.from_pretrained(base, folder).merge_and_unload()
 
     def apply(
-        self, model: torch.nn.Module, task_name: str, total_steps: int | None = None
+        self, model: torch.nn.Module, task_type: str | None, total_steps: int | None = None
     ) -> torch.nn.Module:
         from peft import prepare_model_for_kbit_training
 
         # float32 norms and embeddings, inputs that carry gradients; checkpointing stays train's choice
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        return super().apply(model, task_name, total_steps)
+        return super().apply(model, task_type, total_steps)

@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from tunesmith.config import MonitorConfig
+from tunesmith.config import MonitorConfig, build_config
 from tunesmith.errors import UserError
 from tunesmith.files import write_json_atomic
 from tunesmith.inference import TrainedRun, load_run
+from tunesmith.models.running import evaluating
 from tunesmith.monitoring import drift
 from tunesmith.monitoring.request_log import RequestLog, default_url
-from tunesmith.monitoring.versions import Deployment
-from tunesmith.tasks.base import evaluating
-from tunesmith.tasks.classification import Classification
+from tunesmith.recipes.prepare import load_splits
+from tunesmith.versions import Deployment
 
 SMALL_REFERENCE = 100
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -61,7 +61,7 @@ def encode_texts(trained: TrainedRun, texts: list[str], batch_size: int = 32) ->
     """The serving model's sentence embeddings (mean of the last hidden layer over real tokens), token
     lengths, and for classifiers the class probabilities, in one pass."""
     tokenizer, max_length = trained.tokenizer, trained.config.model.max_length
-    classify = isinstance(trained.task, Classification)
+    classify = trained.task.endpoint == "classify"  # a model that answers with labels
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     embeddings: list[Any] = [None] * len(texts)
     probabilities: list[Any] = [None] * len(texts)
@@ -101,8 +101,6 @@ class Reference:
 
 def reference_texts(trained: TrainedRun, cfg: MonitorConfig) -> Reference:
     """Held-out splits first, topped up from training when small."""
-    from tunesmith.recipes.finetune import load_splits
-
     task = trained.task
     for path in (trained.config.data.train, trained.config.data.validation, trained.config.data.test):
         if path is not None and not Path(path).is_file():
@@ -129,13 +127,11 @@ def monitor(
 ) -> dict[str, Any]:
     """The drift report (also written to RUN/drift.json); report["drift"] is True when any detector alerts.
     `overrides`: dotted keys on the serving version's config (monitor.domain_auc=0.8)."""
-    from tunesmith.config import build_config
-
     deployment = Deployment(run)
     version = deployment.current()
     trained = load_run(deployment.folder(version), device=device)
     cfg = build_config(trained.config.model_dump(mode="json"), overrides or []).monitor
-    endpoint = "classify" if isinstance(trained.task, Classification) else "chat"
+    endpoint = trained.task.endpoint
     log = RequestLog(log_url or default_url(deployment.root))
     try:
         rows = log.requests(deployment.root, since, endpoint)

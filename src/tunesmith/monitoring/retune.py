@@ -29,7 +29,10 @@ from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.files import write_json_atomic
 from tunesmith.inference import TrainedRun, load_run
 from tunesmith.monitoring.request_log import RequestLog, default_url
-from tunesmith.monitoring.versions import Deployment
+from tunesmith.recipes.finetune import finetune
+from tunesmith.recipes.prepare import load_splits
+from tunesmith.tasks import build_task
+from tunesmith.versions import Deployment
 
 
 @dataclass
@@ -43,8 +46,6 @@ def retune_data(
     trained: TrainedRun, corrections: list[dict[str, Any]], extra: list[Path], out: Path, weight: int
 ) -> dict[str, Any]:
     """Write train/validation/test JSONL for the new version; returns counts and what was left out."""
-    from tunesmith.recipes.finetune import load_splits
-
     task = trained.task
     splits = load_splits(task, trained.config)
     if not splits.test:
@@ -113,8 +114,6 @@ def new_version_config(
 
 def _task_state(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
     """What the task learns from the new version's training data (its labels), read without a model."""
-    from tunesmith.tasks import build_task
-
     task = build_task(config.task, config.model)
     task.use_tokenizer(tokenizer)
     train = task.read(config.data.train, FileFormat(config.data.format, config.data.delimiter))
@@ -184,8 +183,6 @@ def retune(
     overrides: list[str] | None = None,
     log_url: str | None = None,
 ) -> RetuneResult:
-    from tunesmith.recipes.finetune import finetune
-
     deployment = Deployment(run)
     serving_version = deployment.current()
     serving = load_run(deployment.folder(serving_version))

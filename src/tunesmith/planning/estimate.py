@@ -37,7 +37,6 @@ import torch
 from tunesmith.config import TrainConfig
 from tunesmith.methods.base import Method, count_parameters
 from tunesmith.planning.memory import (
-    human,
     peak_increment,
     resident_bytes,
     tensor_bytes,
@@ -46,6 +45,7 @@ from tunesmith.planning.memory import (
 from tunesmith.tasks.base import Task
 from tunesmith.training.batching import epoch_batches
 from tunesmith.training.loop import build_optimizer
+from tunesmith.units import human
 
 WARMUP_STEPS = 4
 """Real training steps before timing: the first few run slower (optimizer state, allocator pools)."""

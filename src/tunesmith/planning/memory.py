@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from tunesmith.units import GIB, MIB, human, parse_size  # noqa: F401  (the planner's units, re-exported)
+from tunesmith.errors import ConfigError
+from tunesmith.units import parse_size
 
 
 def tensor_bytes(model: torch.nn.Module) -> int:
@@ -79,3 +80,13 @@ def peak_increment(run: Callable[[], Any], device: torch.device) -> int:
     if earlier_peak - before <= 0.02 * before:  # the process's own peak is this one: exact
         rise = max(rise, peak_resident_bytes() - before)
     return max(rise, 0)
+
+
+def parse_budget(budget: str | None) -> int | None:
+    """train.memory_budget or --memory-budget ("6GiB", "800MB") in bytes; None: no budget."""
+    if budget is None:
+        return None
+    try:
+        return parse_size(budget)
+    except ValueError as exc:
+        raise ConfigError(f"memory budget: {exc}") from None

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from tunesmith.errors import UserError
 from tunesmith.evaluation.metrics import greater_is_better
-from tunesmith.planning.memory import human
 from tunesmith.reporting.html import Cell, page, table
 from tunesmith.runs import RunFolder
+from tunesmith.units import human
 
 
 def run_row(path: Path) -> dict[str, Any]:

@@ -13,13 +13,17 @@ from typing import Any
 import torch
 import yaml
 
-from tunesmith.config import RunConfig
-from tunesmith.errors import ConfigError, UserError
+from tunesmith.config import RunConfig, build_config, dump_config
+from tunesmith.errors import UserError
 from tunesmith.methods import METHODS, Method
 from tunesmith.planning.estimate import Estimate, estimate
-from tunesmith.planning.memory import human, parse_size
+from tunesmith.planning.memory import parse_budget
 from tunesmith.processes import ChildDied, run_apart
+from tunesmith.quiet import quiet_libraries
+from tunesmith.recipes.prepare import Prepared, prepare
 from tunesmith.training.loop import total_steps
+from tunesmith.training.setup import build_model, training_device
+from tunesmith.units import human
 
 PREFERENCE = (
     *("lora", "dora", "full", "adalora", "loha", "lokr", "adapter", "freeze"),
@@ -61,33 +65,19 @@ def method_for(config: RunConfig, name: str) -> Method:
     return cls(cls.fill_task_defaults(config.task.name, cls.Params(name=name)))
 
 
-def training_device(config: RunConfig) -> torch.device:
-    """Where training runs: a CUDA GPU when there is one, unless train.device says cpu (finetune tells
-    accelerate the same; train.device=cuda without a GPU is refused before)."""
-    wanted = config.train.device
-    return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def measure(prepared: Any, method: Method, device: torch.device) -> Estimate:
+def measure(prepared: Prepared, method: Method, device: torch.device) -> Estimate:
     """Load the base for `method`, apply it and calibrate, in this process (best a fresh one: see
     `measure_apart`); the model is freed afterwards."""
-    from tunesmith.recipes.finetune import enable_gradient_checkpointing
-
     cfg = prepared.config.train.model_copy(
         update={
             "learning_rate": prepared.config.train.learning_rate
             or method.learning_rate_for(prepared.task.name)
         }
     )
-    model = prepared.task.load_model(prepared.resolved, **method.load_kwargs(str(device)))
+    steps = total_steps(len(prepared.train_features), cfg)
+    model, _ = build_model(prepared.task, prepared.resolved, method, cfg, device, steps)
     try:
-        if not getattr(model, "is_quantized", False):
-            model = model.to(device)
-        model = method.apply(model, prepared.task.name, total_steps(len(prepared.train_features), cfg))
-        if cfg.gradient_checkpointing:
-            enable_gradient_checkpointing(model)
-        prepared.task.prepare_model(model)
-        return run_estimate(prepared, model, method, cfg)
+        return estimate_for(prepared, model, method, cfg)
     finally:
         del model
         gc.collect()
@@ -95,16 +85,13 @@ def measure(prepared: Any, method: Method, device: torch.device) -> Estimate:
             torch.cuda.empty_cache()
 
 
-def run_estimate(prepared: Any, model: torch.nn.Module, method: Method, cfg: Any) -> Estimate:
+def estimate_for(prepared: Prepared, model: torch.nn.Module, method: Method, cfg: Any) -> Estimate:
+    """planning.estimate on the prepared run's own examples."""
     pad_id = prepared.tokenizer.pad_token_id or 0
     return estimate(prepared.task, model, method, prepared.train_features, prepared.val_features, cfg, pad_id)
 
 
 def _measure_child(config_yaml: str, name: str, queue: Any) -> None:
-    from tunesmith.config import build_config
-    from tunesmith.quiet import quiet_libraries
-    from tunesmith.recipes.finetune import prepare
-
     quiet_libraries()
     try:
         config = build_config(yaml.safe_load(config_yaml))
@@ -116,8 +103,6 @@ def _measure_child(config_yaml: str, name: str, queue: Any) -> None:
 
 def measure_apart(config: RunConfig, name: str) -> Estimate:
     """`measure` in a fresh process, as `tunesmith train` would start: its memory is that method's alone."""
-    from tunesmith.config import dump_config
-
     try:
         answer = run_apart(_measure_child, dump_config(config), name)
     except ChildDied as exc:
@@ -130,8 +115,6 @@ def measure_apart(config: RunConfig, name: str) -> Estimate:
 
 
 def plan(config: RunConfig, methods: list[str], budget: str | None, progress: Callable[[str], None]) -> Plan:
-    from tunesmith.recipes.finetune import prepare
-
     budget_bytes = parse_budget(budget)
     prepared = prepare(config)  # the data check's errors, once, before any calibration
     result = Plan([], budget=budget_bytes)
@@ -144,15 +127,6 @@ def plan(config: RunConfig, methods: list[str], budget: str | None, progress: Ca
         result.estimates.append(measure_apart(config, name))
     recommend(result)
     return result
-
-
-def parse_budget(budget: str | None) -> int | None:
-    if budget is None:
-        return None
-    try:
-        return parse_size(budget)
-    except ValueError as exc:
-        raise ConfigError(f"memory budget: {exc}") from None
 
 
 def recommend(result: Plan) -> None:
@@ -177,7 +151,7 @@ def recommend(result: Plan) -> None:
         result.reason = "the usual first choice; give --memory-budget to choose by what fits"
 
 
-def cheaper_methods(prepared: Any, current: str, budget: int) -> str:
+def cheaper_methods(prepared: Prepared, current: str, budget: int) -> str:
     """The first of CHEAPER that fits the budget, measured, as a hint for a refused run."""
     for name in CHEAPER:
         if name == current:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
-from tunesmith.monitoring.versions import Deployment
 from tunesmith.reporting.html import Cell, table
+from tunesmith.versions import Deployment
 
 
 def deployment_section(root: Path) -> str:

@@ -27,10 +27,10 @@ from tunesmith.evaluation.report import (
     text_table,
 )
 from tunesmith.files import write_text_atomic
-from tunesmith.planning.memory import human
 from tunesmith.reporting.deployment import deployment_section
 from tunesmith.reporting.html import Cell, page, table
 from tunesmith.runs import RunFolder
+from tunesmith.units import human
 
 
 def write_report(run_path: Path, out: Path | None = None) -> Path:

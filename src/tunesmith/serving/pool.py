@@ -20,9 +20,7 @@ import torch
 from tunesmith.errors import UserError
 from tunesmith.inference import TrainedRun, read_run
 from tunesmith.models.catalog import resolve_model
-from tunesmith.monitoring.versions import Deployment
-from tunesmith.tasks.classification import Classification
-from tunesmith.tasks.generative import GenerativeTask
+from tunesmith.versions import Deployment
 
 SHAREABLE_METHODS = ("lora", "dora", "ia3", "loha", "lokr")
 """Methods whose saved folder is a peft adapter that can sit beside others on one base."""
@@ -51,13 +49,8 @@ class ServedModel:
 
     @property
     def endpoint(self) -> str:
-        """What the model answers: `classify` (labels) or `chat` (text)."""
-        task = self.trained.task
-        if isinstance(task, Classification):
-            return "classify"
-        if isinstance(task, GenerativeTask):
-            return "chat"
-        return "none"
+        """What the model answers: `classify` (labels), `chat` (text) or `none` (Task.endpoint)."""
+        return self.trained.task.endpoint
 
     def activate(self) -> None:
         if self.adapter is not None:

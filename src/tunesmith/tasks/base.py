@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TextIO
 
 import torch
 
 from tunesmith.config import ModelConfig
 from tunesmith.data.checks.view import ExampleView, TokenCount
+from tunesmith.data.inputs import read_texts
 from tunesmith.data.readers import NO_ROWS, FileFormat, OnError
 from tunesmith.data.token_batches import token_capped_batches
 from tunesmith.errors import DataError, UserError
@@ -60,6 +60,12 @@ class Task(ABC):
     scores_input_positions: ClassVar[bool] = False
     """True where the head predicts positions of the input (extractive QA's answer span), which anything put
     in front of the input would shift."""
+    endpoint: ClassVar[str] = "none"
+    """What the server answers with this task's model: `classify` (/v1/classify), `chat` (the
+    OpenAI-compatible chat and completions) or `none` (not served)."""
+    peft_task_type: ClassVar[str | None] = None
+    """peft's task type for the task's new head, which it then trains and saves (`modules_to_save`): SEQ_CLS,
+    QUESTION_ANS; None where the task adds no head (text-writing tasks reuse the pretrained LM head)."""
 
     def __init__(self, params: PluginParams, model_cfg: ModelConfig):
         self.params = params
@@ -89,6 +95,27 @@ class Task(ABC):
 
     def prepare_model(self, model: torch.nn.Module) -> None:
         """Called with the model (method applied) before training or inference."""
+
+    @property
+    def converses(self) -> bool:
+        """True where `tunesmith chat` can talk to the model: a decoder writing replies in a chat template."""
+        return False
+
+    # --- tunesmith predict ---
+    def prediction_inputs(
+        self, texts: list[str] | None, file: Path | None, stdin: TextIO | None
+    ) -> list[Any]:
+        """What `tunesmith predict` feeds the model: by default one text per argument, per line of a .txt file
+        or stdin, or per record's text column."""
+        return read_texts(texts, file, stdin, text_column=getattr(self.params, "text_column", "text"))
+
+    def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
+        """One JSON-ready row per input: what `tunesmith predict --json` prints."""
+        raise UserError(f"`tunesmith predict` has nothing to do for a {self.name} run")
+
+    def prediction_line(self, row: dict[str, Any], top: int) -> str:
+        """A row of `predict` as one line of plain output (`top`: how many ranked labels to show)."""
+        return "\t".join(str(value) for value in row.values())
 
     # --- data ---
     @abstractmethod
@@ -227,20 +254,3 @@ class Task(ABC):
     def corrected_record(self, logged_input: Any, label: str | None, answer: str | None) -> dict[str, Any]:
         """A training record from a logged request's input and its correction (a label or an answer)."""
         raise UserError(f"retune does not handle the {self.name} task yet (classification and chat do)")
-
-
-def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-@contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[torch.device]:
-    """The block runs the model in eval mode (no dropout) without autograd, and gets its device; the model's
-    training mode is restored afterwards, also on error."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield next(model.parameters()).device
-    finally:
-        model.train(was_training)

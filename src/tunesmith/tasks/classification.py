@@ -27,9 +27,10 @@ from tunesmith.evaluation import baseline
 from tunesmith.evaluation.bootstrap import Resampler, classification_resampler
 from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
 from tunesmith.evaluation.metrics import HEADLINE, classification_metrics
+from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
-from tunesmith.tasks.base import Evaluation, Task, evaluating, move
+from tunesmith.tasks.base import Evaluation, Task
 
 
 class ClassificationParams(PluginParams):
@@ -121,6 +122,8 @@ class Classification(Task):
     0.024 and 0.010, ACL sentences +0.009; the others within 0.002)."""
     default_model = "minilm"
     headline = HEADLINE
+    endpoint = "classify"
+    peft_task_type = "SEQ_CLS"
     params: ClassificationParams
 
     def __init__(self, params: PluginParams, model_cfg: Any):
@@ -252,6 +255,30 @@ class Classification(Task):
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 probs[idx] = logits.float().softmax(-1).cpu()
         return probs
+
+    def rank(
+        self, model: torch.nn.Module, texts: Sequence[str], pad_id: int, batch_size: int = 64
+    ) -> list[list[tuple[str, float]]]:
+        """For each text, (label, probability) pairs from most to least likely."""
+        if not texts:
+            return []
+        examples = [LabelledText(text, None, Path("<input>"), i + 1) for i, text in enumerate(texts)]
+        probs = self.probabilities(model, self.encode(examples, self.tokenizer), batch_size, pad_id)
+        ranked = probs.sort(dim=-1, descending=True)
+        return [
+            [(self.labels[j], float(p)) for p, j in zip(values.tolist(), indices.tolist(), strict=True)]
+            for values, indices in zip(ranked.values, ranked.indices, strict=True)
+        ]
+
+    def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
+        return [
+            {"text": text, "label": ranked[0][0], "probabilities": dict(ranked)}
+            for text, ranked in zip(inputs, self.rank(model, inputs, pad_id), strict=True)
+        ]
+
+    def prediction_line(self, row: dict[str, Any], top: int) -> str:
+        shown = "  ".join(f"{name} {prob:.3f}" for name, prob in list(row["probabilities"].items())[:top])
+        return f"{row['label']}\t{shown}\t{row['text']}"
 
     def evaluate(
         self,

@@ -46,8 +46,9 @@ from tunesmith.evaluation.forgetting import ANSWER_TOKENS, GeneralAbility, decod
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, TokenObserver, generate
 from tunesmith.methods.prompt_learning import virtual_tokens
+from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
-from tunesmith.tasks.base import Evaluation, Task, evaluating, move
+from tunesmith.tasks.base import Evaluation, Task
 
 EXAMPLES_SHOWN = 5
 """Example outputs kept in an evaluation report (base and tuned side by side)."""
@@ -72,6 +73,7 @@ class GenerativeTask(Task):
     default_group_by_length = False
     default_model = "smollm2-135m-instruct"
     headline = ("loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
+    endpoint = "chat"
 
     @classmethod
     def metric_for(cls, params: PluginParams, metric: str | None) -> str:
@@ -451,6 +453,26 @@ class GenerativeTask(Task):
     def messages_for_text(self, text: str) -> list[dict[str, str]]:
         """The prompt for one raw input of `predict` (a user message by default)."""
         return [{"role": "user", "content": text}]
+
+    def sample_messages(
+        self, texts: Sequence[str], questions: Sequence[tuple[str, str]]
+    ) -> list[list[dict[str, str]]]:
+        """Prompts of this task's kind for fixed inputs (an export is checked on them): `texts` as raw inputs
+        of `predict`; QA asks `questions` ((question, context) pairs) instead."""
+        return [self.messages_for_text(text) for text in texts]
+
+    @property
+    def converses(self) -> bool:
+        return not self.encoder_decoder
+
+    def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
+        """For each raw input (a user message for chat, a document for summarization), the model's answer."""
+        prompts = [self.prompt_ids(self.messages_for_text(text)) for text in inputs]
+        answers = self.generate_texts(model, prompts, 16, pad_id)
+        return [{"input": text, "output": answer} for text, answer in zip(inputs, answers, strict=True)]
+
+    def prediction_line(self, row: dict[str, Any], top: int) -> str:
+        return row["output"]
 
     def answer(self, model: torch.nn.Module, messages: Sequence[dict[str, str]], pad_id: int) -> str:
         """One reply to a conversation, rendered exactly as in training (for `chat` and `predict`)."""

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
+import torch
 from pydantic import Field
 
 from tunesmith.data.checks.view import ExampleView
-from tunesmith.data.readers import FileFormat, OnError
+from tunesmith.data.readers import NO_ROWS, FileFormat, OnError
 from tunesmith.data.squad import QAExample, qa_examples
+from tunesmith.errors import DataError, UserError
 from tunesmith.evaluation.text_metrics import squad_per_example
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Task
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
+
+NEEDS_CONTEXT = "a QA run answers from a context: give --file FILE with context and question fields"
 
 
 class QAParams(GenerativeParams):
@@ -74,9 +78,40 @@ class GenerativeQA(GenerativeTask):
         return [{"role": "user", "content": f"{context}\n\nQuestion: {question}\n{self.params.instruction}"}]
 
     def messages_for_text(self, text: str) -> list[dict[str, str]]:
-        from tunesmith.errors import UserError
+        raise UserError(NEEDS_CONTEXT)
 
-        raise UserError("a QA run answers from a context: give --file FILE with context and question fields")
+    def sample_messages(
+        self, texts: Sequence[str], questions: Sequence[tuple[str, str]]
+    ) -> list[list[dict[str, str]]]:
+        return [self.prompt_for(context, question) for question, context in questions]
+
+    def prediction_inputs(
+        self, texts: list[str] | None, file: Path | None, stdin: TextIO | None
+    ) -> list[Any]:
+        """Records with a context and a question (answers not needed), from --file."""
+        if file is None:
+            raise UserError(NEEDS_CONTEXT)
+        p = self.params
+        examples = list(
+            qa_examples(
+                file, "auto", p.context_column, p.question_column, p.answers_column, need_answers=False
+            )
+        )
+        if not examples:
+            raise DataError(file, None, NO_ROWS, kind="no_rows")
+        return examples
+
+    def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
+        prompts = [self.prompt_ids(self.prompt_messages(self.fitted(ex)[0])) for ex in inputs]
+        answers = self.generate_texts(model, prompts, 16, pad_id)
+        return self.answered(inputs, answers)
+
+    @staticmethod
+    def answered(inputs: list[Any], answers: Sequence[str]) -> list[dict[str, Any]]:
+        return [{"question": ex.question, "answer": a} for ex, a in zip(inputs, answers, strict=True)]
+
+    def prediction_line(self, row: dict[str, Any], top: int) -> str:
+        return f"{row['answer']}\t{row['question']}"
 
     def turns(self, example: Any) -> list[dict[str, str]]:
         return [

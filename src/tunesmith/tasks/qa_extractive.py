@@ -18,7 +18,8 @@ from tunesmith.data.padding import pad
 from tunesmith.data.squad import QAExample
 from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
 from tunesmith.evaluation.text_metrics import squad_scores
-from tunesmith.tasks.base import Evaluation, evaluating, move
+from tunesmith.models.running import evaluating, move
+from tunesmith.tasks.base import Evaluation
 from tunesmith.tasks.qa import GenerativeQA
 
 TOP_K = 20
@@ -28,6 +29,8 @@ TOP_K = 20
 class ExtractiveQA(GenerativeQA):
     model_kinds = ("encoder",)
     scores_input_positions = True
+    endpoint = "none"  # answers need a context beside the question: `predict --file`, not the chat endpoint
+    peft_task_type = "QUESTION_ANS"
     headline = ("loss", "exact_match", "f1")
     source_field = None  # a long context is read in windows, never shortened
     baseline_description = ""
@@ -48,6 +51,15 @@ class ExtractiveQA(GenerativeQA):
 
     def prepare_model(self, model: torch.nn.Module) -> None:
         pass
+
+    @property
+    def converses(self) -> bool:
+        return False
+
+    def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
+        """The best span of each context (read in windows) for its question."""
+        answers = self.evaluate(model, self.encode(inputs, self.tokenizer), 32, pad_id).predictions
+        return self.answered(inputs, answers)
 
     def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering

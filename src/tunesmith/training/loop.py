@@ -95,6 +95,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
 class TrainLoop:
     def __init__(
         self,
+        *,
         task: Task,
         model: torch.nn.Module,
         train_features: Sequence[dict[str, Any]],
@@ -109,7 +110,6 @@ class TrainLoop:
         method: Method | None = None,
         on_validation: Sequence[Callable[[LoopState, dict[str, float]], None]] = (),
         sharded: bool = False,
-        *,
         start_competes: bool = False,
         restart: dict[str, torch.Tensor] | None = None,
         stop: StopSignals | None = None,

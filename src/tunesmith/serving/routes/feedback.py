@@ -1,0 +1,53 @@
+"""POST /v1/feedback: a correction for a logged request (the right label, a better answer), kept in the
+request log for `tunesmith retune`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from tunesmith.serving.errors import ApiError, check_text
+from tunesmith.serving.guard import require_key
+from tunesmith.serving.schemas import FeedbackRequest
+from tunesmith.serving.state import Server
+
+
+def router(server: Server) -> APIRouter:
+    routes = APIRouter()
+    pool, settings = server.pool, server.settings
+
+    @routes.post("/v1/feedback")
+    async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
+        require_key(request, settings)
+        loop = asyncio.get_running_loop()
+        found = None
+        for log in set(server.logs.values()):
+            await loop.run_in_executor(None, log.flush)  # the request may still be on the writer's queue
+            row = await loop.run_in_executor(None, log.find, body.id)
+            if row is not None:
+                found = (log, row)
+                break
+        if found is None:
+            raise ApiError(404, f"no logged request with id {body.id!r}", "request_not_found")
+        log, row = found
+        if row["endpoint"] == "classify":
+            if body.label is None:
+                raise ApiError(422, f"{body.id} was a classification: send the right label", "invalid_body")
+            served = pool.get(row["model"])
+            labels = served.trained.task.labels if served is not None else None
+            if labels is not None and body.label not in labels:
+                raise ApiError(
+                    422, f"unknown label {body.label!r}; labels: {', '.join(labels)}", "unknown_label"
+                )
+        elif body.answer is None:
+            raise ApiError(422, f"{body.id} was a chat completion: send a better answer", "invalid_body")
+        if body.answer is not None:
+            check_text(body.answer, settings, "answer")
+        feedback_id = await loop.run_in_executor(
+            None, log.add_feedback, body.id, body.label, body.answer, body.note
+        )
+        return {"object": "feedback", "id": feedback_id, "request_id": body.id, "model": row["model"]}
+
+    return routes

@@ -1,0 +1,146 @@
+"""What the endpoints share: the served models, their batchers, the request logs, the metrics, and the one
+worker thread that runs the models."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tunesmith.monitoring.request_log import default_url, encode_row, open_logs
+from tunesmith.recipes.predict import predict_texts
+from tunesmith.serving.batcher import Batcher
+from tunesmith.serving.errors import ApiError
+from tunesmith.serving.metrics import Metrics
+from tunesmith.serving.pool import ModelPool, ServedModel
+from tunesmith.serving.settings import ServeSettings
+
+ENDPOINTS = {
+    "classify": "POST /v1/classify",
+    "chat": "POST /v1/chat/completions",
+    "none": "no endpoint here",
+}
+"""What a model of each Task.endpoint answers, as a message and the model card say it."""
+
+
+class Server:
+    """What the endpoints share: the models, their batchers, the request logs, the metrics."""
+
+    def __init__(self, pool: ModelPool, settings: ServeSettings):
+        self.pool = pool
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="tunesmith-model")
+        urls = {name: settings.log_url or default_url(d.root) for name, d in pool.runs.items()}
+        opened = open_logs(urls.values())  # one log per URL, however many runs share it
+        self.logs = {name: opened[url] for name, url in urls.items()}
+        self.metrics = Metrics(self.state)
+        self.batchers = {
+            name: Batcher(
+                self._classify_batch,
+                self.executor,
+                max_batch=settings.batch_size,
+                wait_s=settings.batch_wait_ms / 1000,
+                max_queue=settings.max_queue,
+                on_batch=lambda n, name=name: self.metrics.batch_inputs.labels(name).observe(n),
+            )
+            for name in pool.runs
+        }
+        self.chats_waiting = dict.fromkeys(pool.runs, 0)
+        self.switched = asyncio.Event()
+
+    def state(self) -> dict[str, Any]:
+        queued = {n: b.queued_inputs + self.chats_waiting[n] for n, b in self.batchers.items()}
+        pending = sum(log.pending() for log in set(self.logs.values()))
+        return {"models": dict(self.pool.models), "queued": queued, "log_pending": pending}
+
+    def model(self, name: str | None, endpoint: str) -> ServedModel:
+        """The served model a request names; with one model served, a request may leave `model` out."""
+        if name is None:
+            if len(self.pool.models) != 1:
+                known = ", ".join(sorted(self.pool.models))
+                raise ApiError(
+                    422, f"model: required when several models are served ({known})", "invalid_body"
+                )
+            name = next(iter(self.pool.models))
+        served = self.pool.get(name)
+        if served is None:
+            known = ", ".join(sorted(self.pool.models))
+            raise ApiError(404, f"no model named {name!r} is served here; served: {known}", "model_not_found")
+        if served.endpoint != endpoint:
+            raise ApiError(
+                400,
+                f"model {name!r} is a {served.trained.task.name} model; it answers {ENDPOINTS[served.endpoint]}",
+                "wrong_endpoint",
+            )
+        return served
+
+    def log_row(self, served: ServedModel, **row: Any) -> None:
+        self.logs[served.name].record(
+            encode_row(run=served.root, model=served.name, version=served.version, **row)
+        )
+
+    def chat_done(
+        self,
+        served: ServedModel,
+        completion_id: str,
+        messages: list[dict[str, str]],
+        text: str,
+        usage: dict[str, int],
+        seconds: float,
+    ) -> None:
+        """Time and log a finished chat completion (streamed or not)."""
+        self.metrics.inference_seconds.labels(served.name, "chat").observe(seconds)
+        self.log_row(
+            served,
+            request_id=completion_id,
+            endpoint="chat",
+            input=messages,
+            output=text,
+            latency_ms=seconds * 1000,
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+        )
+
+    # --- model work (on the worker thread) ---
+    @staticmethod
+    def _classify_batch(items: list[tuple[ServedModel, str]]) -> list[list[tuple[str, float]]]:
+        out: list[Any] = [None] * len(items)
+        groups: dict[int, list[int]] = {}
+        for i, (served, _) in enumerate(items):
+            groups.setdefault(id(served), []).append(i)
+        for idx in groups.values():
+            served = items[idx[0]][0]
+            served.activate()
+            ranked = predict_texts(served.trained, [items[i][1] for i in idx], batch_size=len(idx))
+            for i, result in zip(idx, ranked, strict=True):
+                out[i] = result
+        return out
+
+    def served_or_404(self, name: str) -> ServedModel:
+        served = self.pool.get(name)
+        if served is None:
+            raise ApiError(404, f"no model named {name!r} is served here", "model_not_found")
+        return served
+
+    async def in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def apply_switches(self) -> list[str]:
+        """Load and serve whatever version serving.json now names; returns what changed."""
+        changed = []
+        for name, version in self.pool.pending_switches().items():
+            await self.in_worker(self.pool.switch, name, version)
+            changed.append(f"{name} -> {version}")
+        return changed
+
+    async def close(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.close()
+        self.executor.shutdown(wait=True)
+        logs = set(self.logs.values())
+        for log in logs:
+            log.close()  # drains the writer's queue
+        written, failed = sum(log.written for log in logs), sum(log.failed for log in logs)
+        lost = f", {failed} could not be written" if failed else ""
+        print(f"tunesmith serve: stopped; {written} requests logged since start{lost}", flush=True)

@@ -1,0 +1,65 @@
+"""What a training run is set up with, decided once for `train`, `plan` and `tune` alike: the device, the
+mixed precision, and the trainable model (base loaded, head started, method applied, activation
+checkpointing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.config import RunConfig, TrainConfig
+from tunesmith.errors import UserError
+from tunesmith.methods import Method
+from tunesmith.tasks import Task
+
+
+def training_device(config: RunConfig) -> torch.device:
+    """Where training runs: a CUDA GPU when there is one, unless train.device says cpu (accelerate is told
+    the same; train.device=cuda without a GPU is refused before)."""
+    wanted = config.train.device
+    return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def mixed_precision(name: str) -> str:
+    """train.precision as accelerate names it; auto: bf16 on a GPU that has it, else full precision (CPUs
+    differ in native bf16, and without it bf16 is slower than fp32)."""
+    if name == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no"}.get(name, name)
+
+
+def build_model(
+    task: Task,
+    resolved: Any,
+    method: Method,
+    cfg: TrainConfig,
+    device: torch.device,
+    steps: int,
+    *,
+    head: Path | None = None,
+    sharded: bool = False,
+) -> tuple[torch.nn.Module, bool]:
+    """The model training starts from, and whether it computes what the base model does: the base loaded as
+    the method needs it, its head started from what the baseline saved at `head` (task.init_head), moved to
+    `device` (sharded, each unit's shard moves there when it is cut: the whole never does), the method
+    applied, activation checkpointing on when train.gradient_checkpointing says so."""
+    base = task.load_model(resolved, **method.load_kwargs(str(device)))
+    starts_as_base = task.init_head(base, head)
+    if not getattr(base, "is_quantized", False) and not sharded:
+        base = base.to(device)
+    model = method.apply(base, task.peft_task_type, steps)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    task.prepare_model(model)
+    return model, starts_as_base
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """transformers' activation checkpointing on the model's layers (non-reentrant, so frozen embeddings under
+    an adapter need no input-gradient hooks)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise UserError(f"{type(base).__name__} does not support train.gradient_checkpointing")
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
