@@ -1,5 +1,8 @@
 """The verbs. Each parses its flags into the one config, calls a recipe, and prints. Errors a user can act on
-are printed once here, as `tunesmith: ...` with exit code 2, never as a traceback."""
+are printed once here, as `tunesmith: ...` with exit code 2, never as a traceback.
+
+Each command imports what it uses inside itself, for start-up time: `tunesmith --help`, `--version` and a
+mistyped flag answer at once instead of loading pydantic, torch and transformers first."""
 
 from __future__ import annotations
 
@@ -182,27 +185,16 @@ def train(
     for the method and task (lora: 2e-3 for classification, 5e-4 for the others; train.learning_rate),
     model.max_length from the data (99% of training examples whole), and the run keeps the base model when
     tuning did not beat it (train.keep). The run folder's config.yaml records every value used."""
-    from tunesmith.config import read_yaml
     from tunesmith.recipes.finetune import finetune
-    from tunesmith.training.distributed import (
-        check_process_count,
-        check_strategy,
-        is_main_process,
-        launched,
-    )
-    from tunesmith.training.launch import relaunch
+    from tunesmith.training.distributed import is_main_process, launched
+    from tunesmith.training.launch import launch
 
     quiet_libraries()
-    if resume:
-        if out is None:
-            raise UserError("--resume needs --out RUN_FOLDER")
-        if config or overrides or any(v is not None for v in (task, model, data, validation, test, method)):
-            raise UserError("--resume continues with the run's saved config; give only --out")
-        tree = read_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else {}
-    else:
-        tree = read_yaml(config) if config else {}
+    given = bool(config or overrides) or any(
+        v is not None for v in (task, model, data, validation, test, method)
+    )
     run_config = _config_from(
-        tree,
+        _run_tree(config, out, resume, given),
         overrides,
         {"task": task, "method": method},
         {
@@ -211,25 +203,37 @@ def train(
             "train.memory_budget": memory_budget,
         },
     )
-    if (nproc > 1 or nnodes > 1) and not launched():
-        check_process_count(run_config.train, nproc * nnodes)  # refused here once, not in every process
-        check_strategy(run_config)
-        raise typer.Exit(relaunch(sys.argv[1:], nproc, nnodes, node_rank, master_addr, master_port))
+    if (nproc > 1 or nnodes > 1) and not launched():  # torchrun starts this command again in each process
+        raise typer.Exit(launch(run_config, sys.argv[1:], nproc, nnodes, node_rank, master_addr, master_port))
     result = finetune(
         run_config, make_console(stderr=True) if as_json else console, resume=resume, overwrite=overwrite
     )
-    if not is_main_process():
-        return
+    if is_main_process():
+        _print_trained(result, as_json)
+
+
+def _run_tree(config: Path | None, out: Path | None, resume: bool, given: bool) -> dict[str, Any]:
+    """The config to start from: a resumed run's own (nothing else may be given), or the --config file."""
+    from tunesmith.config import read_yaml
+
+    if not resume:
+        return read_yaml(config) if config else {}
+    if out is None:
+        raise UserError("--resume needs --out RUN_FOLDER")
+    if given:
+        raise UserError("--resume continues with the run's saved config; give only --out")
+    return read_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else {}
+
+
+def _print_trained(result: Any, as_json: bool) -> None:
+    """A finished run: its summary and evaluation as JSON, or the comparison table and what to do next."""
+    from tunesmith.evaluation.report import print_comparison
+
     if as_json:
-        print(
-            json.dumps(
-                {"run": str(result.run), "summary": result.summary, "evaluation": result.evaluation}, indent=2
-            )
-        )
+        summary = {"run": str(result.run), "summary": result.summary, "evaluation": result.evaluation}
+        print(json.dumps(summary, indent=2))
         return
     if result.evaluation:
-        from tunesmith.evaluation.report import print_comparison
-
         print_comparison(console, result.evaluation, "test set: base vs tuned")
     console.print(f"run folder: [bold]{result.run}[/]")
     console.print(
@@ -395,26 +399,9 @@ def tune(
     )
     result = run_search(run_config, console if not as_json else make_console(stderr=True), out)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "best_value": result.best_value,
-                    "best_params": result.best_params,
-                    "best_config": str(result.best_config) if result.best_config else None,
-                    "trials": result.trials,
-                },
-                indent=2,
-            )
-        )
-        return
-    done = sum(t["state"] in ("complete", "pruned") for t in result.trials)
-    pruned = sum(t["state"] == "pruned" for t in result.trials)
-    console.print(f"{done} trials ({pruned} pruned) in {result.folder}")
-    if result.best_config is None:
-        console.print("no trial completed")
-        return
-    console.print(f"best: {result.best_params} -> validation {result.best_value:.4f}")
-    console.print(f"next: tunesmith train --config {result.best_config}")
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        result.print(console)
 
 
 @app.command()
@@ -438,9 +425,8 @@ def plan(
     measured on a short calibration with your model and data; and the method to use."""
     from tunesmith.config import read_yaml
     from tunesmith.methods import METHODS
-    from tunesmith.planning.estimate import format_seconds
     from tunesmith.recipes.plan import plan as make_plan
-    from tunesmith.units import human
+    from tunesmith.recipes.plan import print_plan
 
     quiet_libraries()
     names = METHODS.names() if method == "all" else [m.strip() for m in method.split(",") if m.strip()]
@@ -453,61 +439,13 @@ def plan(
         _model_and_data(model, data, validation, test),
     )
 
-    def count(n: int) -> str:
-        return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K" if n >= 1e4 else f"{n:,}"
-
     err = make_console(stderr=True)
     with err.status("calibrating") as status:
         result = make_plan(run_config, names, memory_budget, lambda text: status.update(text))
     if as_json:
         print(json.dumps(result.as_json(), indent=2))
-        return
-    from rich.table import Table
-
-    cfg = run_config.train
-    table = Table(
-        title=f"{run_config.task.name} on {run_config.model.name}: batch {cfg.batch_size}, "
-        f"max_length {run_config.model.max_length}, {cfg.epochs} epochs"
-    )
-    for col in (
-        "method",
-        "trainable",
-        "weights",
-        "grad+optim",
-        "activations",
-        "evaluation",
-        "peak",
-        "time/epoch",
-    ):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    if result.budget is not None:
-        table.add_column("fits", justify="center")
-    for e in result.estimates:
-        row = [
-            ("[bold]" if e.method == result.recommended else "") + e.method,
-            f"{count(e.trainable_parameters)} ({100 * e.trainable_parameters / max(e.total_parameters, 1):.2f}%)",
-            human(e.weights_bytes),
-            human(e.gradients_bytes + e.optimizer_bytes),
-            human(e.activations_bytes),
-            human(e.evaluation_bytes),
-            human(e.peak_bytes),
-            format_seconds(e.epoch_seconds),
-        ]
-        if result.budget is not None:
-            row.append("yes" if result.fits(e) else "[red]no[/]")
-        table.add_row(*row)
-    console.print(table)
-    if result.estimates:
-        console.print(
-            f"[dim]peak memory includes {human(result.estimates[0].runtime_bytes)} for the process itself "
-            "(Python, torch, tokenizer, data); times from timed steps on this machine[/]"
-        )
-    for name, why in result.skipped.items():
-        console.print(f"[dim]{name}: not for this run: {why}[/]")
-    if result.recommended:
-        console.print(f"recommended: [bold]{result.recommended}[/] ({result.reason})")
     else:
-        console.print(f"[red]{result.reason}[/]")
+        print_plan(console, result, run_config)
 
 
 @app.command()
@@ -581,8 +519,8 @@ def monitor(
 ) -> None:
     """Drift of recent traffic against held-out data: embedding drift (domain classifier, MMD), length and
     unseen words, predicted label shares and confidence. Exit code 1 on drift (for cron), 0 otherwise."""
-    from tunesmith.monitoring.monitor import describe, parse_since, write_sample
     from tunesmith.monitoring.monitor import monitor as run_monitor
+    from tunesmith.monitoring.monitor import parse_since, print_monitor_report, write_sample
     from tunesmith.runs import writing
 
     quiet_libraries()
@@ -591,16 +529,10 @@ def monitor(
     written = None
     if sample_to_label is not None and report["status"] != "insufficient_data":
         written = write_sample(run, report, sample_to_label, sample, log_url)
-    public = {k: v for k, v in report.items() if not k.startswith("_")}
     if as_json:
-        print(json.dumps(public, indent=2))
+        print(json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2))
     else:
-        console.print(
-            f"[bold]{run}[/] version {report['version']}: {report['requests']} requests, "
-            f"status [bold]{report['status']}[/]"
-        )
-        for line in describe(report):
-            console.print(escape(line), style="red" if line.startswith("ALERT") else None)
+        print_monitor_report(console, run, report)
         if written is not None:
             console.print(
                 f"{written} requests to label in {sample_to_label}; then: tunesmith retune {run} --extra FILE"
@@ -637,19 +569,10 @@ def retune(
             overrides=overrides,
             log_url=log_url,
         )
-    decision = result.decision
     if as_json:
-        print(json.dumps(decision, indent=2))
-        return
-    c = decision["comparison"]
-    interval = c.get("interval")
-    shown = f" [{interval['low']:+.4f}, {interval['high']:+.4f}]" if interval else ""
-    console.print(
-        f"{result.version} vs {decision['from']} on the same {decision['data']['test_examples']} test examples: "
-        f"{c['metric']} {c['candidate']:.4f} vs {c['serving']:.4f} ({c['candidate'] - c['serving']:+.4f}{shown})"
-    )
-    verdict = "[green]promoted[/]" if decision["promoted"] else "[yellow]not promoted[/]"
-    console.print(f"{verdict}: {escape(decision['reason'])}")
+        print(json.dumps(result.decision, indent=2))
+    else:
+        result.print(console)
 
 
 @app.command()

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.config import ModelConfig
 from tunesmith.errors import UserError
 from tunesmith.models.catalog import resolve_model
 from tunesmith.models.loader import load_pretrained, load_tokenizer
+from tunesmith.sections import ModelConfig
 
 
 def test_catalog_name_points_into_the_installed_package():

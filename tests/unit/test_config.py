@@ -125,8 +125,8 @@ def test_metric_of_generated_text_needs_generation_during_validation():
 
 
 def test_the_estimate_runs_for_long_runs_for_a_memory_budget_and_when_asked():
-    from tunesmith.config import TrainConfig
     from tunesmith.planning.estimate import WORTH_STEPS, worth_estimating
+    from tunesmith.sections import TrainConfig
 
     auto = TrainConfig()
     assert auto.estimate == "auto"

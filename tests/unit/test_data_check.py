@@ -182,8 +182,8 @@ def test_truncate_history_drops_the_oldest_turns_of_a_long_chat(capsys, tmp_path
 def test_a_long_document_is_shortened_not_refused_and_check_and_training_agree(capsys, tmp_path, smollm_dir):
     from transformers import AutoTokenizer
 
-    from tunesmith.config import ModelConfig
     from tunesmith.data.chat_encoding import IGNORE
+    from tunesmith.sections import ModelConfig
     from tunesmith.tasks.summarization import Summarization, SummarizationParams
 
     long_document = "The library parses and writes configuration files in many formats. " * 40
@@ -216,7 +216,7 @@ def test_a_long_document_is_shortened_not_refused_and_check_and_training_agree(c
 def test_a_long_context_is_shortened_and_the_question_kept(tmp_path, smollm_dir):
     from transformers import AutoTokenizer
 
-    from tunesmith.config import ModelConfig
+    from tunesmith.sections import ModelConfig
     from tunesmith.tasks.qa import GenerativeQA, QAParams
 
     context = "Debian packages are built from source packages by the buildd network. " * 40

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from tunesmith.config import CheckConfig, ModelConfig
 from tunesmith.data.checks.gate import CheckReport, check_data
 from tunesmith.errors import UserError
+from tunesmith.sections import CheckConfig, ModelConfig
 from tunesmith.tasks.chat import Chat, ChatParams
 from tunesmith.tasks.classification import Classification, ClassificationParams
 

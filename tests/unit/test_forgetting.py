@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 
-from tunesmith.config import EvaluationConfig
 from tunesmith.evaluation.forgetting import (
     GENERAL_PROMPTS,
     GeneralAbility,
@@ -16,6 +15,7 @@ from tunesmith.evaluation.forgetting import (
     reference_paragraphs,
     reference_perplexity,
 )
+from tunesmith.sections import EvaluationConfig
 
 
 def perturbed(model: torch.nn.Module, scale: float, seed: int = 0) -> torch.nn.Module:

@@ -90,3 +90,17 @@ def test_one_step_changes_trainable_weights_only(tiny_bert_dir, name, params):
             assert not changed
         else:
             assert changed, f"trainable {n} did not change"
+
+
+def test_every_registered_method_is_offered_and_ranked():
+    """Registering a method (its file and its line in methods/__init__.py) is all it takes: the CLI's help
+    names it, the planner ranks it, and the adapter tests pick it up (test_peft_methods.PEFT)."""
+    from tunesmith.cli import METHOD_HELP
+    from tunesmith.recipes.plan import fallback_order, preference_order
+
+    names = METHODS.names()
+    offered = METHOD_HELP.split(" (see")[0].replace(" or ", ", ").split(", ")
+    assert sorted(offered) == sorted(names)  # the help is written out: importing the methods would slow --help
+    assert sorted(preference_order()) == sorted(names)
+    assert preference_order()[0] == "lora" and fallback_order()[0] == "lora"
+    assert all(METHODS.get(name).preference < 100 for name in names), "rank a new method: Method.preference"

@@ -152,7 +152,8 @@ def steps(model: torch.nn.Module, task: str, n: int, lr: float = 1e-2) -> list[f
     return losses
 
 
-PEFT = ["lora", "dora", "adalora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter"]
+PEFT = [name for name in METHODS.names() if not METHODS.get(name).saves_full_model]
+"""Every registered method that saves an adapter, not a whole model (full and freeze: tests/unit/test_methods.py)."""
 UNSUPPORTED = {("prompt", "qa"), ("prefix", "classification"), ("prefix", "qa")}
 """Refused before any model loads (see test_method_task_refusals)."""
 MATRIX = [(name, task) for name in PEFT for task in MODELS if (name, task) not in UNSUPPORTED]

@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tunesmith.config import ModelConfig
 from tunesmith.data.readers import FileFormat, csv_delimiter, delimiter_note, read_records
 from tunesmith.errors import DataError
+from tunesmith.sections import ModelConfig
 from tunesmith.tasks.classification import Classification, ClassificationParams
 
 

@@ -5,9 +5,9 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from tunesmith.config import ModelConfig
 from tunesmith.data.squad import qa_examples
 from tunesmith.errors import DataError
+from tunesmith.sections import ModelConfig
 from tunesmith.tasks.qa import QAParams
 from tunesmith.tasks.qa_extractive import ExtractiveQA
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tunesmith.config import TrainConfig
 from tunesmith.recipes.summary import Facts, not_kept_line, summarise
+from tunesmith.sections import TrainConfig
 from tunesmith.training.checkpoint import LoopState
 from tunesmith.training.loop import LoopResult
 

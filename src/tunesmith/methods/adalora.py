@@ -47,6 +47,8 @@ class AdaLoraParams(PluginParams):
 
 @METHODS.register("adalora")
 class AdaLora(PeftMethod):
+    preference = 3
+    fallback = None
     name = "adalora"
     Params = AdaLoraParams
     default_learning_rate = 1e-3

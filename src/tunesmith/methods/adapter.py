@@ -93,6 +93,8 @@ def output_width(layer: torch.nn.Module) -> int:
 
 @METHODS.register("adapter")
 class Adapter(Method):
+    preference = 6
+    fallback = None
     name = "adapter"
     Params = AdapterParams
     default_learning_rate = 1e-3

@@ -34,6 +34,13 @@ class Method(ABC):
     (prompt and prefix tuning's virtual tokens)."""
     merge_tolerance: ClassVar[float] = 1e-4
     """Largest logit difference accepted between the run's model and its merged export (summation order)."""
+    preference: ClassVar[int] = 100
+    """Where `tunesmith plan` ranks this method when several fit, lower first: LoRA first (near full
+    fine-tuning quality on a few thousand examples at a fraction of the memory), whole-model training next,
+    then ever smaller updates; a method not ranked yet comes last."""
+    fallback: ClassVar[int | None] = None
+    """Where this method stands among those a run over its memory budget is pointed to, lower first (tried
+    in that order, each measured); None: never pointed to."""
 
     def __init__(self, params: PluginParams):
         self.params = params

@@ -17,6 +17,8 @@ class DoraParams(LoraParams):
 
 @METHODS.register("dora")
 class Dora(Lora):
+    preference = 1
+    fallback = None
     name = "dora"
     Params = DoraParams
     use_dora = True

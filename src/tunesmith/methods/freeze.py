@@ -21,6 +21,8 @@ class FreezeParams(PluginParams):
 
 @METHODS.register("freeze")
 class Freeze(Method):
+    preference = 7
+    fallback = None
     name = "freeze"
     Params = FreezeParams
     default_learning_rate = 1e-4

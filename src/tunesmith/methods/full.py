@@ -17,6 +17,8 @@ class FullParams(PluginParams):
 
 @METHODS.register("full")
 class Full(Method):
+    preference = 2
+    fallback = None
     name = "full"
     Params = FullParams
     default_learning_rate = 5e-5

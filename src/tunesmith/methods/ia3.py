@@ -25,6 +25,8 @@ class IA3Params(PluginParams):
 
 @METHODS.register("ia3")
 class IA3(PeftMethod):
+    preference = 9
+    fallback = 2
     name = "ia3"
     Params = IA3Params
     default_learning_rate = 3e-3

@@ -28,6 +28,8 @@ class LohaParams(PluginParams):
 
 @METHODS.register("loha")
 class Loha(PeftMethod):
+    preference = 4
+    fallback = None
     name = "loha"
     Params = LohaParams
     default_learning_rate = 5e-4

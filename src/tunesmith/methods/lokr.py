@@ -17,6 +17,8 @@ class LokrParams(LohaParams):
 
 @METHODS.register("lokr")
 class Lokr(Loha):
+    preference = 5
+    fallback = None
     name = "lokr"
     Params = LokrParams
     default_learning_rate = 1e-3

@@ -34,6 +34,8 @@ class LoraParams(PluginParams):
 
 @METHODS.register("lora")
 class Lora(PeftMethod):
+    preference = 0
+    fallback = 0
     name = "lora"
     Params = LoraParams
     default_learning_rate = 5e-4

@@ -34,6 +34,8 @@ class PrefixParams(PromptLearningParams):
 
 @METHODS.register("prefix")
 class Prefix(PromptLearning):
+    preference = 10
+    fallback = None
     name = "prefix"
     Params = PrefixParams
     default_learning_rate = 1e-2

@@ -22,6 +22,8 @@ class PromptParams(PromptLearningParams):
 
 @METHODS.register("prompt")
 class Prompt(PromptLearning):
+    preference = 11
+    fallback = 3
     name = "prompt"
     Params = PromptParams
     default_learning_rate = 3e-2

@@ -36,6 +36,8 @@ class QloraParams(LoraParams):
 
 @METHODS.register("qlora")
 class Qlora(Lora):
+    preference = 8
+    fallback = 1
     name = "qlora"
     Params = QloraParams
     default_learning_rate = 5e-4

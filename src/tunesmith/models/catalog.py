@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.errors import UserError
+from tunesmith.models.gguf import converted_folder, converted_parts
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,6 @@ def _catalog_folder(entry: CatalogEntry) -> Path:
     """A loadable model folder: the package's own, or for GGUF weights the cached converted folder."""
     if not entry.gguf_file:
         return package_folder(entry)
-    from tunesmith.models.gguf import converted_folder, converted_parts
-
     try:
         if entry.gguf_parts:
             parts = [_package_file(entry, *part.split("/", 1)) for part in entry.gguf_parts]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunesmith.models.catalog import ResolvedModel
+from tunesmith.models.catalog import CATALOG, ResolvedModel, resolve_model
 
 KINDS = ("encoder", "causal", "seq2seq")
 
@@ -65,8 +65,6 @@ def model_kind(resolved: ResolvedModel) -> str | None:
 
 def kind_of(name: str) -> str | None:
     """The kind of a model given by catalog name, folder or hub id, without loading (or converting) it."""
-    from tunesmith.models.catalog import CATALOG, resolve_model
-
     entry = CATALOG.get(name)
     if entry is not None:
         return entry.kind

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunesmith.config import ModelConfig
 from tunesmith.errors import UserError
-from tunesmith.models.catalog import ResolvedModel
+from tunesmith.models.catalog import CATALOG, ResolvedModel
+from tunesmith.sections import ModelConfig
 
 
 def _offline_kwargs(model: ResolvedModel, cfg: ModelConfig) -> dict[str, Any]:
@@ -19,8 +19,6 @@ def _offline_kwargs(model: ResolvedModel, cfg: ModelConfig) -> dict[str, Any]:
 def _not_found(model: ResolvedModel, cfg: ModelConfig, exc: Exception) -> UserError:
     if model.is_local:
         return UserError(f"cannot load the model in {model.source}: {exc}")
-    from tunesmith.models.catalog import CATALOG
-
     names = ", ".join(CATALOG)
     if cfg.allow_download:
         why = "the download failed (is this machine offline?)"

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.markup import escape
 
-from tunesmith.config import MonitorConfig, build_config
+from tunesmith.config import build_config
 from tunesmith.errors import UserError
 from tunesmith.files import write_json_atomic
 from tunesmith.inference import TrainedRun, load_run
@@ -28,6 +30,7 @@ from tunesmith.models.running import evaluating
 from tunesmith.monitoring import drift
 from tunesmith.monitoring.request_log import RequestLog, default_url
 from tunesmith.recipes.prepare import load_splits
+from tunesmith.sections import MonitorConfig
 from tunesmith.versions import Deployment
 
 SMALL_REFERENCE = 100
@@ -154,6 +157,31 @@ def monitor(
         return report
     reference = reference_texts(trained, cfg)
     recent = [trained.task.traffic_text(r["input"]) for r in rows]
+    detectors, unfamiliar = run_detectors(trained, cfg, reference, recent, rows)
+    report["detectors"] = {name: d.as_json() for name, d in detectors.items()}
+    report["alerts"] = [name for name, d in detectors.items() if d.alert]
+    report["drift"] = bool(report["alerts"])
+    report["status"] = "drift" if report["drift"] else "ok"
+    ranked = np.argsort(-unfamiliar)
+    report["most_unfamiliar"] = [
+        {"id": rows[i]["id"], "text": recent[i][:300], "p_recent": round(float(unfamiliar[i]), 4)}
+        for i in ranked[:5]
+    ]
+    report["_ranking"] = [rows[i]["id"] for i in ranked]
+    _write(deployment, report)
+    return report
+
+
+def run_detectors(
+    trained: TrainedRun,
+    cfg: MonitorConfig,
+    reference: Reference,
+    recent: list[str],
+    rows: list[dict[str, Any]],
+) -> tuple[dict[str, drift.Detection], np.ndarray]:
+    """Every detector on reference vs recent texts (embedding drift, lengths, unseen words; for a classifier
+    its predicted label shares and confidence too), and how unfamiliar each recent text is to the domain
+    classifier."""
     ref, rec = encode_texts(trained, reference.texts), encode_texts(trained, recent)
     detectors: dict[str, drift.Detection] = {}
     detectors["domain_classifier_auc"], unfamiliar = drift.domain_classifier(
@@ -176,18 +204,7 @@ def monitor(
         detectors["confidence_drop"] = drift.confidence_drop(
             ref.probabilities.max(1).tolist(), confidences, cfg.confidence_drop
         )
-    report["detectors"] = {name: d.as_json() for name, d in detectors.items()}
-    report["alerts"] = [name for name, d in detectors.items() if d.alert]
-    report["drift"] = bool(report["alerts"])
-    report["status"] = "drift" if report["drift"] else "ok"
-    ranked = np.argsort(-unfamiliar)
-    report["most_unfamiliar"] = [
-        {"id": rows[i]["id"], "text": recent[i][:300], "p_recent": round(float(unfamiliar[i]), 4)}
-        for i in ranked[:5]
-    ]
-    report["_ranking"] = [rows[i]["id"] for i in ranked]
-    _write(deployment, report)
-    return report
+    return detectors, unfamiliar
 
 
 def _write(deployment: Deployment, report: dict[str, Any]) -> None:
@@ -221,6 +238,17 @@ def write_sample(run: Path, report: dict[str, Any], out: Path, count: int, log_u
                 messages = [*row["input"], {"role": "assistant", "content": ""}]
                 handle.write(json.dumps({"id": row["id"], "messages": messages}, ensure_ascii=False) + "\n")
     return len(rows)
+
+
+def print_monitor_report(console: Console, run: Path, report: dict[str, Any]) -> None:
+    """What `tunesmith monitor` prints: the version, the requests seen, the status, then each detector
+    (alerts in red)."""
+    console.print(
+        f"[bold]{run}[/] version {report['version']}: {report['requests']} requests, "
+        f"status [bold]{report['status']}[/]"
+    )
+    for line in describe(report):
+        console.print(escape(line), style="red" if line.startswith("ALERT") else None)
 
 
 def describe(report: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from tunesmith.config import RunConfig, build_config
 from tunesmith.data.readers import FileFormat
@@ -40,6 +41,20 @@ class RetuneResult:
     version: str
     folder: Path
     decision: dict[str, Any]
+
+    def print(self, console: Console) -> None:
+        """New vs serving on the same test examples, with the interval of the difference, and the verdict."""
+        decision = self.decision
+        c = decision["comparison"]
+        interval = c.get("interval")
+        shown = f" [{interval['low']:+.4f}, {interval['high']:+.4f}]" if interval else ""
+        console.print(
+            f"{self.version} vs {decision['from']} on the same {decision['data']['test_examples']} test "
+            f"examples: {c['metric']} {c['candidate']:.4f} vs {c['serving']:.4f} "
+            f"({c['candidate'] - c['serving']:+.4f}{shown})"
+        )
+        verdict = "[green]promoted[/]" if decision["promoted"] else "[yellow]not promoted[/]"
+        console.print(f"{verdict}: {escape(decision['reason'])}")
 
 
 def retune_data(
@@ -174,6 +189,15 @@ def decide(comparison: dict[str, Any], rule: str, tolerance: float) -> tuple[boo
     )
 
 
+def logged_corrections(deployment: Deployment, log_url: str | None) -> list[dict[str, Any]]:
+    """The corrections sent to /v1/feedback for this run's requests, from its request log."""
+    log = RequestLog(log_url or default_url(deployment.root))
+    try:
+        return log.corrections(deployment.root)
+    finally:
+        log.close()
+
+
 def retune(
     run: Path,
     console: Console,
@@ -186,13 +210,7 @@ def retune(
     deployment = Deployment(run)
     serving_version = deployment.current()
     serving = load_run(deployment.folder(serving_version))
-    corrections: list[dict[str, Any]] = []
-    if feedback:
-        log = RequestLog(log_url or default_url(deployment.root))
-        try:
-            corrections = log.corrections(deployment.root)
-        finally:
-            log.close()
+    corrections = logged_corrections(deployment, log_url) if feedback else []
     if not corrections and not extra:
         raise UserError(
             f"nothing to learn from: no corrections logged for {deployment.root.name} and no --extra file"
@@ -215,13 +233,16 @@ def retune(
         console.print("the new version's labels differ from the serving version's: it starts from the base")
     elif config.retune.start == "serving":
         config.train.init_from = deployment.folder(serving_version)
-    result = finetune(config, console)
-    cfg = config
-    candidate = load_run(result.run)
-    metric = cfg.train.metric
+    candidate = load_run(finetune(config, console).run)
     comparison = compare_versions(
-        candidate, serving, data["test"], metric, cfg.evaluation.bootstrap_resamples, cfg.train.seed
+        candidate,
+        serving,
+        data["test"],
+        config.train.metric,
+        config.evaluation.bootstrap_resamples,
+        config.train.seed,
     )
+    cfg = config
     promote, reason = decide(comparison, cfg.retune.promote, cfg.retune.tolerance)
     decision = {
         "version": version,

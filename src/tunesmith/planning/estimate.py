@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from tunesmith.config import TrainConfig
 from tunesmith.methods.base import Method, count_parameters
 from tunesmith.planning.memory import (
     peak_increment,
@@ -42,6 +41,7 @@ from tunesmith.planning.memory import (
     tensor_bytes,
     trainable_bytes,
 )
+from tunesmith.sections import TrainConfig
 from tunesmith.tasks.base import Task
 from tunesmith.training.batching import epoch_batches
 from tunesmith.training.loop import build_optimizer
@@ -190,57 +190,21 @@ def estimate(
     def collate(rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {k: v.to(device) for k, v in task.collate(list(rows), pad_id).items()}
 
-    lengths = [f["length"] for f in features]
-    batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, bool(cfg.group_by_length))
-    counted = batches if len(batches) <= MAX_COUNTED_BATCHES else batches[:: len(batches) // 1000]
-    tokens = [int(collate([features[j] for j in b])["input_ids"].numel()) for b in counted]
-    epoch_tokens = sum(tokens) * len(batches) / len(counted)
-    longest = collate([features[j] for j in counted[max(range(len(counted)), key=lambda i: tokens[i])]])
-
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    batches, epoch_tokens, longest = _epoch_shape(features, cfg, collate)
     was_training = model.training
     try:
-        model.eval()
-        evaluation = weights + _evaluation_rise(task, model, val_features, cfg, collate, device)
-        model.train()
-        activations = peak_increment(lambda: _forward_backward(task, model, method, longest), device)
-        model.zero_grad(set_to_none=True)
-        with restored_afterwards(model):  # real training steps, timed, then undone
-            optimizer = build_optimizer(model, cfg)
-
-            def step(indices: list[int]) -> tuple[int, float, float]:
-                """(tokens, forward+backward seconds, clipping+optimizer seconds) of one real step."""
-                batch = collate([features[j] for j in indices])
-                _sync(device)
-                start = time.perf_counter()
-                _forward_backward(task, model, method, batch)
-                _sync(device)
-                middle = time.perf_counter()
-                if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm
-                    )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                _sync(device)
-                return int(batch["input_ids"].numel()), middle - start, time.perf_counter() - middle
-
-            order = [batches[i % len(batches)] for i in range(WARMUP_STEPS + TIMED_STEPS)]
-            # the moments, kernels, the allocator's pools settle; the rise over these steps also holds what
-            # the allocator keeps from one step to the next, which a single pass does not show
-            level = allocated_bytes(device)
-            steps_peak = level + peak_increment(lambda: [step(i) for i in order[:WARMUP_STEPS]], device)
-            timed = [step(indices) for indices in order[WARMUP_STEPS:]]
-            per_token = sum(t[1] for t in timed) / max(sum(t[0] for t in timed), 1)
-            per_update = sum(t[2] for t in timed) / len(timed)
-            optimizer.state.clear()  # the moments: free them now
+        with _random_state_kept():
+            model.eval()
+            evaluation = weights + _evaluation_rise(task, model, val_features, cfg, collate, device)
+            model.train()
+            activations = peak_increment(lambda: _forward_backward(task, model, method, longest), device)
+            model.zero_grad(set_to_none=True)
+            steps_peak, per_token, per_update = _timed_steps(
+                task, model, method, features, batches, cfg, collate
+            )
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
 
     trainable, total = count_parameters(model)
     grads = trainable_bytes(model)
@@ -261,6 +225,80 @@ def estimate(
         epoch_seconds=per_token * epoch_tokens + steps * per_update,
         device=str(device),
     )
+
+
+def _epoch_shape(
+    features: Sequence[dict[str, Any]],
+    cfg: TrainConfig,
+    collate: Callable[[Sequence[dict[str, Any]]], dict[str, torch.Tensor]],
+) -> tuple[list[list[int]], float, dict[str, torch.Tensor]]:
+    """The first epoch's batches as training will draw them, its padded tokens (counted on up to
+    MAX_COUNTED_BATCHES of them), and its longest batch, collated."""
+    lengths = [f["length"] for f in features]
+    batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, bool(cfg.group_by_length))
+    counted = batches if len(batches) <= MAX_COUNTED_BATCHES else batches[:: len(batches) // 1000]
+    tokens = [int(collate([features[j] for j in b])["input_ids"].numel()) for b in counted]
+    longest = collate([features[j] for j in counted[max(range(len(counted)), key=lambda i: tokens[i])]])
+    return batches, sum(tokens) * len(batches) / len(counted), longest
+
+
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """torch's random state (CPU and CUDA) as it was before the block: calibrating changes nothing that
+    training then draws."""
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def _timed_steps(
+    task: Task,
+    model: torch.nn.Module,
+    method: Method,
+    features: Sequence[dict[str, Any]],
+    batches: list[list[int]],
+    cfg: TrainConfig,
+    collate: Callable[[Sequence[dict[str, Any]]], dict[str, torch.Tensor]],
+) -> tuple[int, float, float]:
+    """Real training steps on the run's batches, undone afterwards: the memory peak over the warm-up steps,
+    then from the timed ones the forward+backward seconds per token and the clipping+update seconds per
+    step."""
+    device = next(model.parameters()).device
+    with restored_afterwards(model):
+        optimizer = build_optimizer(model, cfg)
+
+        def step(indices: list[int]) -> tuple[int, float, float]:
+            """(tokens, forward+backward seconds, clipping+optimizer seconds) of one real step."""
+            batch = collate([features[j] for j in indices])
+            _sync(device)
+            start = time.perf_counter()
+            _forward_backward(task, model, method, batch)
+            _sync(device)
+            middle = time.perf_counter()
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm
+                )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            _sync(device)
+            return int(batch["input_ids"].numel()), middle - start, time.perf_counter() - middle
+
+        order = [batches[i % len(batches)] for i in range(WARMUP_STEPS + TIMED_STEPS)]
+        # the moments, kernels, the allocator's pools settle; the rise over these steps also holds what
+        # the allocator keeps from one step to the next, which a single pass does not show
+        level = allocated_bytes(device)
+        steps_peak = level + peak_increment(lambda: [step(i) for i in order[:WARMUP_STEPS]], device)
+        timed = [step(indices) for indices in order[WARMUP_STEPS:]]
+        per_token = sum(t[1] for t in timed) / max(sum(t[0] for t in timed), 1)
+        per_update = sum(t[2] for t in timed) / len(timed)
+        optimizer.state.clear()  # the moments: free them now
+    return steps_peak, per_token, per_update
 
 
 def allocated_bytes(device: torch.device) -> int:

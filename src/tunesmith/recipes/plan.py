@@ -12,11 +12,13 @@ from typing import Any
 
 import torch
 import yaml
+from rich.console import Console
+from rich.table import Table
 
 from tunesmith.config import RunConfig, build_config, dump_config
 from tunesmith.errors import UserError
 from tunesmith.methods import METHODS, Method
-from tunesmith.planning.estimate import Estimate, estimate
+from tunesmith.planning.estimate import Estimate, estimate, format_seconds
 from tunesmith.planning.memory import parse_budget
 from tunesmith.processes import ChildDied, run_apart
 from tunesmith.quiet import quiet_libraries
@@ -25,14 +27,16 @@ from tunesmith.training.loop import total_steps
 from tunesmith.training.setup import build_model, training_device
 from tunesmith.units import human
 
-PREFERENCE = (
-    *("lora", "dora", "full", "adalora", "loha", "lokr", "adapter", "freeze"),
-    *("qlora", "ia3", "prefix", "prompt"),
-)
-"""Which method to recommend when several fit: LoRA first (near full fine-tuning quality on a few thousand
-examples at a fraction of the memory), whole-model training next, then ever smaller updates."""
-CHEAPER = ("lora", "qlora", "ia3", "prompt")
-"""Methods named when a run does not fit, tried in this order."""
+
+def preference_order() -> list[str]:
+    """The methods in the order a plan recommends them when several fit (each class's `preference`)."""
+    return sorted(METHODS.names(), key=lambda name: (METHODS.get(name).preference, name))
+
+
+def fallback_order() -> list[str]:
+    """The methods a run over its memory budget is pointed to, in the order they are tried (`fallback`)."""
+    named = [name for name in METHODS.names() if METHODS.get(name).fallback is not None]
+    return sorted(named, key=lambda name: METHODS.get(name).fallback)
 
 
 @dataclass
@@ -142,18 +146,19 @@ def recommend(result: Plan) -> None:
             "train.gradient_checkpointing"
         )
         return
-    order = {name: i for i, name in enumerate(PREFERENCE)}
+    preferred = preference_order()
+    order = {name: i for i, name in enumerate(preferred)}
     best = min(fitting, key=lambda e: order.get(e.method, len(order)))
     result.recommended = best.method
     if result.budget:
-        result.reason = f"the first that fits in {human(result.budget)}, in the order {', '.join(PREFERENCE)}"
+        result.reason = f"the first that fits in {human(result.budget)}, in the order {', '.join(preferred)}"
     else:
         result.reason = "the usual first choice; give --memory-budget to choose by what fits"
 
 
 def cheaper_methods(prepared: Prepared, current: str, budget: int) -> str:
-    """The first of CHEAPER that fits the budget, measured, as a hint for a refused run."""
-    for name in CHEAPER:
+    """The first method of `fallback_order` that fits the budget, measured, as a hint for a refused run."""
+    for name in fallback_order():
         if name == current:
             continue
         method = method_for(prepared.config, name)
@@ -166,3 +171,56 @@ def cheaper_methods(prepared: Prepared, current: str, budget: int) -> str:
         "no cheaper method fits either: lower train.batch_size or model.max_length, or turn on "
         "train.gradient_checkpointing"
     )
+
+
+def print_plan(console: Console, result: Plan, config: RunConfig) -> None:
+    """The plan as `tunesmith plan` prints it: one row per method (trainable parameters, memory by part,
+    time per epoch), whether each fits the budget, and the recommendation."""
+    cfg = config.train
+    table = Table(
+        title=f"{config.task.name} on {config.model.name}: batch {cfg.batch_size}, "
+        f"max_length {config.model.max_length}, {cfg.epochs} epochs"
+    )
+    for col in (
+        "method",
+        "trainable",
+        "weights",
+        "grad+optim",
+        "activations",
+        "evaluation",
+        "peak",
+        "time/epoch",
+    ):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    if result.budget is not None:
+        table.add_column("fits", justify="center")
+    for e in result.estimates:
+        row = [
+            ("[bold]" if e.method == result.recommended else "") + e.method,
+            f"{_count(e.trainable_parameters)} ({100 * e.trainable_parameters / max(e.total_parameters, 1):.2f}%)",
+            human(e.weights_bytes),
+            human(e.gradients_bytes + e.optimizer_bytes),
+            human(e.activations_bytes),
+            human(e.evaluation_bytes),
+            human(e.peak_bytes),
+            format_seconds(e.epoch_seconds),
+        ]
+        if result.budget is not None:
+            row.append("yes" if result.fits(e) else "[red]no[/]")
+        table.add_row(*row)
+    console.print(table)
+    if result.estimates:
+        console.print(
+            f"[dim]peak memory includes {human(result.estimates[0].runtime_bytes)} for the process itself "
+            "(Python, torch, tokenizer, data); times from timed steps on this machine[/]"
+        )
+    for name, why in result.skipped.items():
+        console.print(f"[dim]{name}: not for this run: {why}[/]")
+    if result.recommended:
+        console.print(f"recommended: [bold]{result.recommended}[/] ({result.reason})")
+    else:
+        console.print(f"[red]{result.reason}[/]")
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K" if n >= 1e4 else f"{n:,}"

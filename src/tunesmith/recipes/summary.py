@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from tunesmith.config import TrainConfig
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.planning.memory import peak_resident_bytes
+from tunesmith.sections import TrainConfig
 from tunesmith.training.checkpoint import LoopState
 from tunesmith.training.loop import LoopResult
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,12 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from tunesmith.config import RunConfig, SearchRange, build_config, set_dotted
+from tunesmith.config import RunConfig, build_config, set_dotted
 from tunesmith.errors import ConfigError
 from tunesmith.evaluation.metrics import greater_is_better
+from tunesmith.recipes.finetune import finetune
 from tunesmith.runs import writing
+from tunesmith.sections import SearchRange
 
 STUDY = "tunesmith"
 
@@ -40,6 +43,25 @@ class SearchResult:
     best_params: dict[str, Any]
     best_config: Path | None
     trials: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "best_value": self.best_value,
+            "best_params": self.best_params,
+            "best_config": str(self.best_config) if self.best_config else None,
+            "trials": self.trials,
+        }
+
+    def print(self, console: Console) -> None:
+        """What `tunesmith tune` prints at the end: trials done and pruned, the best, and the next command."""
+        done = sum(t["state"] in ("complete", "pruned") for t in self.trials)
+        pruned = sum(t["state"] == "pruned" for t in self.trials)
+        console.print(f"{done} trials ({pruned} pruned) in {self.folder}")
+        if self.best_config is None:
+            console.print("no trial completed")
+            return
+        console.print(f"best: {self.best_params} -> validation {self.best_value:.4f}")
+        console.print(f"next: tunesmith train --config {self.best_config}")
 
 
 def search_folder(config: RunConfig, out: Path | None) -> Path:
@@ -104,16 +126,23 @@ def tune(config: RunConfig, console: Console, out: Path | None = None) -> Search
 
 
 def _search(config: RunConfig, console: Console, folder: Path) -> SearchResult:
-    import optuna
-
-    from tunesmith.recipes.finetune import finetune
-
     metric = config.search.metric or config.train.metric
     base = config.model_dump(mode="json")
     base["train"]["metric"] = metric
     base["search"] = {}  # trials do not search
     check_space(config, base, folder / "trial-check")
     folder.mkdir(parents=True, exist_ok=True)
+    study, missing = _open_study(config, folder, metric, console)
+    if missing:
+        objective = _objective(config, base, folder, metric, console)
+        study.optimize(objective, n_trials=missing, catch=())
+    return _finish(study, config, folder, metric)
+
+
+def _open_study(config: RunConfig, folder: Path, metric: str, console: Console) -> tuple[Any, int]:
+    """The search's Optuna study in folder/search.db (created, or resumed with its trials left running by an
+    interrupted search marked failed), and how many trials it still needs."""
+    import optuna  # here: a second to import, and only `tune` needs it
 
     optuna.logging.set_verbosity(logging.WARNING)
     search = config.search
@@ -139,10 +168,18 @@ def _search(config: RunConfig, console: Console, folder: Path) -> SearchResult:
     missing = max(search.trials - finished, 0)
     if finished:
         console.print(f"resuming the search in {folder}: {finished} trials done, {missing} to go")
+    return study, missing
+
+
+def _objective(
+    config: RunConfig, base: dict[str, Any], folder: Path, metric: str, console: Console
+) -> Callable[[Any], float]:
+    """One trial: a run with the trial's values, trained and validated (no test evaluation), pruned at a
+    validation that the median rule says will not win."""
+    import optuna  # here: a second to import, and only `tune` needs it
 
     def objective(trial: Any) -> float:
-        values = {key: suggest(trial, key, r) for key, r in search.space.items()}
-        run_folder = folder / f"trial-{trial.number:03d}"
+        values = {key: suggest(trial, key, r) for key, r in config.search.space.items()}
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         console.print(f"[bold]trial {trial.number}[/]: {shown}")
 
@@ -158,7 +195,7 @@ def _search(config: RunConfig, console: Console, folder: Path) -> SearchResult:
                 raise optuna.TrialPruned()
 
         result = finetune(
-            trial_config(base, values, run_folder),
+            trial_config(base, values, folder / f"trial-{trial.number:03d}"),
             console,
             overwrite=True,
             on_validation=[report],
@@ -168,13 +205,11 @@ def _search(config: RunConfig, console: Console, folder: Path) -> SearchResult:
         console.print(f"  trial {trial.number}: best validation {metric} {value:.4f}")
         return value
 
-    if missing:
-        study.optimize(objective, n_trials=missing, catch=())
-    return _finish(study, config, folder, metric)
+    return objective
 
 
 def _finish(study: Any, config: RunConfig, folder: Path, metric: str) -> SearchResult:
-    import optuna
+    import optuna  # here: a second to import, and only `tune` needs it
 
     trials = [
         {

@@ -6,9 +6,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import uvicorn
 from rich.console import Console
 
 from tunesmith.errors import UserError
+from tunesmith.serving.app import build_app
+from tunesmith.serving.pool import ModelPool
 from tunesmith.serving.settings import ServeSettings
 
 
@@ -43,11 +46,6 @@ def read_keys(path: Path | None) -> list[str]:
 
 
 def serve(runs: dict[str, Path], settings: ServeSettings, console: Console) -> None:
-    import uvicorn
-
-    from tunesmith.serving.app import build_app
-    from tunesmith.serving.pool import ModelPool
-
     if settings.auth and not settings.api_keys:
         raise UserError("API keys are required: give --api-key-file FILE (or --no-auth for local use only)")
     pool = ModelPool(runs, settings.device)

@@ -1,8 +1,11 @@
 """Tasks: how records become model inputs, and predictions become metrics. One file per task."""
 
-from tunesmith.config import ModelConfig
+from tunesmith.errors import UserError
+from tunesmith.models.catalog import CATALOG
+from tunesmith.models.kinds import kind_of
 from tunesmith.plugin import PluginParams
 from tunesmith.registry import Registry
+from tunesmith.sections import ModelConfig
 from tunesmith.tasks.base import Task
 
 TASKS: Registry[type[Task]] = Registry("task")
@@ -13,10 +16,6 @@ from tunesmith.tasks import chat, classification, qa, summarization  # noqa: E40
 def build_task(params: PluginParams, model_cfg: ModelConfig) -> Task:
     """The task for this config, in the variant that suits the model's kind; a model of a kind the task
     cannot use is refused here, before any weights load."""
-    from tunesmith.errors import UserError
-    from tunesmith.models.catalog import CATALOG
-    from tunesmith.models.kinds import kind_of
-
     kind = kind_of(model_cfg.name)
     cls = TASKS.get(params.name).variant_for(kind)
     if kind is not None and kind not in cls.model_kinds:

@@ -10,7 +10,6 @@ from typing import Any, ClassVar, Literal, TextIO
 
 import torch
 
-from tunesmith.config import ModelConfig
 from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.inputs import read_texts
 from tunesmith.data.readers import NO_ROWS, FileFormat, OnError
@@ -19,6 +18,7 @@ from tunesmith.errors import DataError, UserError
 from tunesmith.evaluation.bootstrap import Resampler
 from tunesmith.evaluation.forgetting import GeneralAbility
 from tunesmith.plugin import PluginParams
+from tunesmith.sections import ModelConfig
 
 
 @dataclass

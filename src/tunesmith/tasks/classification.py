@@ -27,6 +27,8 @@ from tunesmith.evaluation import baseline
 from tunesmith.evaluation.bootstrap import Resampler, classification_resampler
 from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
 from tunesmith.evaluation.metrics import HEADLINE, classification_metrics
+from tunesmith.models.loader import load_pretrained, load_tokenizer
+from tunesmith.models.pooled import PooledClassifierLoader
 from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
@@ -202,9 +204,6 @@ class Classification(Task):
     def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
 
-        from tunesmith.models.loader import load_pretrained
-        from tunesmith.models.pooled import PooledClassifierLoader
-
         pooled = self.params.pooling == "mean"
         return load_pretrained(
             PooledClassifierLoader if pooled else AutoModelForSequenceClassification,
@@ -314,8 +313,6 @@ class Classification(Task):
 
     def _base_embeddings(self, resolved: Any, examples: Sequence[LabelledText]) -> Any:
         from transformers import AutoModel
-
-        from tunesmith.models.loader import load_pretrained, load_tokenizer
 
         encoder = load_pretrained(AutoModel, resolved, self.model_cfg)
         tokenizer = load_tokenizer(resolved, self.model_cfg)

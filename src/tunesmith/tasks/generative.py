@@ -46,6 +46,7 @@ from tunesmith.evaluation.forgetting import ANSWER_TOKENS, GeneralAbility, decod
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, TokenObserver, generate
 from tunesmith.methods.prompt_learning import virtual_tokens
+from tunesmith.models.loader import load_pretrained
 from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks.base import Evaluation, Task
@@ -183,8 +184,6 @@ class GenerativeTask(Task):
     # --- model ---
     def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-        from tunesmith.models.loader import load_pretrained
 
         auto = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
         model = load_pretrained(auto, resolved, self.model_cfg, **load_kwargs)

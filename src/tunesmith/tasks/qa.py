@@ -57,6 +57,7 @@ class GenerativeQA(GenerativeTask):
     @classmethod
     def variant_for(cls, kind: str | None) -> type[Task]:
         if kind == "encoder":
+            # here: qa_extractive subclasses GenerativeQA, so it imports this module, not the other way round
             from tunesmith.tasks.qa_extractive import ExtractiveQA
 
             return ExtractiveQA

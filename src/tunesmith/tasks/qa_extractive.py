@@ -18,6 +18,7 @@ from tunesmith.data.padding import pad
 from tunesmith.data.squad import QAExample
 from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
 from tunesmith.evaluation.text_metrics import squad_scores
+from tunesmith.models.loader import load_pretrained
 from tunesmith.models.running import evaluating, move
 from tunesmith.tasks.base import Evaluation
 from tunesmith.tasks.qa import GenerativeQA
@@ -63,8 +64,6 @@ class ExtractiveQA(GenerativeQA):
 
     def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
         from transformers import AutoModelForQuestionAnswering
-
-        from tunesmith.models.loader import load_pretrained
 
         return load_pretrained(AutoModelForQuestionAnswering, resolved, self.model_cfg, **load_kwargs)
 

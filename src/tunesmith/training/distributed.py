@@ -20,6 +20,9 @@ from typing import Any
 
 import torch
 
+from tunesmith.errors import ConfigError
+from tunesmith.methods import METHODS
+
 
 def launched() -> bool:
     """True inside a process torchrun started."""
@@ -34,8 +37,6 @@ def is_main_process() -> bool:
 def check_process_count(cfg: Any, processes: int) -> None:
     """Refuse a process count that cannot share each optimizer step's micro-batches evenly."""
     if processes > 1 and cfg.gradient_accumulation % processes:
-        from tunesmith.errors import ConfigError
-
         raise ConfigError(
             f"with {processes} processes, train.gradient_accumulation must be a multiple of {processes}: each "
             "optimizer step's micro-batches are dealt to the processes, so the effective batch "
@@ -48,9 +49,6 @@ def check_strategy(config: Any) -> None:
     """Refuse, before any process starts, a method or precision FSDP cannot shard (`config`: a RunConfig)."""
     if config.distributed.strategy != "fsdp":
         return
-    from tunesmith.errors import ConfigError
-    from tunesmith.methods import METHODS
-
     method = config.method.name
     if (why := METHODS.get(method).cannot_shard) is not None:
         raise ConfigError(

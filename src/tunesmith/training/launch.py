@@ -21,6 +21,10 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from tunesmith.config import RunConfig
+from tunesmith.errors import UserError
+from tunesmith.training.distributed import check_process_count, check_strategy
+
 LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
@@ -51,8 +55,6 @@ def launcher_arguments(
         args.append("--standalone")  # a local rendezvous on a free port
     else:
         if master_addr is None:
-            from tunesmith.errors import UserError
-
             raise UserError("--nnodes above 1 needs --master-addr (the address of node 0) on every node")
         args += [
             f"--nnodes={nnodes}",
@@ -92,6 +94,22 @@ class _Forwarder:
                 os.killpg(worker.pid, signum)
 
 
+def launch(
+    config: RunConfig,
+    argv: Sequence[str],
+    nproc: int,
+    nnodes: int,
+    node_rank: int,
+    master_addr: str | None,
+    master_port: int,
+) -> int:
+    """`tunesmith train --nproc N`: the run's process count and strategy are checked here, once (not in
+    every worker), then the command runs again in each worker (`relaunch`); returns the exit code."""
+    check_process_count(config.train, nproc * nnodes)
+    check_strategy(config)
+    return relaunch(argv, nproc, nnodes, node_rank, master_addr, master_port)
+
+
 def relaunch(
     argv: Sequence[str], nproc: int, nnodes: int, node_rank: int, master_addr: str | None, master_port: int
 ) -> int:
@@ -129,8 +147,6 @@ def relaunch(
                     )
                 return 128 + signum
             except RendezvousError as exc:
-                from tunesmith.errors import UserError
-
                 raise UserError(f"the processes could not meet (rendezvous): {exc}") from None
         return 0
     finally:

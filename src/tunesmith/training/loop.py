@@ -11,7 +11,6 @@ import math
 import signal
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,12 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from tunesmith.config import TrainConfig
 from tunesmith.data.token_batches import token_capped_batches
 from tunesmith.errors import Interrupted
 from tunesmith.evaluation.bootstrap import share_better
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.methods.base import Method
+from tunesmith.sections import TrainConfig
 from tunesmith.tasks.base import Evaluation, Task
 from tunesmith.training import sharding
 from tunesmith.training.batching import epoch_batches
@@ -35,16 +34,10 @@ from tunesmith.training.checkpoint import (
     optimizer_state,
     save_checkpoint,
 )
-from tunesmith.training.distributed import (
-    check_process_count,
-    deal,
-    from_main,
-    micro_batch_seed,
-    sum_gradients,
-    sum_values,
-)
+from tunesmith.training.distributed import check_process_count, micro_batch_seed
 from tunesmith.training.interrupt import StopSignals
 from tunesmith.training.progress import MetricsLog, TrainProgress
+from tunesmith.training.strategy import strategy_for
 
 BEATS_START = "beats_start_share"
 """Validation record key: the share of paired bootstrap resamples of the validation split in which the checkpoint
@@ -141,17 +134,12 @@ class TrainLoop:
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.lengths = [f["length"] for f in train_features]
         self.total_steps = total_steps(len(train_features), cfg)
-        self.sharded = sharded and self.world > 1
-        """FSDP (training/sharding.py): the model is not wrapped; parameters, gradients and the optimizer's
-        state are shards, moved to the device as they are cut. One process trains unsharded."""
-        if self.sharded:
-            self.root = sharding.shard(task, model, accelerator.device)
+        self.strategy = strategy_for(accelerator, sharded)
+        """One process, DDP or FSDP (training/strategy.py): how the processes share each step."""
+        self.strategy.shard(task, model)
         optimizer = build_optimizer(model, cfg)  # after sharding: it holds the shards
         self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
-        if self.sharded:
-            self.model, self.optimizer = model, accelerator.prepare_optimizer(optimizer)
-        else:
-            self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.model, self.optimizer = self.strategy.prepare(model, optimizer)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
     def release(self) -> None:
@@ -222,10 +210,8 @@ class TrainLoop:
         signum = self.stop.received if self.stop is not None else None
         minutes = self.cfg.checkpoint_every_minutes
         due = bool(minutes) and time.monotonic() - self._saved_at >= 60 * minutes
-        stop = signum is not None
-        if self.world > 1:  # the processes share one decision: checkpoints and stops are collective
-            votes = sum_values([float(stop), float(due)], self.accelerator.device)
-            stop, due = votes[0] > 0, votes[1] > 0
+        # the processes share one decision: checkpoints and stops are collective
+        stop, due = self.strategy.agreed([signum is not None, due])
         if (stop or due) and not checkpointed:
             self._checkpoint(state)
         if stop:
@@ -237,7 +223,7 @@ class TrainLoop:
 
     def _checkpoint(self, state: LoopState) -> None:
         self._saved_at = time.monotonic()
-        if self.main or self.sharded:  # sharded, every process takes part in gathering the whole tensors
+        if self.main or self.strategy.every_process_checkpoints:  # sharded: all gather the whole tensors
             model, optimizer = self.trained_model, self.optimizer.optimizer  # type: ignore[union-attr]
             weights, moments = sharding.trainable_weights(model), optimizer_state(model, optimizer)
             if self.main:
@@ -254,31 +240,21 @@ class TrainLoop:
     def optimizer_step(self, window: list[list[int]], step: int) -> tuple[float, int]:
         """Optimizer step number `step` over `window` micro-batches. Gradients are of summed losses, divided by the
         window's total count (examples or target tokens), so accumulation equals one big batch exactly. With
-        several processes, micro-batch i goes to process i mod N and the gradients are summed across them
-        (training/distributed.py): the same step as one process takes."""
+        several processes, the strategy deals the micro-batches out and sums the gradients and totals across
+        them (training/strategy.py): the same step as one process takes."""
         self.model.train()
         total_loss, total_count, samples = 0.0, 0, 0
-        mine, passes = deal(window, self.accelerator.process_index, self.world)
-        if not self.sharded:  # DDP: no collective in a pass, so no padding
-            passes = len(mine)
-        for k in range(passes):
-            i, indices = mine[k] if k < len(mine) else (0, window[0])
+        passes = list(self.strategy.passes(window))
+        for k, (i, indices, real) in enumerate(passes):
             torch.manual_seed(micro_batch_seed(self.cfg.seed, step, i))
             for part in self._parts(indices):
-                if k < len(mine):
-                    loss, count = self._backward_pass(part, last=k == passes - 1)
-                    total_loss += loss
-                    total_count += count
-                    samples += len(part)
-                else:  # sharded, a process without a micro-batch still takes part in the collectives
-                    self._backward_pass(part, last=k == passes - 1, empty=True)
-        if self.world > 1 and not self.sharded:  # sharded, FSDP's reduce-scatter has summed them
-            sum_gradients(self.trainable)
-        if self.world > 1:
-            total_loss, total_count, samples = sum_values(
-                [total_loss, total_count, samples], self.accelerator.device
-            )
-            samples = int(samples)
+                loss, count = self._backward_pass(part, last=k == len(passes) - 1, empty=not real)
+                total_loss += loss
+                total_count += count
+                samples += len(part) if real else 0
+        total_loss, total_count, samples = self.strategy.summed(
+            self.trainable, [total_loss, total_count, samples]
+        )
         for p in self.trainable:
             if p.grad is not None:
                 p.grad.div_(total_count)
@@ -289,21 +265,18 @@ class TrainLoop:
         if self.method:
             self.method.after_step(self.trained_model, step)
         self.optimizer.zero_grad(set_to_none=True)
-        return total_loss / max(total_count, 1), samples
+        return total_loss / max(total_count, 1), int(samples)
 
     def _backward_pass(self, indices: list[int], last: bool, empty: bool = False) -> tuple[float, int]:
         """Forward and backward over the examples `indices`, gradients added to the parameters'; returns their
-        summed loss and count. `empty`: a sharded process's pass without a micro-batch, whose gradients are
-        zeros (it joins the collectives only)."""
+        summed loss and count. `empty`: a pass without a micro-batch, whose gradients are zeros (it joins the
+        collectives only)."""
         batch = self.task.collate([self.train_features[j] for j in indices], self.pad_id)
         batch = {key: v.to(self.accelerator.device) for key, v in batch.items()}
-        if self.sharded:  # reduce-scatter the summed gradients once, after the last pass
-            sharding.set_gradient_sync(self.root, last)
-        # DDP: the unwrapped model, as DDP's forward broadcasts buffers (a collective a process without a
-        # micro-batch would not join); the gradients are summed after the window (training/distributed.py).
-        # autocast is also where a task runs the backbone apart from the forward.
+        self.strategy.before_backward(last)
+        # autocast is also where a task runs the backbone apart from the forward
         with self.accelerator.autocast():
-            loss_sum, count = self.root(batch) if self.sharded else self.task.loss(self.trained_model, batch)
+            loss_sum, count = self.strategy.loss(self.task, self.model, batch)
         if empty:
             self.accelerator.backward(loss_sum * 0.0)
             return 0.0, 0
@@ -319,7 +292,7 @@ class TrainLoop:
         process must run the same passes (each one gathers the weights), so micro-batches stay whole."""
         cap = self.cfg.max_batch_tokens
         lengths = [self.lengths[j] for j in indices]
-        if cap is None or self.sharded or len(indices) * max(lengths) <= cap:
+        if cap is None or not self.strategy.splits_micro_batches or len(indices) * max(lengths) <= cap:
             return [indices]
         return [[indices[j] for j in part] for part in token_capped_batches(lengths, len(indices), cap)]
 
@@ -328,12 +301,7 @@ class TrainLoop:
         `start` model, which has nothing to resume and is not shown to the validation hooks)."""
         model = self.trained_model
         if self.val_features:
-            if self.world > 1 and not self.sharded:  # DDP: the main process measures, the others wait for it
-                metrics = from_main(
-                    self._judge(model, state, start) if self.main else None, self.accelerator.device
-                )
-            else:  # sharded, every process takes part in each forward pass
-                metrics = self._judge(model, state, start)
+            metrics = self.strategy.validation(lambda: self._judge(model, state, start))
             if self.cfg.metric not in metrics:
                 raise ValueError(
                     f"train.metric {self.cfg.metric!r} is not computed; choose from {', '.join(metrics)}"
@@ -356,10 +324,7 @@ class TrainLoop:
             state.evals_without_improvement = 0 if improved else state.evals_without_improvement + 1
         if better:
             state.best, state.best_step = value, state.step
-            weights = None
-            if self.sharded:  # gathered by every process; a whole-model method saves buffers too
-                whole = self.method is None or self.method.saves_full_model
-                weights = sharding.all_weights(model) if whole else sharding.trainable_weights(model)
+            weights = self.strategy.best_weights(model, self.method)  # sharded: gathered by every process
             if self.main:
                 self.save_best(model, weights)
         if self.main:
@@ -415,10 +380,7 @@ class TrainLoop:
         )
 
     def _measure(self, model: torch.nn.Module) -> Evaluation:
-        with (
-            self.accelerator.autocast(),
-            sharding.whole_root(self.root) if self.sharded else nullcontext(),
-        ):
+        with self.accelerator.autocast(), self.strategy.measuring():
             return self.task.evaluate(
                 model, self.val_features, self.cfg.eval_batch_size, self.pad_id, during_training=True
             )

@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
-from tunesmith.config import RunConfig, TrainConfig
+from tunesmith.config import RunConfig
 from tunesmith.errors import UserError
 from tunesmith.methods import Method
+from tunesmith.sections import TrainConfig
 from tunesmith.tasks import Task
 
 

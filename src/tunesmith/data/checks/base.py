@@ -8,8 +8,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from tunesmith.config import CheckConfig
 from tunesmith.data.checks.view import ExampleView
+from tunesmith.sections import CheckConfig
 
 
 @dataclass

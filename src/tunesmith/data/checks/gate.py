@@ -15,11 +15,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import CheckConfig
 from tunesmith.data.checks.base import Finding
 from tunesmith.data.checks.registry import CHECKS
 from tunesmith.data.readers import NO_ROWS, FileFormat, delimiter_note
 from tunesmith.errors import DataError
+from tunesmith.sections import CheckConfig
 
 SPLITS = ("train", "validation", "test")
 ERRORS_KEPT = 20

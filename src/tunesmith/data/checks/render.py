@@ -23,6 +23,35 @@ def print_report(console: Console, report: CheckReport) -> None:
         else "tokens not measured"
     )
     console.print(f"[italic]data check: {report.task} ({tokens})[/]", soft_wrap=True)  # wider than the table
+    table = _splits_table(report)
+    console.print(table)
+    for split, info in report.files.items():
+        if "read_as" in info:
+            console.print(
+                f"{split} ({escape(Path(info['path']).name)}): {escape(info['read_as'])}", soft_wrap=True
+            )
+    labels = report.stats.get("labels", {}).get("train")
+    if labels:
+        shown = list(labels.items())[:LABELS_SHOWN]
+        more = f"  … {len(labels) - LABELS_SHOWN} more" if len(labels) > LABELS_SHOWN else ""
+        text = "  ".join(f"{escape(name)} {v['count']:,} ({v['share']})" for name, v in shown)
+        console.print(f"[bold]labels (train)[/]: {text}{more}", soft_wrap=True)
+    _print_findings(console, report)
+    if report.ignored:
+        console.print(f"[dim]ignored (check.ignore): {', '.join(report.ignored)}[/]")
+    if not report.ok:
+        verdict = f"[bold red]{plural(report.error_total, 'error')}[/]: fix them before training"
+    elif report.warnings:
+        verdict = (
+            f"[bold yellow]{plural(len(report.warnings), 'warning')}[/]: training can start; read them first"
+        )
+    else:
+        verdict = "[bold green]clean[/]: no errors, no warnings"
+    console.print(f"result: {verdict}")
+
+
+def _splits_table(report: CheckReport) -> Table:
+    """One row per split: examples, errors, token lengths, examples cut at max_length, near-duplicates."""
     table = Table()
     for column in ("split", "examples", "errors", "tokens p50/p95/max", "cut", "dupes"):
         table.add_column(column, justify="left" if column == "split" else "right", no_wrap=True)
@@ -39,18 +68,11 @@ def print_report(console: Console, report: CheckReport) -> None:
             f"{n['truncated']:,}" if n else "-",
             f"{d['near_duplicates']:,}" if d else "-",
         )
-    console.print(table)
-    for split, info in report.files.items():
-        if "read_as" in info:
-            console.print(
-                f"{split} ({escape(Path(info['path']).name)}): {escape(info['read_as'])}", soft_wrap=True
-            )
-    labels = report.stats.get("labels", {}).get("train")
-    if labels:
-        shown = list(labels.items())[:LABELS_SHOWN]
-        more = f"  … {len(labels) - LABELS_SHOWN} more" if len(labels) > LABELS_SHOWN else ""
-        text = "  ".join(f"{escape(name)} {v['count']:,} ({v['share']})" for name, v in shown)
-        console.print(f"[bold]labels (train)[/]: {text}{more}", soft_wrap=True)
+    return table
+
+
+def _print_findings(console: Console, report: CheckReport) -> None:
+    """The errors (with where each occurs, and how many more of a kind were not kept), then the warnings."""
     if report.errors:
         console.print(f"[bold red]errors ({report.error_total:,})[/]")
         for finding in report.errors:
@@ -66,14 +88,3 @@ def print_report(console: Console, report: CheckReport) -> None:
             console.print(f"  [yellow]![/] [dim]{finding.kind}[/] {escape(finding.message)}", soft_wrap=True)
             for where in finding.where:
                 console.print(f"      {escape(where)}", soft_wrap=True)
-    if report.ignored:
-        console.print(f"[dim]ignored (check.ignore): {', '.join(report.ignored)}[/]")
-    if not report.ok:
-        verdict = f"[bold red]{plural(report.error_total, 'error')}[/]: fix them before training"
-    elif report.warnings:
-        verdict = (
-            f"[bold yellow]{plural(len(report.warnings), 'warning')}[/]: training can start; read them first"
-        )
-    else:
-        verdict = "[bold green]clean[/]: no errors, no warnings"
-    console.print(f"result: {verdict}")
