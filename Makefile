@@ -32,7 +32,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# The edit-run loop: the unit tests that do not fine-tune a real model (about 3 minutes).
+# The edit-run loop: the unit tests that do not fine-tune a real model (under 2 minutes).
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests/unit
 

@@ -3,13 +3,15 @@ process count; the launcher passes the command on without its own flags. No proc
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError
 from tunesmith.training.batching import epoch_batches
 from tunesmith.training.distributed import check_strategy, deal, micro_batch_seed
-from tunesmith.training.launch import without_launch_options
+from tunesmith.training.launch import stopped_code, without_launch_options
 
 
 @pytest.mark.parametrize("processes", [1, 2, 3, 4])
@@ -60,3 +62,13 @@ def test_fsdp_refuses_what_it_cannot_shard():
     with pytest.raises(ConfigError, match="set train.precision to bf16"):
         check_strategy(build_config({"distributed": {"strategy": "fsdp"}, "train": {"precision": "fp16"}}))
     check_strategy(build_config({"method": {"name": "full"}, "distributed": {"strategy": "fsdp"}}))
+
+
+def test_a_run_stopped_by_a_forwarded_signal_exits_with_that_signal():
+    """A worker that stopped on the others' vote before its own copy of Ctrl-C arrived says SIGTERM (143);
+    the launcher answers with the signal the user sent."""
+    assert stopped_code(143, [signal.SIGINT]) == 130
+    assert stopped_code(130, [signal.SIGINT]) == 130
+    assert stopped_code(130, [signal.SIGTERM]) == 143
+    assert stopped_code(143, []) == 143  # nothing forwarded: the worker's own code
+    assert stopped_code(2, [signal.SIGINT]) == 2  # a user error stays itself

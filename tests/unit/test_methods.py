@@ -100,7 +100,9 @@ def test_every_registered_method_is_offered_and_ranked():
 
     names = METHODS.names()
     offered = METHOD_HELP.split(" (see")[0].replace(" or ", ", ").split(", ")
-    assert sorted(offered) == sorted(names)  # the help is written out: importing the methods would slow --help
+    assert sorted(offered) == sorted(
+        names
+    )  # the help is written out: importing the methods would slow --help
     assert sorted(preference_order()) == sorted(names)
     assert preference_order()[0] == "lora" and fallback_order()[0] == "lora"
     assert all(METHODS.get(name).preference < 100 for name in names), "rank a new method: Method.preference"

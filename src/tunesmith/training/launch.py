@@ -137,7 +137,7 @@ def relaunch(
             except ChildFailedError as failed:
                 rank, failure = failed.get_first_failure()
                 if failure.exitcode >= 0:
-                    return failure.exitcode
+                    return stopped_code(failure.exitcode, forwarder.received)
                 signum = -failure.exitcode
                 if signum not in forwarder.received:
                     hint = " (the system may have run out of memory)" if signum == signal.SIGKILL else ""
@@ -152,6 +152,16 @@ def relaunch(
     finally:
         for logger, level in quieted:
             logger.setLevel(level)
+
+
+def stopped_code(code: int, received: Sequence[int]) -> int:
+    """The launcher's exit code for a worker's exit `code`, given the signals it forwarded. A worker stopped
+    by the signal, or by the other processes' agreement to stop (one may not have got its own copy yet, and
+    then says SIGTERM), exits 128 + its signal: the launcher answers with the signal the user sent, as a
+    shell expects (130 for Ctrl-C)."""
+    if received and code in {128 + s for s in FORWARDED}:
+        return 128 + received[0]
+    return code
 
 
 def _quiet_failure_reports() -> list[tuple[logging.Logger, int]]:
