@@ -12,6 +12,7 @@ them with `pip install --no-deps -r bench/panel-packages.txt`; `make bench` does
 | chatterbot-topics | chatterbot-corpus (BSD) | a short conversation (question and answer) -> its topic file |
 | debian-long | ../shared/data/debian-packages.jsonl.gz (Debian, DFSG-free) | long package description -> archive section, sections the demo does not use, one of them rare |
 | aclsum-sections | ACLSum (MIT) | a sentence of an ACL paper -> the part it comes from (abstract / introduction / conclusion) |
+| chitchat-prompts | chitchat-dataset (MIT) | a long chat between two people (350+ words, most past MiniLM's 512 tokens) -> the conversation starter they were given (34 prompts) |
 | debian-synopsis | ../shared/data (Debian) | summarization: long description -> one-line synopsis, sections the demo does not use |
 | chatterbot-chat | chatterbot-corpus (BSD) | chat: a question -> the corpus' answer |
 
@@ -192,6 +193,24 @@ def aclsum_sentences() -> dict[str, list[tuple[str, str]]]:
     return out
 
 
+LONG_CHAT_WORDS = 350
+"""chitchat-prompts keeps conversations of at least this many words: with MiniLM's tokenizer most of them are
+longer than the 512 tokens the model takes, so the set measures what happens past a model's input limit."""
+
+
+def chitchat_prompts() -> list[tuple[str, str]]:
+    """Long conversations of the chit-chat dataset, labelled with the prompt that started them; each message
+    on its own line, in the order sent."""
+    tree = json.loads((package_dir("chitchat_dataset") / "dataset.json").read_text(encoding="utf-8"))
+    rows = []
+    for conversation in tree.values():
+        messages = [m["text"] for turn in conversation["messages"] for m in turn]
+        text = " ".join(messages)
+        if conversation.get("prompt") and len(text.split()) >= LONG_CHAT_WORDS:
+            rows.append((text, conversation["prompt"]))
+    return unique(rows)
+
+
 CLASSIFICATION: dict[str, dict[str, int]] = {
     "rt-reviews": {"train": 1000, "validation": 250, "test": 500},
     "tweets": {"train": 1000, "validation": 250, "test": 500},
@@ -199,9 +218,11 @@ CLASSIFICATION: dict[str, dict[str, int]] = {
     "chatterbot-topics": {"train": 450, "validation": 100, "test": 200},
     "debian-long": {"train": 700, "validation": 200, "test": 400},
     "aclsum-sections": {"train": 1000, "validation": 250, "test": 500},
+    "chitchat-prompts": {"train": 1000, "validation": 250, "test": 450},
 }
 """Split sizes: 450 to 1,000 training examples (chatterbot-topics takes all it has, about 520), so the whole
-panel trains in minutes per configuration on 2 CPU cores; 2 to 17 classes."""
+panel trains in minutes per configuration on 2 CPU cores (chitchat-prompts, whose texts are long, in tens of
+minutes); 2 to 34 classes."""
 
 
 def write_csv(folder: Path, split: str, rows: list[tuple[str, str]], columns: tuple[str, str]) -> None:
@@ -219,6 +240,7 @@ def build_classification(out: Path, source: Path) -> dict[str, dict]:
         "vader-snippets": lambda rng: vader_snippets(),
         "chatterbot-topics": lambda rng: chatterbot_topics(),
         "debian-long": lambda rng: debian_long(source, rng),
+        "chitchat-prompts": lambda rng: chitchat_prompts(),
     }
     built = {}
     for name, sizes in CLASSIFICATION.items():
