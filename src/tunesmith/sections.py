@@ -22,7 +22,10 @@ class ModelConfig(Section):
     max_length: int | None = Field(None, gt=0)
     """Longest input in tokens; longer inputs are truncated (batches are padded only to their longest).
     Empty takes the task's default: for classification, chosen from the data (the length that keeps 99% of
-    the training texts whole, at least 128, at most what the model takes); 512 for tasks that write text."""
+    the training texts whole, at least 128, at most what the model takes) and, when that is past 128, the
+    length from 128 doubling up to it at which the base model's probe scores best on the validation split
+    (recipes/check.choose_max_length; on the quality panel's long chats the first 128 tokens scored 0.466
+    macro-F1, all 512 0.282; bench/long_inputs.py); 512 for tasks that write text."""
     inference_batch_tokens: int | None = Field(4096, gt=0)
     """Most padded tokens in one inference batch (validation, test, the base model's embeddings, predict),
     on top of train.eval_batch_size examples: long inputs get smaller batches. Measured with MiniLM on 2 CPU

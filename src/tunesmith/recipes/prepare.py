@@ -17,7 +17,7 @@ from tunesmith.data.splits import stratified_split
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.methods import METHODS, Method
 from tunesmith.models.catalog import ResolvedModel
-from tunesmith.recipes.check import check_run_data, refuse_to_train
+from tunesmith.recipes.check import check_run_data, choose_max_length, refuse_to_train
 from tunesmith.tasks import Task, build_task
 from tunesmith.tasks.base import Splits
 
@@ -77,6 +77,7 @@ def prepare(config: RunConfig) -> Prepared:
     task, tokenizer = checked.task, checked.tokenizer
     splits = load_splits(task, config)
     task.fit(splits.train, {"validation": splits.validation, "test": splits.test})
+    choose_max_length(config, checked, splits)
     train_features = task.encode(splits.train, tokenizer)
     val_features = task.encode(splits.validation, tokenizer) if splits.validation else []
     if splits.test:

@@ -195,6 +195,14 @@ class Task(ABC):
     def fit_baseline(self, resolved: Any, train: Sequence[Any], path: Path, seed: int) -> None:
         """Prepare what scoring the untuned base model needs (saved at `path`); nothing by default."""
 
+    def length_score(
+        self, resolved: Any, train: Sequence[Any], validation: Sequence[Any], max_length: int, seed: int
+    ) -> dict[str, float] | None:
+        """The base model's validation metrics when it reads the first `max_length` tokens of each input,
+        fitted on `train` as `fit_baseline` fits it: how a run left to choose model.max_length picks it
+        (recipes/prepare.py). None: the task cannot tell, and the data's length stands."""
+        return None
+
     merged_layout: str = "transformers"
     """How `export --format merged` writes the model: `transformers` (a plain Auto* folder) or
     `sentence-transformers` (a head transformers has no class for; models/pooled.py)."""

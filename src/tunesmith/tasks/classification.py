@@ -311,7 +311,9 @@ class Classification(Task):
     # --- base model: frozen encoder + linear head ---
     baseline_description = baseline.DESCRIPTION
 
-    def _base_embeddings(self, resolved: Any, examples: Sequence[LabelledText]) -> Any:
+    def _base_embeddings(
+        self, resolved: Any, examples: Sequence[LabelledText], max_length: int | None = None
+    ) -> Any:
         from transformers import AutoModel
 
         encoder = load_pretrained(AutoModel, resolved, self.model_cfg)
@@ -320,15 +322,31 @@ class Classification(Task):
             encoder,
             tokenizer,
             [ex.text for ex in examples],
-            self.model_cfg.max_length,
+            max_length or self.model_cfg.max_length,
             max_tokens=self.model_cfg.inference_batch_tokens,
         )
 
-    def fit_baseline(self, resolved: Any, train: Sequence[LabelledText], path: Path, seed: int) -> None:
-        features = self._base_embeddings(resolved, train)
+    def _fit_probe(self, features: Any, train: Sequence[LabelledText], seed: int) -> baseline.LinearProbe:
         weights = None if self.class_weights is None else self.class_weights.numpy()
         labels = [self.label_id(ex.label) for ex in train]
-        baseline.LinearProbe.fit(features, labels, seed, weights).save(path)
+        return baseline.LinearProbe.fit(features, labels, seed, weights)
+
+    def fit_baseline(self, resolved: Any, train: Sequence[LabelledText], path: Path, seed: int) -> None:
+        self._fit_probe(self._base_embeddings(resolved, train), train, seed).save(path)
+
+    def length_score(
+        self,
+        resolved: Any,
+        train: Sequence[LabelledText],
+        validation: Sequence[LabelledText],
+        max_length: int,
+        seed: int,
+    ) -> dict[str, float] | None:
+        """The probe's validation metrics reading the first `max_length` tokens of each text."""
+        features = self._base_embeddings(resolved, [*train, *validation], max_length)
+        probe = self._fit_probe(features[: len(train)], train, seed)
+        truth = [self.label_id(ex.label) for ex in validation]
+        return classification_metrics(truth, probe.predict(features[len(train) :]), self.labels)
 
     def init_head(self, model: torch.nn.Module, baseline_path: Path | None) -> bool:
         """The head becomes the probe, so the model computes exactly what the base-model probe does (step 0's

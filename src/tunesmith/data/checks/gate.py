@@ -35,6 +35,9 @@ class CheckReport:
     max_length_from_data: bool = False
     """model.max_length was left empty and chosen from the training lengths (recipes/check.py); the
     truncation warnings then count what the model's own input limit cuts."""
+    length_scores: dict[int, float] = field(default_factory=dict)
+    """When the data's length was past MIN_CHOSEN_LENGTH: the base model's validation score reading the first
+    N tokens, for each length N tried; max_length is the best of them (recipes/check.choose_max_length)."""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[Finding] = field(default_factory=list)
     error_counts: dict[str, int] = field(default_factory=dict)
@@ -59,6 +62,7 @@ class CheckReport:
             "tokenizer": self.tokenizer,
             "max_length": self.max_length,
             "max_length_from_data": self.max_length_from_data,
+            "length_scores": self.length_scores,
             "files": self.files,
             "error_total": self.error_total,
             "error_counts": self.error_counts,

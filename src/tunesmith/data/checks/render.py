@@ -15,10 +15,21 @@ from tunesmith.data.checks.gate import ERRORS_KEPT, CheckReport
 LABELS_SHOWN = 12
 
 
+def _length_source(report: CheckReport) -> str:
+    if not report.max_length_from_data:
+        return ""
+    if not report.length_scores:
+        return " (from the data: 99% of training examples whole)"
+    tried = ", ".join(f"{n} {score:.3f}" for n, score in report.length_scores.items())
+    return (
+        f" (from the data: the base model read the first N tokens best at {report.max_length} on validation;"
+        f" tried {tried}; the longest keeps 99% of training examples whole)"
+    )
+
+
 def print_report(console: Console, report: CheckReport) -> None:
     tokens = (
-        f"tokens of {report.tokenizer}, max_length {report.max_length}"
-        + (" (from the data: 99% of training examples whole)" if report.max_length_from_data else "")
+        f"tokens of {report.tokenizer}, max_length {report.max_length}{_length_source(report)}"
         if report.tokenizer
         else "tokens not measured"
     )
