@@ -30,6 +30,7 @@ from tunesmith.config import RunConfig, build_config, set_dotted
 from tunesmith.errors import ConfigError
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.recipes.finetune import finetune
+from tunesmith.recipes.prepare import prepare
 from tunesmith.runs import writing
 from tunesmith.sections import SearchRange
 
@@ -127,6 +128,8 @@ def tune(config: RunConfig, console: Console, out: Path | None = None) -> Search
 
 def _search(config: RunConfig, console: Console, folder: Path) -> SearchResult:
     metric = config.search.metric or config.train.metric
+    if config.model.max_length is None and "model.max_length" not in config.search.space:
+        prepare(config)  # chooses model.max_length from the data once (recipes/check.py), not in every trial
     base = config.model_dump(mode="json")
     base["train"]["metric"] = metric
     base["search"] = {}  # trials do not search
