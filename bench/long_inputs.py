@@ -24,9 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunesmith.data.padding import pad
-from tunesmith.data.token_batches import token_capped_batches
-from tunesmith.evaluation.baseline import LinearProbe
+from tunesmith.evaluation.baseline import LinearProbe, embed_ids
 from tunesmith.evaluation.metrics import classification_metrics
 from tunesmith.models.catalog import resolve_model
 
@@ -41,17 +39,6 @@ def read_split(folder: Path, split: str) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
-@torch.inference_mode()
-def embed_pieces(encoder, pieces: list[list[int]], pad_id: int, max_tokens: int = 8192) -> np.ndarray:
-    out = np.zeros((len(pieces), encoder.config.hidden_size), dtype=np.float32)
-    for idx in token_capped_batches([len(p) for p in pieces], 64, max_tokens):
-        ids, attention = pad([pieces[i] for i in idx], pad_id)
-        hidden = encoder(input_ids=ids, attention_mask=attention).last_hidden_state
-        mask = attention.unsqueeze(-1).to(hidden.dtype)
-        out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float().numpy()
-    return out
-
-
 def embed(encoder, tokenizer, texts: list[str], reading: str) -> np.ndarray:
     how, size = reading.split("-")
     n = int(size)
@@ -61,7 +48,7 @@ def embed(encoder, tokenizer, texts: list[str], reading: str) -> np.ndarray:
     else:  # the tokenizer's own overflow windows: `stride` is the tokens shared with the window before
         out = tokenizer(texts, truncation=True, max_length=n, stride=n // 4, return_overflowing_tokens=True)
         pieces, owner = out["input_ids"], out["overflow_to_sample_mapping"]
-    vectors = embed_pieces(encoder, pieces, tokenizer.pad_token_id or 0)
+    vectors = embed_ids(encoder, pieces, tokenizer.pad_token_id or 0, max_tokens=8192)
     weights = torch.tensor([len(p) for p in pieces], dtype=torch.float32)
     index = torch.tensor(owner)
     total = torch.zeros(len(texts), vectors.shape[1]).index_add_(

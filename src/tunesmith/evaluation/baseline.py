@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from tunesmith.data.padding import pad
 from tunesmith.data.token_batches import token_capped_batches
+from tunesmith.models.pooled import mean_pool
 
 DESCRIPTION = (
     "base = the frozen pretrained encoder with only a linear head trained (logistic regression on "
@@ -25,7 +26,6 @@ DESCRIPTION = (
 )
 
 
-@torch.inference_mode()
 def embed(
     encoder: torch.nn.Module,
     tokenizer: Any,
@@ -34,18 +34,29 @@ def embed(
     batch_size: int = 64,
     max_tokens: int | None = None,
 ) -> np.ndarray:
-    """Mean-pooled embeddings of `texts`, in batches of at most `batch_size` texts and `max_tokens` padded
-    tokens (None: no token cap)."""
+    """Mean-pooled embeddings of `texts`, each cut at `max_length` tokens, in batches of at most `batch_size`
+    texts and `max_tokens` padded tokens (None: no token cap)."""
+    rows = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return embed_ids(encoder, rows, tokenizer.pad_token_id or 0, batch_size, max_tokens)
+
+
+@torch.inference_mode()
+def embed_ids(
+    encoder: torch.nn.Module,
+    rows: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int = 64,
+    max_tokens: int | None = None,
+) -> np.ndarray:
+    """Mean-pooled embeddings of token-id rows (special tokens included), batched as `embed` does."""
     encoder.eval()
     device = next(encoder.parameters()).device
-    rows = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    out = np.zeros((len(rows), encoder.config.hidden_size), dtype=np.float32)
     for idx in token_capped_batches([len(r) for r in rows], batch_size, max_tokens):
-        ids, attention = pad([rows[i] for i in idx], tokenizer.pad_token_id or 0)
+        ids, attention = pad([list(rows[i]) for i in idx], pad_id)
         ids, attention = ids.to(device), attention.to(device)
         hidden = encoder(input_ids=ids, attention_mask=attention).last_hidden_state
-        mask = attention.unsqueeze(-1).to(hidden.dtype)
-        out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float().cpu().numpy()
+        out[idx] = mean_pool(hidden, attention).float().cpu().numpy()
     return out
 
 
