@@ -238,6 +238,27 @@ def test_a_checkpoint_written_by_fsdp_loads_into_one_process(fsdp):
         assert moments["exp_avg"].shape == tensor.shape and moments["exp_avg_sq"].abs().sum() > 0
 
 
+def test_fsdp_with_the_default_keep_validates_the_start_and_restarts_as_one_process(fsdp, tmp_path):
+    """train.keep=better: step 0 validates the start model (the probe's head) through FSDP's root, then the
+    fresh head is loaded into the shards. Both validations, and the model the run keeps, match one process."""
+    settings = [s for s in SETTINGS if not s.startswith("train.keep")]
+    logs, kept = {}, {}
+    for n in (1, 2):
+        run = tmp_path / f"run-{n}"
+        proc = train_cli(
+            run, fsdp["data"], "minilm", "lora", "--nproc", str(n), *settings, "distributed.strategy=fsdp"
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        logs[n] = [e for e in map(json.loads, lines) if e["event"] == "validation"]
+        kept[n] = load_file(run / "model" / "adapter_model.safetensors")
+    assert [e["step"] for e in logs[2]] == [e["step"] for e in logs[1]] == [0, 5]
+    for one, two in zip(logs[1], logs[2], strict=True):
+        assert two["loss"] == pytest.approx(one["loss"], abs=1e-4)
+        assert (two["macro_f1"], two["best"]) == (one["macro_f1"], one["best"])
+    assert_same_weights(kept[1], kept[2])
+
+
 def test_fsdp_refuses_a_method_it_cannot_shard_before_starting(tmp_path, fsdp):
     proc = train_cli(
         tmp_path / "r",

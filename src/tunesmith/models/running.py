@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 
 def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -20,7 +22,15 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.device]:
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with no_autograd(model):
             yield next(model.parameters()).device
     finally:
         model.train(was_training)
+
+
+def no_autograd(model: torch.nn.Module) -> AbstractContextManager[Any]:
+    """inference_mode (the fastest), except for a model sharded by FSDP in training: the buffers its units
+    gather parameters into are allocated by the first forward that needs them, and a buffer allocated under
+    inference_mode cannot take training's next in-place gather ('Inplace update to inference tensor')."""
+    sharded = any(isinstance(m, FSDPModule) for m in model.modules())
+    return torch.no_grad() if sharded else torch.inference_mode()

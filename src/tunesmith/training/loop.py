@@ -380,9 +380,11 @@ class TrainLoop:
         )
 
     def _measure(self, model: torch.nn.Module) -> Evaluation:
-        with self.accelerator.autocast(), self.strategy.measuring():
-            return self.task.evaluate(
-                model, self.val_features, self.cfg.eval_batch_size, self.pad_id, during_training=True
+        with self.accelerator.autocast():
+            return self.strategy.measure(
+                lambda: self.task.evaluate(
+                    model, self.val_features, self.cfg.eval_batch_size, self.pad_id, during_training=True
+                )
             )
 
     def _should_stop(self, state: LoopState) -> bool:

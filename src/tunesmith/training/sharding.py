@@ -12,13 +12,14 @@ The loop stays the one in loop.py. What changes:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
 from tunesmith.methods.base import layer_stack
+
+T = TypeVar("T")
 
 
 class ShardedLoss(torch.nn.Module):
@@ -31,7 +32,14 @@ class ShardedLoss(torch.nn.Module):
         super().__init__()
         self.task, self.model = task, model
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def forward(
+        self, batch: dict[str, torch.Tensor] | None = None, run: Callable[[], T] | None = None
+    ) -> tuple[torch.Tensor, int] | T:
+        """The task's loss on `batch`; or `run()`, a block that calls the model itself (evaluation), which
+        then runs inside the root's forward: FSDP's root pre-forward sets every unit up and gathers the
+        root's parameters (a block's forward run first would take that block for the root)."""
+        if run is not None:
+            return run()
         return self.task.loss(self.model, batch)
 
 
@@ -60,13 +68,12 @@ def set_gradient_sync(root: ShardedLoss, sync: bool) -> None:
     root.set_requires_gradient_sync(sync)  # type: ignore[operator]
 
 
-@contextmanager
-def whole_root(root: ShardedLoss) -> Iterator[None]:
-    """The root unit (embeddings, head) gathered for a block of code that calls the model itself, not the
-    loss (evaluation, generation); the blocks still gather themselves in their forward."""
-    root.unshard()  # type: ignore[operator]
+def through_root(root: ShardedLoss, run: Callable[[], T]) -> T:
+    """`run()`, a block that calls the model itself, not the loss (evaluation, generation), with the root unit
+    (embeddings, head) gathered for it; the blocks still gather themselves in their forward. The root is
+    sharded again after, as training expects it (its next forward gathers it)."""
     try:
-        yield
+        return root(run=run)
     finally:
         root.reshard()  # type: ignore[operator]
 

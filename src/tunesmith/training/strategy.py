@@ -8,8 +8,7 @@ what a saved model or checkpoint needs from every process."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -18,6 +17,7 @@ from tunesmith.tasks.base import Task
 from tunesmith.training import sharding
 from tunesmith.training.distributed import deal, from_main, sum_gradients, sum_values
 
+T = TypeVar("T")
 Pass = tuple[int, list[int], bool]
 """One forward/backward pass of a process: (the micro-batch's index in the window, its example indices,
 whether it is real; False: a zero-weight pass that only joins the collectives)."""
@@ -68,9 +68,9 @@ class OneProcess:
         """The validation metrics, measured by `judge`, on every process."""
         return judge()
 
-    def measuring(self) -> AbstractContextManager[Any]:
-        """Around a validation's forward passes."""
-        return nullcontext()
+    def measure(self, run: Callable[[], T]) -> T:
+        """`run()`: a validation's forward passes."""
+        return run()
 
     def best_weights(self, model: torch.nn.Module, method: Method | None) -> dict[str, torch.Tensor] | None:
         """What save_best needs beside the model; None: the model holds its weights whole."""
@@ -129,8 +129,8 @@ class Sharded(DataParallel):
     def validation(self, judge: Callable[[], dict[str, float]]) -> dict[str, float]:
         return judge()  # every process takes part in each forward pass
 
-    def measuring(self) -> AbstractContextManager[Any]:
-        return sharding.whole_root(self.root)
+    def measure(self, run: Callable[[], T]) -> T:
+        return sharding.through_root(self.root, run)
 
     def best_weights(self, model: torch.nn.Module, method: Method | None) -> dict[str, torch.Tensor] | None:
         whole = method is None or method.saves_full_model  # a whole-model method saves buffers too
