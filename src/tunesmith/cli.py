@@ -607,8 +607,19 @@ def rollback(
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder")],
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="merged (plain transformers model), adapter (peft) or onnx")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="merged (plain transformers model), adapter (peft), onnx or gguf (llama.cpp, Ollama)",
+        ),
     ] = "merged",
+    quant: Annotated[
+        str | None,
+        typer.Option(
+            help="gguf only: f16 (default), f32, q8_0, or q4_k_m / q5_k_m / q6_k (llama.cpp's quantizer)"
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/export-FORMAT)")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
@@ -622,7 +633,7 @@ def export(
 
     quiet_libraries()
     with writing(run):
-        result = export_run(run, out or run / f"export-{fmt}", fmt, overwrite=overwrite)  # type: ignore[arg-type]
+        result = export_run(run, out or run / f"export-{fmt}", fmt, overwrite=overwrite, quant=quant)  # type: ignore[arg-type]
     if as_json:
         print(json.dumps({"folder": str(result.folder), "format": fmt, **result.comparison.as_json()}))
         return

@@ -180,6 +180,11 @@ def test_refusals_come_from_the_config_alone(lora_classifier, tmp_path):
     with pytest.raises(UserError, match="is not a tunesmith export; refusing"):
         export_run(lora_classifier, tmp_path / "taken", "merged", overwrite=True)
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+    with pytest.raises(
+        UserError, match=r"GGUF export is for decoder \(causal\) models .* on a encoder model"
+    ):
+        export_run(lora_classifier, tmp_path / "gguf", "gguf")
+    assert not (tmp_path / "gguf").exists()
 
 
 def test_bottleneck_adapters_export_as_adapter_and_onnx_not_merged(small_data, tmp_path, tiny_bert_dir):

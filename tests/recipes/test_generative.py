@@ -40,7 +40,7 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def chat_config(tmp_path: Path, **overrides) -> object:
+def chat_config(tmp_path: Path, method: dict | None = None, **overrides) -> object:
     data = {
         "train": str(write_lines(tmp_path / "train.jsonl", chat_rows("train", 24))),
         "validation": str(write_lines(tmp_path / "val.jsonl", chat_rows("validation", 4))),
@@ -55,7 +55,7 @@ def chat_config(tmp_path: Path, **overrides) -> object:
         },
         "model": {"name": "smollm2-135m-instruct", "max_length": 160},
         "data": data,
-        "method": {"name": "lora", "rank": 8, "dropout": 0.0},
+        "method": method or {"name": "lora", "rank": 8, "dropout": 0.0},
         "train": {
             "epochs": 2,
             "batch_size": 8,

@@ -4,7 +4,9 @@ text-writing models on the tokens they write greedily."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,8 +56,13 @@ def encoder_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> d
     return {k: out[k].float() for k in ("logits", "start_logits", "end_logits") if k in out}
 
 
+def conversations(task: Any) -> list[list[dict[str, str]]]:
+    """The fixed conversations a text-writing export is checked on."""
+    return task.sample_messages(TEXTS, QUESTIONS)
+
+
 def greedy_tokens(task: Any, model: torch.nn.Module, pad_id: int) -> list[list[int]]:
-    messages = task.sample_messages(TEXTS, QUESTIONS)
+    messages = conversations(task)
     return generate(
         model,
         [task.prompt_ids(m) for m in messages],
@@ -70,6 +77,10 @@ def greedy_tokens(task: Any, model: torch.nn.Module, pad_id: int) -> list[list[i
 class Outputs:
     scores: dict[str, torch.Tensor]
     tokens: list[list[int]]
+    agreement: float | None = None
+    """Share of the reference's greedy tokens the artefact also ranks first after the same prefix (GGUF)."""
+    prompts_equal: int | None = None
+    """Prompts the artefact renders and tokenizes to the run's very token ids (GGUF's own chat template)."""
 
 
 def outputs_of(task: Any, tokenizer: Any, model: torch.nn.Module, pad_id: int) -> Outputs:
@@ -86,16 +97,33 @@ class Comparison:
     tokens_equal: int
     tokens_total: int
     tolerance: float
+    agreement: float | None = None
+    min_agreement: float | None = None
+    """Set for a quantized artefact: its next-token agreement must reach it, instead of every greedy answer
+    being identical (rounding the weights moves near-ties after a few tokens)."""
+    prompts_equal: int | None = None
 
     @property
     def ok(self) -> bool:
         scores_ok = self.max_abs_diff is None or self.max_abs_diff <= self.tolerance
-        return scores_ok and self.tokens_equal == self.tokens_total
+        prompts_ok = self.prompts_equal is None or self.prompts_equal == self.tokens_total
+        if self.min_agreement is None:
+            tokens_ok = self.tokens_equal == self.tokens_total
+        else:
+            tokens_ok = self.agreement is not None and self.agreement >= self.min_agreement
+        return scores_ok and prompts_ok and tokens_ok
 
     def describe(self) -> str:
         if self.max_abs_diff is not None:
             return f"max |logit difference| {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e})"
-        return f"greedy tokens identical on {self.tokens_equal} of {self.tokens_total} prompts"
+        said = f"greedy tokens identical on {self.tokens_equal} of {self.tokens_total} prompts"
+        if self.prompts_equal is not None:
+            said = f"prompt tokens identical on {self.prompts_equal} of {self.tokens_total} prompts, {said}"
+        if self.agreement is not None:
+            said += f", next-token agreement {self.agreement:.1%}"
+            if self.min_agreement is not None:
+                said += f" (at least {self.min_agreement:.0%} asked)"
+        return said
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -103,11 +131,16 @@ class Comparison:
             "tolerance": self.tolerance,
             "prompts_with_identical_tokens": self.tokens_equal,
             "prompts": self.tokens_total,
+            "prompts_rendered_identically": self.prompts_equal,
+            "next_token_agreement": self.agreement,
+            "min_next_token_agreement": self.min_agreement,
             "ok": self.ok,
         }
 
 
-def compare(reference: Outputs, candidate: Outputs, tolerance: float) -> Comparison:
+def compare(
+    reference: Outputs, candidate: Outputs, tolerance: float, min_agreement: float | None = None
+) -> Comparison:
     diff = None
     if reference.scores:
         diff = 0.0
@@ -117,4 +150,28 @@ def compare(reference: Outputs, candidate: Outputs, tolerance: float) -> Compari
                 return Comparison(float("inf"), 0, 0, tolerance)
             diff = max(diff, float((got.float() - ref).abs().max()))
     same = sum(a == b for a, b in zip(reference.tokens, candidate.tokens, strict=True))
-    return Comparison(diff, same, len(reference.tokens), tolerance)
+    return Comparison(
+        diff,
+        same,
+        len(reference.tokens),
+        tolerance,
+        candidate.agreement,
+        min_agreement,
+        candidate.prompts_equal,
+    )
+
+
+Writer = Callable[[Any, Path], None]
+Checker = Callable[[Any, Path, Outputs], Outputs]
+"""(the loaded run, the written folder, the run model's outputs) -> the export's outputs on the same inputs."""
+
+
+@dataclass
+class Plan:
+    """How one format is written and checked."""
+
+    write: Writer
+    check: Checker
+    tolerance: float
+    min_agreement: float | None = None
+    quant: str | None = None

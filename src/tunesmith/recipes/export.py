@@ -1,4 +1,4 @@
-"""`tunesmith export RUN --format merged|adapter|onnx --out DIR`.
+"""`tunesmith export RUN --format merged|adapter|onnx|gguf [--quant Q] --out DIR`.
 
 merged   a plain Hugging Face model folder (safetensors, tokenizer with its chat template, generation config):
          the trained update folded into the base weights; a QLoRA base is dequantized first. A classifier
@@ -7,6 +7,10 @@ merged   a plain Hugging Face model folder (safetensors, tokenizer with its chat
 adapter  the bare trained weights on top of the base: a peft adapter folder (`PeftModel.from_pretrained`), or
          for bottleneck adapters our own safetensors file.
 onnx     an encoder model (classifier, span QA) as `model.onnx` with its tokenizer and label config.
+gguf     a decoder model merged, as one `model.gguf` for llama.cpp, Ollama and LM Studio (export/gguf_writer.py):
+         f16 by default, f32 or q8_0 written here, q4_k_m / q5_k_m / q6_k by llama.cpp's own quantizer. Checked
+         by llama.cpp itself (export/llama_reader.py): the prompts its chat template renders, its greedy answers
+         and where they stop.
 
 Every export is written to a hidden folder beside the target, loaded back the way a user would load it, and
 run on a fixed batch (export/probe.py) next to the run's own model: the logits must agree within a stated
@@ -29,14 +33,16 @@ from typing import Any, Literal
 import torch
 
 from tunesmith.errors import UserError, WriteFailed, is_write_failure
-from tunesmith.export.probe import TEXTS, Comparison, Outputs, compare, encoder_batch, outputs_of
+from tunesmith.export.gguf import gguf_plan, gguf_refusal
+from tunesmith.export.probe import TEXTS, Comparison, Outputs, Plan, compare, encoder_batch, outputs_of
 from tunesmith.files import write_json_atomic
 from tunesmith.inference import RunSpec, load_run, read_run
 from tunesmith.models.catalog import ResolvedModel
 from tunesmith.models.pooled import save_sentence_transformer, sentence_transformer_logits
 
-Format = Literal["merged", "adapter", "onnx"]
-FORMATS: tuple[Format, ...] = ("merged", "adapter", "onnx")
+Format = Literal["merged", "adapter", "onnx", "gguf"]
+FORMATS: tuple[Format, ...] = ("merged", "adapter", "onnx", "gguf")
+
 ADAPTER_TOLERANCE = 1e-5
 """The same weights loaded the same way: any difference at all would be a bug."""
 ONNX_TOLERANCE = 1e-4
@@ -57,9 +63,13 @@ class ExportResult:
     comparison: Comparison
 
 
-def refusal(spec: RunSpec, fmt: Format) -> str | None:
+def refusal(spec: RunSpec, fmt: Format, quant: str | None = None) -> str | None:
     """Why `fmt` cannot be made from this run, known from its config alone."""
     method, task = spec.method, spec.task
+    if quant is not None and fmt != "gguf":
+        return f"--quant is for --format gguf, not {fmt}"
+    if fmt == "gguf":
+        return gguf_refusal(spec, quant)
     if fmt == "merged" and method.cannot_merge:
         return f"the {method.name} run cannot be exported merged: {method.cannot_merge}"
     if fmt == "adapter" and method.saves_full_model:
@@ -76,9 +86,11 @@ def refusal(spec: RunSpec, fmt: Format) -> str | None:
     return None
 
 
-def export_run(run_path: Path, out: Path, fmt: Format, overwrite: bool = False) -> ExportResult:
+def export_run(
+    run_path: Path, out: Path, fmt: Format, overwrite: bool = False, quant: str | None = None
+) -> ExportResult:
     spec = read_run(run_path)
-    why = refusal(spec, fmt)
+    why = refusal(spec, fmt, quant)
     if why:
         raise UserError(why)
     out = Path(out)
@@ -98,9 +110,11 @@ def export_run(run_path: Path, out: Path, fmt: Format, overwrite: bool = False) 
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        write, check, tolerance = WRITERS[fmt](spec)
-        write(trained, partial)
-        comparison = compare(reference, check(trained, partial), tolerance)
+        plan = WRITERS[fmt](spec, quant)
+        plan.write(trained, partial)
+        comparison = compare(
+            reference, plan.check(trained, partial, reference), plan.tolerance, plan.min_agreement
+        )
         if not comparison.ok:
             raise ExportMismatch(
                 f"the {fmt} export does not reproduce the run's model on the check batch: "
@@ -111,6 +125,7 @@ def export_run(run_path: Path, out: Path, fmt: Format, overwrite: bool = False) 
             {
                 "run": str(spec.run.root.resolve()),
                 "format": fmt,
+                **({"quant": plan.quant} if plan.quant else {}),
                 "method": spec.method.name,
                 "task": spec.task.name,
                 "base_model": spec.config.model.name,
@@ -131,12 +146,8 @@ def export_run(run_path: Path, out: Path, fmt: Format, overwrite: bool = False) 
     return ExportResult(out, fmt, comparison)
 
 
-Writer = Callable[[Any, Path], None]
-Checker = Callable[[Any, Path], Outputs]
-
-
 # --- merged ---
-def _merged(spec: RunSpec) -> tuple[Writer, Checker, float]:
+def _merged(spec: RunSpec, quant: str | None) -> Plan:
     sentence_transformer = spec.task.merged_layout == "sentence-transformers"
 
     def write(trained: Any, folder: Path) -> None:
@@ -149,26 +160,26 @@ def _merged(spec: RunSpec) -> tuple[Writer, Checker, float]:
         model.save_pretrained(folder, safe_serialization=True)
         trained.tokenizer.save_pretrained(folder)  # with the chat template the run trained with
 
-    def check(trained: Any, folder: Path) -> Outputs:
+    def check(trained: Any, folder: Path, reference: Outputs) -> Outputs:
         if sentence_transformer:  # read by the sentence-transformers library itself
             return Outputs({"logits": sentence_transformer_logits(folder, list(TEXTS))}, [])
         model = spec.task.load_model(ResolvedModel(str(folder), True))  # plain transformers Auto* class
         return outputs_of(trained.task, trained.tokenizer, model.eval(), trained.pad_id)
 
-    return write, check, spec.method.merge_tolerance
+    return Plan(write, check, spec.method.merge_tolerance)
 
 
 # --- adapter ---
-def _adapter(spec: RunSpec) -> tuple[Writer, Checker, float]:
+def _adapter(spec: RunSpec, quant: str | None) -> Plan:
     def write(trained: Any, folder: Path) -> None:
         spec.method.save(trained.model, folder)
         trained.tokenizer.save_pretrained(folder)
 
-    def check(trained: Any, folder: Path) -> Outputs:
+    def check(trained: Any, folder: Path, reference: Outputs) -> Outputs:
         model = spec.method.load(folder, spec.base_loader("cpu")).eval()
         return outputs_of(trained.task, trained.tokenizer, model, trained.pad_id)
 
-    return write, check, ADAPTER_TOLERANCE
+    return Plan(write, check, ADAPTER_TOLERANCE)
 
 
 # --- onnx ---
@@ -184,7 +195,7 @@ class _ScoresOnly(torch.nn.Module):
         return tuple(out[n] for n in self.names)
 
 
-def _onnx(spec: RunSpec) -> tuple[Writer, Checker, float]:
+def _onnx(spec: RunSpec, quant: str | None) -> Plan:
     names: list[str] = []
 
     def write(trained: Any, folder: Path) -> None:
@@ -220,7 +231,7 @@ def _onnx(spec: RunSpec) -> tuple[Writer, Checker, float]:
         base_config.save_pretrained(folder)  # labels (id2label) for whoever serves the ONNX file
         trained.tokenizer.save_pretrained(folder)
 
-    def check(trained: Any, folder: Path) -> Outputs:
+    def check(trained: Any, folder: Path, reference: Outputs) -> Outputs:
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -228,11 +239,12 @@ def _onnx(spec: RunSpec) -> tuple[Writer, Checker, float]:
         results = session.run(names, {k: v.numpy() for k, v in batch.items()})
         return Outputs({n: torch.from_numpy(r) for n, r in zip(names, results, strict=True)}, [])
 
-    return write, check, spec.method.merge_tolerance + ONNX_TOLERANCE
+    return Plan(write, check, spec.method.merge_tolerance + ONNX_TOLERANCE)
 
 
-WRITERS: dict[Format, Callable[[RunSpec], tuple[Writer, Checker, float]]] = {
+WRITERS: dict[Format, Callable[[RunSpec, str | None], Plan]] = {
     "merged": _merged,
     "adapter": _adapter,
     "onnx": _onnx,
+    "gguf": gguf_plan,
 }

@@ -1,0 +1,77 @@
+"""`--format gguf`: the run's decoder merged and written as `model.gguf` (gguf_writer.py), then read back by
+llama.cpp itself (llama_reader.py) on the fixed check conversations: every prompt rendered by the file's own
+chat template must tokenize to the run's very prompt tokens; f16 and f32 must write the run's greedy answers
+token for token and stop where the run stops; a quantized file must rank first at least MIN_AGREEMENT of the
+run's answer tokens, given the same prefix (MIN_AGREEMENT). Needs llama-cpp-python (the `gguf` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tunesmith.data.chat_encoding import stop_token_ids
+from tunesmith.errors import UserError
+from tunesmith.export.gguf_writer import WRITTEN_QUANTS, Generation, architecture_refusal, write_gguf
+from tunesmith.export.llama_reader import INSTALL_HINT, llama_cpp_installed, quantize, read_outputs
+from tunesmith.export.probe import NEW_TOKENS, Outputs, Plan, conversations
+from tunesmith.inference import RunSpec
+
+QUANTS = ("f16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
+"""--quant for --format gguf; the first is the default (lossless for these models' weights in practice: the
+check asks f16 for the run's exact answers)."""
+MIN_AGREEMENT = {"q8_0": 0.9, "q6_k": 0.9, "q5_k_m": 0.85, "q4_k_m": 0.75}
+"""Least share of the run's greedy answer tokens (94 on the check prompts) a quantized file must also rank first
+after the same prefix. Rounding moves near-ties, so a quantized model's greedy answers may part from the run's
+after some tokens. Measured on a SmolLM2-135M LoRA run, one epoch on 24 chats (the smallest model, and a
+barely trained one, so the most sensitive to rounding): q8_0 96.8% (4 of 6 answers identical), q6_k 96.8%,
+q4_k_m 91.5%; the thresholds leave room for other runs' near-ties."""
+FILE = "model.gguf"
+
+
+def gguf_refusal(spec: RunSpec, quant: str | None) -> str | None:
+    task, method = spec.task, spec.method
+    if task.model_kind != "causal":
+        return (
+            f"GGUF export is for decoder (causal) models that write text; this {task.name} run is on a "
+            f"{task.model_kind} model: use --format merged or onnx"
+        )
+    if method.cannot_merge:
+        return f"the {method.name} run cannot be exported as GGUF: {method.cannot_merge}"
+    if quant is not None and quant not in QUANTS:
+        return f"unknown --quant {quant!r}; valid for gguf: {', '.join(QUANTS)}"
+    if not llama_cpp_installed():
+        return f"GGUF export is checked by llama.cpp, which is not installed: {INSTALL_HINT}"
+    return None
+
+
+def gguf_plan(spec: RunSpec, quant: str | None) -> Plan:
+    quant = quant or QUANTS[0]
+
+    def write(trained: Any, folder: Path) -> None:
+        model = spec.method.merged(spec.run.model, spec.base_loader("cpu")).eval()
+        why = architecture_refusal(model.config)
+        if why:
+            raise UserError(why)
+        written = quant if quant in WRITTEN_QUANTS else "f16"  # quantized by llama.cpp from the f16 file
+        target = folder / FILE
+        path = target if written == quant else folder / f".model-{written}.gguf"
+        settings = spec.task.params.generation
+        generation = Generation(
+            temperature=settings.temperature if settings.do_sample else 0.0,
+            top_p=settings.top_p,
+            repeat_penalty=settings.repetition_penalty,
+        )
+        stops = stop_token_ids(trained.tokenizer)
+        write_gguf(model, trained.tokenizer, path, written, stops, generation, spec.run.root.name)
+        if path != target:
+            quantize(path, target, quant)
+            path.unlink()
+
+    def check(trained: Any, folder: Path, reference: Outputs) -> Outputs:
+        talks = conversations(trained.task)
+        read = read_outputs(folder / FILE, talks, reference.tokens, NEW_TOKENS)
+        ours = [trained.task.prompt_ids(messages) for messages in talks]
+        same_prompts = sum(a == b for a, b in zip(read.prompt_ids, ours, strict=True))
+        return Outputs({}, read.tokens, read.agreement, same_prompts)
+
+    return Plan(write, check, 0.0, MIN_AGREEMENT.get(quant), quant)

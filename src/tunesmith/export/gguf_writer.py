@@ -1,0 +1,201 @@
+"""A merged decoder model and its tokenizer written as one GGUF file (llama.cpp, Ollama, LM Studio), with the
+`gguf` package's own tensor-name maps and quantizers.
+
+What goes in: the architecture's hyperparameters; every weight under llama.cpp's tensor names (the query and
+key projections re-ordered for llama.cpp's rotary layout, as its own converter does); the byte-level BPE
+vocabulary with its merges, token types and pre-tokenizer; BOS/EOS/pad, the end-of-turn tokens the run stops
+at, and the chat template the run trained with; the run's generation defaults. Norms and other 1-D tensors
+stay float32 (llama.cpp wants them so); matrices are f16 or f32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+Quant = Literal["f32", "f16"]
+WRITTEN_QUANTS: tuple[Quant, ...] = ("f32", "f16")
+"""Written here from the float weights. Quantized files (q8_0, K-quants) are made from the f16 file by
+llama.cpp's own quantizer, as its users do: on a SmolLM2 LoRA run, gguf's Python q8_0 ranked first 94.7% of the
+run's answer tokens and llama.cpp's q8_0 from f16 96.8%."""
+
+ARCHITECTURES = {"LlamaForCausalLM": "LLAMA"}
+"""transformers class -> gguf.MODEL_ARCH member. Llama covers SmolLM2 (and Llama 2/3, Mistral-style dense
+models). Anything else is refused before any weight is read."""
+
+PRE_TOKENIZERS = {
+    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",
+    "c136ed14d01c2745d4f60a9596ae66800e2b61fa45643e72436041855ad4089d": "smaug-bpe",
+}
+"""How llama.cpp names a byte-level BPE pre-tokenizer: the sha256 of the token ids of its check text (copied
+with the text from llama.cpp's convert_hf_to_gguf.py, for the families supported here). An unknown one is
+refused: llama.cpp would split words differently from the run."""
+CHECK_TEXT = (
+    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 "
+    "3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
+    "------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, "
+    "'RE you sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL"
+)
+
+
+@dataclass
+class Generation:
+    """The run's generation defaults, written as GGUF sampling keys (llama.cpp reads them as its defaults)."""
+
+    temperature: float
+    """0 for greedy decoding (do_sample false)."""
+    top_p: float
+    repeat_penalty: float
+
+
+def architecture_refusal(config: Any) -> str | None:
+    """Why this model cannot be written to GGUF here, from its config alone."""
+    names = list(getattr(config, "architectures", None) or [])
+    if not any(name in ARCHITECTURES for name in names):
+        return (
+            f"GGUF export supports the {', '.join(sorted(ARCHITECTURES))} architecture; this run's model is "
+            f"{', '.join(names) or getattr(config, 'model_type', 'unknown')}"
+        )
+    scaling = getattr(config, "rope_parameters", None) or {}
+    if scaling.get("rope_type", "default") != "default":
+        return f"GGUF export does not write rope scaling {scaling.get('rope_type')!r} yet"
+    return None
+
+
+def pre_tokenizer(tokenizer: Any) -> str:
+    ids = tokenizer.encode(CHECK_TEXT)
+    digest = hashlib.sha256(str(ids).encode()).hexdigest()
+    name = PRE_TOKENIZERS.get(digest)
+    if name is None:
+        raise ValueError(
+            "the tokenizer's pre-tokenizer is not one llama.cpp is known to reproduce here "
+            f"(supported: {', '.join(sorted(set(PRE_TOKENIZERS.values())))})"
+        )
+    return name
+
+
+def write_gguf(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    path: Path,
+    quant: Quant,
+    stop_ids: list[int],
+    generation: Generation,
+    name: str,
+) -> None:
+    import gguf
+
+    config = model.config
+    arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[config.architectures[0]])
+    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}[quant]
+    _hyperparameters(writer, config, name, file_type)
+    _vocabulary(writer, tokenizer, config.vocab_size, stop_ids)
+    writer.add_sampling_temp(generation.temperature)
+    writer.add_sampling_top_p(generation.top_p)
+    writer.add_sampling_penalty_repeat(generation.repeat_penalty)
+    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+    for hf_name, tensor in _tensors(model):
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise ValueError(f"no GGUF name for tensor {hf_name}")
+        data, kind = _encode(tensor, quant, gguf)
+        writer.add_tensor(gguf_name, data, raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _hyperparameters(writer: Any, config: Any, name: str, file_type: Any) -> None:
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    rope = getattr(config, "rope_parameters", None) or {}
+    writer.add_name(name)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))))
+    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_file_type(file_type)
+
+
+def _vocabulary(writer: Any, tokenizer: Any, vocab_size: int, stop_ids: list[int]) -> None:
+    """The byte-level BPE vocabulary as llama.cpp's converter writes it (get_vocab_base), plus the special
+    tokens, merges and chat template read back from the tokenizer's own saved files."""
+    import gguf
+
+    by_id = {i: token for token, i in tokenizer.get_vocab().items()}
+    added = tokenizer.added_tokens_decoder
+    tokens, types = [], []
+    for i in range(vocab_size):
+        if i not in by_id:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        token = by_id[i]
+        if i in added:
+            types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+        tokens.append(token)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre_tokenizer(tokenizer))
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        special = gguf.SpecialVocab(Path(folder), load_merges=True)
+        special.add_to_gguf(writer)
+    end_of_turn = [i for i in stop_ids if i != tokenizer.eos_token_id]
+    if end_of_turn:
+        writer.add_eot_token_id(end_of_turn[0])
+
+
+def _tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The weights by transformers name, q/k re-ordered for llama.cpp's rotary layout; a tied output matrix
+    is left out (llama.cpp reuses the embedding, as the model does)."""
+    config = model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    out = []
+    for name, tensor in model.state_dict().items():
+        if tied and name == "lm_head.weight":
+            continue
+        tensor = tensor.detach().float().cpu()
+        if name.endswith("q_proj.weight"):
+            tensor = _rotary_order(tensor, heads)
+        elif name.endswith("k_proj.weight"):
+            tensor = _rotary_order(tensor, kv_heads)
+        out.append((name, tensor))
+    return out
+
+
+def _rotary_order(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """transformers rotates each head's two halves; llama.cpp rotates interleaved pairs: the same rows in
+    another order (llama.cpp's LlamaModel.permute)."""
+    rows = weight.shape[0]
+    return (
+        weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    )
+
+
+def _encode(tensor: torch.Tensor, quant: Quant, gguf: Any) -> tuple[np.ndarray, Any]:
+    kinds = gguf.GGMLQuantizationType
+    data = tensor.numpy()
+    if data.ndim <= 1 or quant == "f32":
+        return data.astype(np.float32), kinds.F32
+    return data.astype(np.float16), kinds.F16

@@ -1,0 +1,114 @@
+"""A GGUF file read back by llama.cpp itself (llama-cpp-python), the way llama-server or Ollama would run it:
+prompts rendered by the chat template inside the file and tokenized by llama.cpp, greedy answers that end
+where llama.cpp's end-of-generation tokens say, and next-token choices along the run's own answers."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+INSTALL_HINT = "pip install 'tunesmith[gguf]' (builds llama.cpp from the sources in llama-cpp-python)"
+
+
+def llama_cpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+@dataclass
+class LlamaOutputs:
+    prompt_ids: list[list[int]]
+    """Each conversation rendered by the file's chat template and tokenized by llama.cpp."""
+    tokens: list[list[int]]
+    """Greedy answers, at most `new_tokens`, without the end-of-generation token that stopped them."""
+    agreement: float
+    """Share of the reference answers' tokens that llama.cpp also ranks first, given the same prefix."""
+
+
+class LlamaFile:
+    """One GGUF file loaded by llama.cpp on the CPU."""
+
+    def __init__(self, path: Path, context: int = 1024):
+        from llama_cpp import Llama
+
+        threads = max(1, len(os.sched_getaffinity(0)))
+        self.llm = Llama(
+            str(path), n_ctx=context, n_threads=threads, logits_all=True, verbose=False, n_gpu_layers=0
+        )
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The prompt tokens for `messages` as llama.cpp's own chat path makes them."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self.llm
+        special = lambda token: llm.detokenize([token], special=True).decode() if token >= 0 else ""  # noqa: E731
+        formatter = Jinja2ChatFormatter(
+            llm.metadata["tokenizer.chat_template"],
+            eos_token=special(llm.token_eos()),
+            bos_token=special(llm.token_bos()),
+            add_generation_prompt=True,
+        )
+        prompt = formatter(messages=list(messages)).prompt
+        return llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def greedy(self, prompt: list[int], new_tokens: int) -> list[int]:
+        import llama_cpp
+
+        vocab = self.llm._model.vocab  # the model's vocabulary handle: llama.cpp's own end-of-generation test
+        self.llm.reset()
+        out: list[int] = []
+        for token in self.llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+            if llama_cpp.llama_vocab_is_eog(vocab, token) or len(out) >= new_tokens:
+                break
+            out.append(token)
+        return out
+
+    def agreement(self, prompt: list[int], answer: list[int]) -> tuple[int, int]:
+        """(tokens of `answer` llama.cpp ranks first after the prompt and the answer's earlier tokens, total)."""
+        if not answer:
+            return 0, 0
+        self.llm.reset()
+        self.llm.eval(prompt + answer)
+        scores = np.asarray(self.llm.scores[len(prompt) - 1 : len(prompt) - 1 + len(answer)])
+        return int((scores.argmax(axis=-1) == np.asarray(answer)).sum()), len(answer)
+
+
+def read_outputs(
+    path: Path,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    references: Sequence[list[int]],
+    new_tokens: int,
+) -> LlamaOutputs:
+    """llama.cpp's prompts, greedy answers and agreement with `references` (the run's greedy answers, each
+    scored after llama.cpp's rendering of its conversation)."""
+    file = LlamaFile(path)
+    try:
+        prompts = [file.render(messages) for messages in conversations]
+        tokens = [file.greedy(prompt, new_tokens) for prompt in prompts]
+        counts = [file.agreement(prompt, ref) for prompt, ref in zip(prompts, references, strict=True)]
+    finally:
+        file.close()
+    agreed, total = (sum(c[i] for c in counts) for i in (0, 1))
+    return LlamaOutputs(prompts, tokens, agreed / total if total else 1.0)
+
+
+def quantize(source: Path, target: Path, quant: str) -> None:
+    """llama.cpp's own quantizer (llama_model_quantize) from an f16 GGUF to a K-quant."""
+    import ctypes
+
+    import llama_cpp
+
+    kind = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = kind
+    params.nthread = max(1, len(os.sched_getaffinity(0)))
+    code = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if code != 0:
+        raise RuntimeError(f"llama.cpp's quantizer failed ({code}) making {quant} from {source.name}")

@@ -1,0 +1,108 @@
+"""`export --format gguf`: SmolLM2 runs (LoRA and full) written to GGUF and read back by llama.cpp itself
+(llama-cpp-python) and, independently, by transformers' GGUF loader: the same prompts, the same greedy answers,
+stopping where the run stops; a quantized file by next-token agreement. Refusals come before any file is
+written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from tests.e2e.test_cli import tunesmith
+from tests.recipes.test_generative import chat_config
+from tunesmith.errors import UserError
+from tunesmith.export.probe import outputs_of
+from tunesmith.inference import load_run
+from tunesmith.recipes.export import export_run
+from tunesmith.recipes.finetune import finetune
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        __import__("importlib").util.find_spec("llama_cpp") is None,
+        reason="llama-cpp-python is not installed (make setup installs it: the gguf extra)",
+    ),
+]
+SHORT = {"train.epochs": 1, "evaluation.forgetting": False, "train.keep": "tuned"}
+
+
+def quiet() -> Console:
+    return Console(quiet=True)
+
+
+@pytest.fixture(scope="module")
+def lora_chat(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gguf-lora")
+    return finetune(chat_config(tmp, **SHORT), quiet()).run
+
+
+def test_f16_gguf_answers_as_the_run_in_llama_cpp_and_in_transformers(lora_chat, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    result = export_run(lora_chat, tmp_path / "gguf", "gguf")
+    check = result.comparison
+    assert check.ok and check.prompts_equal == check.tokens_equal == check.tokens_total == 6
+    assert check.agreement == 1.0
+    record = json.loads((result.folder / "tunesmith_export.json").read_text())
+    assert record["format"] == "gguf" and record["quant"] == "f16" and record["check"]["ok"]
+    assert sorted(p.name for p in result.folder.iterdir()) == ["model.gguf", "tunesmith_export.json"]
+
+    # transformers' GGUF loader, a reader independent of llama.cpp, writes the run's answers too
+    trained = load_run(lora_chat)
+    reference = outputs_of(trained.task, trained.tokenizer, trained.model, trained.pad_id)
+    model = AutoModelForCausalLM.from_pretrained(result.folder, gguf_file="model.gguf").eval()
+    assert outputs_of(trained.task, trained.tokenizer, model, trained.pad_id).tokens == reference.tokens
+
+
+def test_the_gguf_file_carries_the_runs_template_stop_tokens_and_generation_defaults(lora_chat, tmp_path):
+    import gguf
+
+    folder = export_run(lora_chat, tmp_path / "gguf", "gguf").folder
+    reader = gguf.GGUFReader(folder / "model.gguf")
+    fields = {name: field.contents() for name, field in reader.fields.items()}
+    trained = load_run(lora_chat)
+    assert fields["general.architecture"] == "llama"
+    assert fields["tokenizer.chat_template"] == trained.tokenizer.chat_template
+    assert fields["tokenizer.ggml.eos_token_id"] == trained.tokenizer.eos_token_id == 2  # <|im_end|>
+    assert fields["tokenizer.ggml.pre"] == "smollm"
+    assert (
+        fields["general.sampling.temp"] == 0.0
+    )  # the run decodes greedily (task.generation.do_sample false)
+    assert len(fields["tokenizer.ggml.tokens"]) == trained.model.config.vocab_size
+
+
+def test_q8_0_through_the_cli_is_half_the_size_and_agrees_on_the_next_token(lora_chat, tmp_path):
+    out = tmp_path / "q8"
+    proc = tunesmith("export", lora_chat, "--format", "gguf", "--quant", "q8_0", "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert said["ok"] and said["prompts_rendered_identically"] == said["prompts"] == 6
+    assert said["next_token_agreement"] >= said["min_next_token_agreement"] == 0.9
+    record = json.loads((out / "tunesmith_export.json").read_text())
+    assert record["quant"] == "q8_0"
+    f16 = 2 * 134.5e6  # parameters x 2 bytes
+    assert (out / "model.gguf").stat().st_size < 0.6 * f16
+
+
+def test_a_fully_fine_tuned_run_exports_to_gguf_with_the_same_answers(tmp_path):
+    config = chat_config(tmp_path, {"name": "full"}, **SHORT, **{"train.learning_rate": 1e-4})
+    run = finetune(config, quiet()).run
+    check = export_run(run, tmp_path / "gguf", "gguf").comparison
+    assert check.ok and check.tokens_equal == check.tokens_total == 6
+
+
+def test_gguf_refusals_come_before_anything_is_written(lora_chat, tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="unknown --quant 'q3'; valid for gguf: f16, f32, q8_0, q4_k_m"):
+        export_run(lora_chat, tmp_path / "a", "gguf", quant="q3")
+    with pytest.raises(UserError, match="--quant is for --format gguf, not merged"):
+        export_run(lora_chat, tmp_path / "b", "merged", quant="q8_0")
+    import tunesmith.export.gguf as gguf_export
+
+    monkeypatch.setattr(gguf_export, "llama_cpp_installed", lambda: False)  # as on a machine without it
+    with pytest.raises(
+        UserError, match=r"checked by llama.cpp, which is not installed: pip install 'tunesmith\[gguf\]'"
+    ):
+        export_run(lora_chat, tmp_path / "c", "gguf", quant="q4_k_m")
+    assert not any(tmp_path.iterdir())
