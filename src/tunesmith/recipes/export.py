@@ -8,7 +8,7 @@ adapter  the bare trained weights on top of the base: a peft adapter folder (`Pe
          for bottleneck adapters our own safetensors file.
 onnx     an encoder model (classifier, span QA) as `model.onnx` with its tokenizer and label config.
 gguf     a decoder model merged, as one `model.gguf` for llama.cpp, Ollama and LM Studio (export/gguf_writer.py):
-         f16 by default, f32 or q8_0 written here, q4_k_m / q5_k_m / q6_k by llama.cpp's own quantizer. Checked
+         f16 by default, or f32, written here; q8_0, q4_k_m, q5_k_m, q6_k by llama.cpp's own quantizer. Checked
          by llama.cpp itself (export/llama_reader.py): the prompts its chat template renders, its greedy answers
          and where they stop.
 
