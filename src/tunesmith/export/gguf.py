@@ -2,7 +2,8 @@
 llama.cpp itself (llama_reader.py) on the fixed check conversations: every prompt rendered by the file's own
 chat template must tokenize to the run's very prompt tokens; f16 and f32 must write the run's greedy answers
 token for token and stop where the run stops; a quantized file must rank first at least MIN_AGREEMENT of the
-run's answer tokens, given the same prefix (MIN_AGREEMENT). Needs llama-cpp-python (the `gguf` extra)."""
+run's answer tokens, given the same prefix (MIN_AGREEMENT). Needs llama-cpp-python (the `gguf` extra). An
+Ollama Modelfile is written beside the file when the run's chat template is one written there (modelfile.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tunesmith.data.chat_encoding import stop_token_ids
 from tunesmith.errors import UserError
 from tunesmith.export.gguf_writer import WRITTEN_QUANTS, Generation, architecture_refusal, write_gguf
 from tunesmith.export.llama_reader import INSTALL_HINT, llama_cpp_installed, quantize, read_outputs
+from tunesmith.export.modelfile import modelfile_for
 from tunesmith.export.probe import NEW_TOKENS, Outputs, Plan, conversations
 from tunesmith.inference import RunSpec
 
@@ -66,6 +68,11 @@ def gguf_plan(spec: RunSpec, quant: str | None) -> Plan:
         if path != target:
             quantize(path, target, quant)
             path.unlink()
+        ollama = modelfile_for(
+            trained.tokenizer, stops, generation.temperature, generation.top_p, generation.repeat_penalty
+        )
+        if ollama is not None:
+            (folder / "Modelfile").write_text(ollama.text(FILE), encoding="utf-8")
 
     def check(trained: Any, folder: Path, reference: Outputs) -> Outputs:
         talks = conversations(trained.task)

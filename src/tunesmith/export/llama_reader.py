@@ -74,10 +74,24 @@ class LlamaFile:
         """(tokens of `answer` llama.cpp ranks first after the prompt and the answer's earlier tokens, total)."""
         if not answer:
             return 0, 0
+        scores = self._answer_scores(prompt, answer)
+        return int((scores.argmax(axis=-1) == np.asarray(answer)).sum()), len(answer)
+
+    def answer_loss(self, prompt: list[int], answer: list[int]) -> tuple[float, int]:
+        """(summed negative log-likelihood of `answer`'s tokens after the prompt, token count)."""
+        if not answer:
+            return 0.0, 0
+        scores = self._answer_scores(prompt, answer).astype(np.float64)
+        top = scores.max(axis=-1, keepdims=True)
+        log_norm = (top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True)))[:, 0]
+        picked = scores[np.arange(len(answer)), np.asarray(answer)]
+        return float((log_norm - picked).sum()), len(answer)
+
+    def _answer_scores(self, prompt: list[int], answer: list[int]) -> np.ndarray:
+        """llama.cpp's next-token logits at each of `answer`'s positions (teacher-forced)."""
         self.llm.reset()
         self.llm.eval(prompt + answer)
-        scores = np.asarray(self.llm.scores[len(prompt) - 1 : len(prompt) - 1 + len(answer)])
-        return int((scores.argmax(axis=-1) == np.asarray(answer)).sum()), len(answer)
+        return np.asarray(self.llm.scores[len(prompt) - 1 : len(prompt) - 1 + len(answer)])
 
 
 def read_outputs(
