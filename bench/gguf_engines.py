@@ -13,7 +13,9 @@ agreement with the torch engine's greedy answers (the share of its tokens that t
 after the same prefix), and the validation perplexity of the reference answers (exp of the mean negative
 log-likelihood of their tokens). File sizes too.
 
-    python bench/gguf.py [--run RUN] [--json FILE]
+    python bench/gguf_engines.py [--run RUN] [--json FILE]
+
+(Not bench/gguf.py: run as a script, that name would shadow the gguf package it exports with.)
 
 Last line: `q8_0_speed X.XX q8_0_agreement 0.XXX` (llama.cpp q8_0 tokens/s over the torch engine's, and its
 agreement).
