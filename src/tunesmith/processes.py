@@ -5,9 +5,16 @@ behind never counts against the next."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue as queues
 from collections.abc import Callable
 from typing import Any
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system tells it, else all of them)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
 
 
 class ChildDied(RuntimeError):

@@ -68,9 +68,7 @@ def gguf_plan(spec: RunSpec, quant: str | None) -> Plan:
         if path != target:
             quantize(path, target, quant)
             path.unlink()
-        ollama = modelfile_for(
-            trained.tokenizer, stops, generation.temperature, generation.top_p, generation.repeat_penalty
-        )
+        ollama = modelfile_for(trained.tokenizer, stops, generation)
         if ollama is not None:
             (folder / "Modelfile").write_text(ollama.text(FILE), encoding="utf-8")
 

@@ -5,12 +5,14 @@ where llama.cpp's end-of-generation tokens say, and next-token choices along the
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from tunesmith.processes import usable_cores
 
 INSTALL_HINT = "pip install 'tunesmith[gguf]' (builds llama.cpp from the sources in llama-cpp-python)"
 
@@ -35,9 +37,8 @@ class LlamaFile:
     def __init__(self, path: Path, context: int = 1024):
         from llama_cpp import Llama
 
-        threads = max(1, len(os.sched_getaffinity(0)))
         self.llm = Llama(
-            str(path), n_ctx=context, n_threads=threads, logits_all=True, verbose=False, n_gpu_layers=0
+            str(path), n_ctx=context, n_threads=usable_cores(), logits_all=True, verbose=False, n_gpu_layers=0
         )
 
     def close(self) -> None:
@@ -47,16 +48,18 @@ class LlamaFile:
         """The prompt tokens for `messages` as llama.cpp's own chat path makes them."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        llm = self.llm
-        special = lambda token: llm.detokenize([token], special=True).decode() if token >= 0 else ""  # noqa: E731
         formatter = Jinja2ChatFormatter(
-            llm.metadata["tokenizer.chat_template"],
-            eos_token=special(llm.token_eos()),
-            bos_token=special(llm.token_bos()),
+            self.llm.metadata["tokenizer.chat_template"],
+            eos_token=self._token_text(self.llm.token_eos()),
+            bos_token=self._token_text(self.llm.token_bos()),
             add_generation_prompt=True,
         )
         prompt = formatter(messages=list(messages)).prompt
-        return llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def _token_text(self, token: int) -> str:
+        """A special token's text ("" for none: llama.cpp's id -1)."""
+        return self.llm.detokenize([token], special=True).decode() if token >= 0 else ""
 
     def greedy(self, prompt: list[int], new_tokens: int) -> list[int]:
         import llama_cpp
@@ -81,11 +84,9 @@ class LlamaFile:
         """(summed negative log-likelihood of `answer`'s tokens after the prompt, token count)."""
         if not answer:
             return 0.0, 0
-        scores = self._answer_scores(prompt, answer).astype(np.float64)
-        top = scores.max(axis=-1, keepdims=True)
-        log_norm = (top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True)))[:, 0]
-        picked = scores[np.arange(len(answer)), np.asarray(answer)]
-        return float((log_norm - picked).sum()), len(answer)
+        scores = torch.from_numpy(self._answer_scores(prompt, answer)).double()
+        loss = torch.nn.functional.cross_entropy(scores, torch.tensor(answer), reduction="sum")
+        return float(loss), len(answer)
 
     def _answer_scores(self, prompt: list[int], answer: list[int]) -> np.ndarray:
         """llama.cpp's next-token logits at each of `answer`'s positions (teacher-forced)."""
@@ -122,7 +123,7 @@ def quantize(source: Path, target: Path, quant: str) -> None:
     kind = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = kind
-    params.nthread = max(1, len(os.sched_getaffinity(0)))
+    params.nthread = usable_cores()
     code = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if code != 0:
         raise RuntimeError(f"llama.cpp's quantizer failed ({code}) making {quant} from {source.name}")

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tunesmith.export.gguf_writer import Generation
+
 CHATML = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
 """ChatML for Ollama's Go templates: every message (the SYSTEM default included, which Ollama prepends as a
 message), then the assistant header the model continues from."""
@@ -30,9 +32,7 @@ class Modelfile:
     template: str
     system: str | None
     stops: list[str]
-    temperature: float
-    top_p: float
-    repeat_penalty: float
+    generation: Generation
 
     def text(self, gguf_name: str) -> str:
         lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{self.template}"""']
@@ -40,9 +40,9 @@ class Modelfile:
             lines.append(f'SYSTEM """{self.system}"""')
         lines += [f'PARAMETER stop "{stop}"' for stop in self.stops]
         lines += [
-            f"PARAMETER temperature {self.temperature:g}",
-            f"PARAMETER top_p {self.top_p:g}",
-            f"PARAMETER repeat_penalty {self.repeat_penalty:g}",
+            f"PARAMETER temperature {self.generation.temperature:g}",
+            f"PARAMETER top_p {self.generation.top_p:g}",
+            f"PARAMETER repeat_penalty {self.generation.repeat_penalty:g}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -72,12 +72,10 @@ def default_system(tokenizer: Any) -> tuple[bool, str | None]:
     return False, None
 
 
-def modelfile_for(
-    tokenizer: Any, stop_ids: list[int], temperature: float, top_p: float, repeat_penalty: float
-) -> Modelfile | None:
+def modelfile_for(tokenizer: Any, stop_ids: list[int], generation: Generation) -> Modelfile | None:
     """The Modelfile, or None when the run's chat template is not one written here (Ollama would guess)."""
     is_chatml, system = default_system(tokenizer)
     if not is_chatml or '"""' in (system or ""):
         return None
     stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
-    return Modelfile(CHATML, system, stops, temperature, top_p, repeat_penalty)
+    return Modelfile(CHATML, system, stops, generation)

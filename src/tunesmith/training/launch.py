@@ -23,6 +23,7 @@ from types import FrameType
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import UserError
+from tunesmith.processes import usable_cores
 from tunesmith.training.distributed import check_process_count, check_strategy
 
 LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
@@ -127,8 +128,7 @@ def relaunch(
     if (
         "OMP_NUM_THREADS" not in os.environ
     ):  # torchrun's default is 1 thread a worker, with a warning: share them
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cores() // nproc))
     quieted = _quiet_failure_reports()
     try:
         with _Forwarder() as forwarder:
