@@ -471,6 +471,12 @@ def serve(
     ] = None,
     batch_wait_ms: Annotated[float | None, typer.Option(help="How long a batch waits to fill")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="What writes chat answers: torch (default) or llama.cpp (GGUF)")
+    ] = None,
+    quant: Annotated[
+        str | None, typer.Option(help="llama.cpp engine: f16 (default), f32, q8_0, q4_k_m, q5_k_m, q6_k")
+    ] = None,
 ) -> None:
     """Serve runs over HTTP: OpenAI-compatible /v1/chat/completions, /v1/classify, /v1/feedback, /metrics.
     Every request is logged for `monitor` and `retune`; promoted or rolled-back versions swap in live."""
@@ -484,7 +490,7 @@ def serve(
     quiet_libraries()
     tree = read_yaml(config) if config else {}
     flags = {"host": host, "port": port, "log_url": log_url, "batch_size": batch_size}
-    flags.update(batch_wait_ms=batch_wait_ms, device=device)
+    flags.update(batch_wait_ms=batch_wait_ms, device=device, engine=engine, quant=quant)
     tree.update({k: v for k, v in flags.items() if v is not None})
     if no_auth:
         tree["auth"] = False

@@ -62,8 +62,9 @@ def chat_run(folder: Path) -> Path:
 class Server:
     """`tunesmith serve` in a subprocess; `url` once it listens."""
 
-    def __init__(self, runs: list[str], folder: Path, *flags: str):
+    def __init__(self, runs: list[str], folder: Path, *flags: str, start_seconds: float = 120):
         folder.mkdir(parents=True, exist_ok=True)
+        self.start_seconds = start_seconds
         keys, admin = folder / "keys.txt", folder / "admin.txt"
         keys.write_text(f"# clients\n{API_KEY}\n")
         admin.write_text(f"{ADMIN_KEY}\n")
@@ -90,7 +91,7 @@ class Server:
             env=env,
             text=True,
         )
-        deadline = time.time() + 120
+        deadline = time.time() + self.start_seconds
         while time.time() < deadline:
             found = re.search(r"listening on (http://[\d.]+:\d+)", self.output.read_text())
             if found:

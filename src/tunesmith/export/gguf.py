@@ -19,8 +19,8 @@ from tunesmith.export.probe import NEW_TOKENS, Outputs, Plan, conversations
 from tunesmith.inference import RunSpec
 
 QUANTS = ("f16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
-"""--quant for --format gguf; the first is the default (lossless for these models' weights in practice: the
-check asks f16 for the run's exact answers)."""
+"""--quant for --format gguf and for the server's llama.cpp engine; the first is the default (lossless for these
+models' weights in practice: the check asks f16 for the run's exact answers)."""
 MIN_AGREEMENT = {"q8_0": 0.9, "q6_k": 0.9, "q5_k_m": 0.85, "q4_k_m": 0.75}
 """Least share of the run's greedy answer tokens (94 on the check prompts) a quantized file must also rank first
 after the same prefix. Rounding moves near-ties, so a quantized model's greedy answers may part from the run's

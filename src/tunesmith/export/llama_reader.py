@@ -1,6 +1,7 @@
 """A GGUF file read back by llama.cpp itself (llama-cpp-python), the way llama-server or Ollama would run it:
 prompts rendered by the chat template inside the file and tokenized by llama.cpp, greedy answers that end
-where llama.cpp's end-of-generation tokens say, and next-token choices along the run's own answers."""
+where llama.cpp's end-of-generation tokens say, and next-token choices along the run's own answers. The
+server's llama.cpp engine writes its answers with the same class (`generate`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tunesmith.generation import GenerationSettings, TokenObserver
 from tunesmith.processes import usable_cores
 
 INSTALL_HINT = "pip install 'tunesmith[gguf]' (builds llama.cpp from the sources in llama-cpp-python)"
@@ -32,13 +34,20 @@ class LlamaOutputs:
 
 
 class LlamaFile:
-    """One GGUF file loaded by llama.cpp on the CPU."""
+    """One GGUF file loaded by llama.cpp on the CPU. `scores=False` keeps no logits for earlier positions
+    (enough to generate; `agreement` and `answer_loss` need them)."""
 
-    def __init__(self, path: Path, context: int = 1024):
+    def __init__(self, path: Path, context: int = 1024, scores: bool = True):
         from llama_cpp import Llama
 
+        self.context = context
         self.llm = Llama(
-            str(path), n_ctx=context, n_threads=usable_cores(), logits_all=True, verbose=False, n_gpu_layers=0
+            str(path),
+            n_ctx=context,
+            n_threads=usable_cores(),
+            logits_all=scores,
+            verbose=False,
+            n_gpu_layers=0,
         )
 
     def close(self) -> None:
@@ -71,6 +80,39 @@ class LlamaFile:
             if llama_cpp.llama_vocab_is_eog(vocab, token) or len(out) >= new_tokens:
                 break
             out.append(token)
+        return out
+
+    def generate(
+        self, prompt: list[int], settings: GenerationSettings, observer: TokenObserver | None = None
+    ) -> list[int]:
+        """New tokens after `prompt` (without the end-of-generation token that stopped them): greedy, or
+        sampled with the settings' temperature and top-p and their seed (no top-k or min-p cut, as in
+        transformers' sampling with those two). `observer` sees each token and may end the answer early. The
+        cached prompt prefix of the previous call is reused (a shared system prompt is not read again)."""
+        import llama_cpp
+
+        vocab = self.llm._model.vocab
+        sampled = settings.do_sample
+        if sampled:
+            self.llm.set_seed(settings.seed)
+        out: list[int] = []
+        for token in self.llm.generate(
+            prompt,
+            temp=settings.temperature if sampled else 0.0,
+            top_p=settings.top_p if sampled else 1.0,
+            top_k=0,
+            min_p=0.0,
+            repeat_penalty=settings.repetition_penalty,
+        ):
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            out.append(token)
+            if observer is not None:
+                observer.put(token)
+                if observer.stopped:
+                    break
+            if len(out) >= settings.max_new_tokens:
+                break
         return out
 
     def agreement(self, prompt: list[int], answer: list[int]) -> tuple[int, int]:

@@ -4,7 +4,8 @@ Adapter runs (LoRA, DoRA, IA3, LoHa, LoKr) on the same base model, task and head
 base: each run's adapter is loaded onto it under its own name and made active for that run's batch
 (peft's `load_adapter` / `set_adapter`). All model work runs on one worker thread, so a switch never
 happens under another batch. A promoted or rolled-back version is loaded beside the serving one and then
-swapped in; requests already batched finish on the version they started with.
+swapped in; requests already batched finish on the version they started with. A chat run served with the
+llama.cpp engine (engines.py) holds its GGUF file instead of a torch model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from tunesmith.errors import UserError
 from tunesmith.inference import TrainedRun, read_run
 from tunesmith.models.catalog import resolve_model
+from tunesmith.serving.engines import Engine, EngineName, TorchEngine, engine_refusal, llama_engine
 from tunesmith.versions import Deployment
 
 SHAREABLE_METHODS = ("lora", "dora", "ia3", "loha", "lokr")
@@ -38,6 +40,9 @@ class ServedModel:
     deployment: Deployment
     version: str
     trained: TrainedRun
+    """The run's task, config and tokenizer; its `model` is None when llama.cpp writes the answers."""
+    engine: Engine
+    """What writes a chat model's answers."""
     adapter: str | None = None
     """The adapter to make active on a shared base before each batch; None for a model of its own."""
     shared: bool = False
@@ -58,11 +63,22 @@ class ServedModel:
 
 
 class ModelPool:
-    def __init__(self, runs: dict[str, Path], device: str = "auto"):
+    def __init__(
+        self,
+        runs: dict[str, Path],
+        device: str = "auto",
+        engine: EngineName = "torch",
+        quant: str | None = None,
+        context: int = 4096,
+    ):
         if not runs:
             raise UserError("nothing to serve: give one or more run folders")
+        why = engine_refusal(engine, quant)
+        if why:
+            raise UserError(why)
         self.runs = {name: Deployment(path) for name, path in runs.items()}
         self.device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
+        self.engine, self.quant, self.context = engine, quant, context
         self.models: dict[str, ServedModel] = {}
         self._bases: dict[tuple[Any, ...], SharedBase] = {}
         self._lock = threading.Lock()  # loads may come from the watcher and an admin request at once
@@ -81,9 +97,17 @@ class ModelPool:
 
         deployment = self.runs[name]
         with self._lock:
-            spec = read_run(deployment.folder(version))
+            folder = deployment.folder(version)
+            spec = read_run(folder)
             tokenizer = AutoTokenizer.from_pretrained(spec.run.model)
             spec.task.use_tokenizer(tokenizer)
+            if self.engine == "llama.cpp" and spec.task.endpoint == "chat":
+                try:
+                    engine = llama_engine(folder, self.quant, self.context)
+                except UserError as exc:
+                    raise UserError(f"{name} {version}: cannot serve it with llama.cpp: {exc}") from None
+                trained = TrainedRun(spec.run, spec.config, spec.task, tokenizer, None)  # type: ignore[arg-type]
+                return ServedModel(name, deployment, version, trained, engine)
             key = self._share_key(spec)
             adapter = None
             if key is not None and key in self._bases:
@@ -101,7 +125,8 @@ class ModelPool:
                     self._bases[key] = SharedBase(model, {adapter})
             spec.task.prepare_model(model)
             trained = TrainedRun(spec.run, spec.config, spec.task, tokenizer, model)
-            return ServedModel(name, deployment, version, trained, adapter, shared=key is not None)
+            engine = TorchEngine(trained)
+            return ServedModel(name, deployment, version, trained, engine, adapter, shared=key is not None)
 
     def _share_key(self, spec: Any) -> tuple[Any, ...] | None:
         if spec.method.name not in SHAREABLE_METHODS:

@@ -77,4 +77,6 @@ def model_card(pool: ModelPool, name: str) -> dict[str, Any]:
     }
     if served.endpoint == "classify":
         card["labels"] = list(served.trained.task.labels)
+    if served.endpoint == "chat":
+        card["engine"] = served.engine.label
     return card

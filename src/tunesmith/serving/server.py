@@ -48,7 +48,7 @@ def read_keys(path: Path | None) -> list[str]:
 def serve(runs: dict[str, Path], settings: ServeSettings, console: Console) -> None:
     if settings.auth and not settings.api_keys:
         raise UserError("API keys are required: give --api-key-file FILE (or --no-auth for local use only)")
-    pool = ModelPool(runs, settings.device)
+    pool = ModelPool(runs, settings.device, settings.engine, settings.quant, settings.context_tokens)
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it every
     # keep-alive response waits ~40 ms for a delayed ACK between its header and body segments
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
@@ -58,13 +58,18 @@ def serve(runs: dict[str, Path], settings: ServeSettings, console: Console) -> N
         sock.bind((settings.host, settings.port))
     except OSError as exc:
         raise UserError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
-    with console.status("loading models"):
+    loading = "loading models" + (
+        " (a first GGUF export takes a minute or more)" if settings.engine != "torch" else ""
+    )
+    with console.status(loading):
         pool.load_all()
     for name, served in pool.models.items():
         shared = pool.shared_with(name)
         note = f", shares its base with {', '.join(shared)}" if shared else ""
         if served.trained.run.holds() != "tuned":
             note += f"; holds the {served.trained.run.holds()} model (fine-tuning did not beat it)"
+        if served.endpoint == "chat":
+            note += f"; answers from {served.engine.label}"
         console.print(
             f"{name}: {served.trained.task.name} ({served.trained.config.method.name} on "
             f"{served.trained.config.model.name}), version {served.version}{note}"

@@ -39,3 +39,14 @@ class ServeSettings(Section):
     watch_seconds: float = Field(2.0, gt=0)
     """How often each run's serving.json is checked for a promoted or rolled-back version."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the torch engine runs."""
+    engine: Literal["torch", "llama.cpp"] = "torch"
+    """What writes chat answers: the run's own torch model, or llama.cpp on the run's GGUF export (made and
+    checked at start, then kept at VERSION/exports/gguf-QUANT; serving/engines.py). Classifiers always run on
+    torch. llama.cpp wrote 5.8x the torch engine's tokens/s on 2 CPU cores (bench/gguf_engines.py)."""
+    quant: str | None = None
+    """The GGUF's quantization for the llama.cpp engine: f16 (the default: the run's exact greedy answers),
+    f32, q8_0, q4_k_m, q5_k_m, q6_k (smaller and faster; checked by next-token agreement with the run)."""
+    context_tokens: int = Field(4096, gt=0)
+    """llama.cpp engine: prompt and answer tokens together that a conversation may take (its KV cache is
+    allocated for this many; a longer conversation is refused with 400 context_length_exceeded)."""

@@ -46,7 +46,9 @@ def router(server: Server) -> APIRouter:
         messages = _messages(body, settings)
         task = served.trained.task
         prompt = task.prompt_ids(messages)
-        generation = _generation_settings(task.params.generation, body, settings)
+        generation = _fitted(
+            served, len(prompt), _generation_settings(task.params.generation, body, settings)
+        )
         if server.chats_waiting[served.name] >= settings.max_queue:
             raise ApiError(503, f"model {served.name} is busy; retry shortly", "overloaded")
         completion = Completion(served, f"chatcmpl-{uuid.uuid4()}")
@@ -100,13 +102,27 @@ def _generation_settings(
     return GenerationSettings(**values)
 
 
+def _fitted(served: ServedModel, prompt_tokens: int, generation: GenerationSettings) -> GenerationSettings:
+    """The settings with max_new_tokens cut to what fits after the prompt in the engine's context."""
+    room = served.engine.room(prompt_tokens)
+    if room is None:
+        return generation
+    if room <= 0:
+        raise ApiError(
+            400,
+            f"the conversation is {prompt_tokens} tokens; {served.name} is served with room for "
+            f"{prompt_tokens + room} tokens of prompt and answer together (serve setting context_tokens)",
+            "context_length_exceeded",
+        )
+    return generation.model_copy(update={"max_new_tokens": min(generation.max_new_tokens, room)})
+
+
 async def _generate(
     server: Server, served: ServedModel, prompt: list[int], generation: GenerationSettings, stream: TextStream
 ) -> list[int]:
     def work() -> list[int]:
         served.activate()
-        task, trained = served.trained.task, served.trained
-        return task.generate_tokens(trained.model, [prompt], 1, trained.pad_id, generation, stream)[0]
+        return served.engine.generate(prompt, generation, stream)
 
     server.chats_waiting[served.name] += 1
     try:
