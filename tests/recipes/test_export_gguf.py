@@ -53,6 +53,9 @@ def test_f16_gguf_answers_as_the_run_in_llama_cpp_and_in_transformers(lora_chat,
     check = result.comparison
     assert check.ok and check.prompts_equal == check.tokens_equal == check.tokens_total == 6
     assert check.agreement == 1.0
+    # llama.cpp's loss on the run's 4 validation chats equals the run's own: the file is the model, and the
+    # supervised tokens are the same ones the training loss reads
+    assert check.perplexity_ratio == pytest.approx(1.0, abs=2e-3) and check.max_perplexity_ratio is None
     record = json.loads((result.folder / "tunesmith_export.json").read_text())
     assert record["format"] == "gguf" and record["quant"] == "f16" and record["check"]["ok"]
     assert sorted(p.name for p in result.folder.iterdir()) == [
@@ -140,6 +143,7 @@ def test_q8_0_through_the_cli_is_half_the_size_and_agrees_on_the_next_token(lora
     said = json.loads(proc.stdout.strip().splitlines()[-1])
     assert said["ok"] and said["prompts_rendered_identically"] == said["prompts"] == 6
     assert said["next_token_agreement"] >= said["min_next_token_agreement"] == 0.9
+    assert 0.97 < said["validation_perplexity_ratio"] <= said["max_validation_perplexity_ratio"] == 1.03
     record = json.loads((out / "tunesmith_export.json").read_text())
     assert record["quant"] == "q8_0"
     f16 = 2 * 134.5e6  # parameters x 2 bytes
@@ -151,6 +155,15 @@ def test_a_fully_fine_tuned_run_exports_to_gguf_with_the_same_answers(tmp_path):
     run = finetune(config, quiet()).run
     check = export_run(run, tmp_path / "gguf", "gguf").comparison
     assert check.ok and check.tokens_equal == check.tokens_total == 6
+
+
+def test_without_the_runs_data_the_export_records_no_perplexity_ratio(lora_chat, tmp_path):
+    moved = tmp_path / "run"
+    shutil.copytree(lora_chat, moved)
+    config = moved / "config.yaml"
+    config.write_text(config.read_text().replace(str(lora_chat.parent), str(tmp_path / "gone")))
+    check = export_run(moved, tmp_path / "gguf", "gguf").comparison
+    assert check.ok and check.tokens_equal == 6 and check.perplexity_ratio is None
 
 
 def test_gguf_refusals_come_before_anything_is_written(lora_chat, tmp_path, monkeypatch):

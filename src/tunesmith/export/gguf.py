@@ -7,6 +7,8 @@ Ollama Modelfile is written beside the file when the run's chat template is one 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from tunesmith.export.llama_reader import INSTALL_HINT, llama_cpp_installed, qua
 from tunesmith.export.modelfile import modelfile_for
 from tunesmith.export.probe import NEW_TOKENS, Outputs, Plan, conversations
 from tunesmith.inference import RunSpec
+from tunesmith.models.running import evaluating
 
 QUANTS = ("f16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 """--quant for --format gguf and for the server's llama.cpp engine; the first is the default (lossless for these
@@ -27,6 +30,12 @@ after the same prefix. Rounding moves near-ties, so a quantized model's greedy a
 after some tokens. Measured on a SmolLM2-135M LoRA run, one epoch on 24 chats (the smallest model, and a
 barely trained one, so the most sensitive to rounding): q8_0 96.8% (4 of 6 answers identical), q6_k 96.8%,
 q4_k_m 91.5%; the thresholds leave room for other runs' near-ties."""
+MAX_PERPLEXITY_RATIO = {"q8_0": 1.03, "q6_k": 1.03, "q5_k_m": 1.06, "q4_k_m": 1.12}
+"""Most a quantized file's perplexity of the run's validation answers may exceed the run's own, as a ratio.
+Measured on a SmolLM2-135M LoRA run, 1 epoch on data/debian-chat, 40 validation chats (bench/gguf_engines.py):
+f16 1.000, q8_0 1.007, q4_k_m 1.048; about twice those, as rounding costs more on other runs' weights."""
+HELD_OUT = 32
+"""Validation examples the perplexity ratio is measured on (the first ones; a few seconds on a small model)."""
 FILE = "model.gguf"
 
 
@@ -46,7 +55,9 @@ def gguf_refusal(spec: RunSpec, quant: str | None) -> str | None:
     return None
 
 
-def gguf_plan(spec: RunSpec, quant: str | None) -> Plan:
+def gguf_plan(spec: RunSpec, quant: str | None, held_out: Sequence[Any] = ()) -> Plan:
+    """How the GGUF is written and checked; `held_out`: the run's validation examples, for the perplexity
+    ratio (none: not measured)."""
     quant = quant or QUANTS[0]
 
     def write(trained: Any, folder: Path) -> None:
@@ -74,9 +85,26 @@ def gguf_plan(spec: RunSpec, quant: str | None) -> Plan:
 
     def check(trained: Any, folder: Path, reference: Outputs) -> Outputs:
         talks = conversations(trained.task)
-        read = read_outputs(folder / FILE, talks, reference.tokens, NEW_TOKENS)
+        features = trained.task.encode(list(held_out)[:HELD_OUT], trained.tokenizer)
+        sequences = [(f["input_ids"], f["labels"]) for f in features]
+        read = read_outputs(folder / FILE, talks, reference.tokens, NEW_TOKENS, sequences)
         ours = [trained.task.prompt_ids(messages) for messages in talks]
         same_prompts = sum(a == b for a, b in zip(read.prompt_ids, ours, strict=True))
-        return Outputs({}, read.tokens, read.agreement, same_prompts)
+        ratio = None
+        if read.loss[1]:
+            run_nll, count = _run_loss(trained, features)
+            ratio = math.exp((read.loss[0] - run_nll) / count)
+        return Outputs({}, read.tokens, read.agreement, same_prompts, ratio)
 
-    return Plan(write, check, 0.0, MIN_AGREEMENT.get(quant), quant)
+    return Plan(write, check, 0.0, MIN_AGREEMENT.get(quant), quant, MAX_PERPLEXITY_RATIO.get(quant))
+
+
+def _run_loss(trained: Any, features: list[dict[str, Any]]) -> tuple[float, int]:
+    """(summed negative log-likelihood, count) of the features' supervised tokens under the run's model."""
+    task, nll, count = trained.task, 0.0, 0
+    with evaluating(trained.model) as device:
+        for feature in features:
+            batch = {k: v.to(device) for k, v in task.collate([feature], trained.pad_id).items()}
+            loss, n = task.loss(trained.model, batch)
+            nll, count = nll + float(loss), count + n
+    return nll, count

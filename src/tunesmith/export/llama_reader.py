@@ -31,6 +31,8 @@ class LlamaOutputs:
     """Greedy answers, at most `new_tokens`, without the end-of-generation token that stopped them."""
     agreement: float
     """Share of the reference answers' tokens that llama.cpp also ranks first, given the same prefix."""
+    loss: tuple[float, int] = (0.0, 0)
+    """(summed negative log-likelihood, token count) of the held-out sequences' supervised tokens."""
 
 
 class LlamaFile:
@@ -130,6 +132,18 @@ class LlamaFile:
         loss = torch.nn.functional.cross_entropy(scores, torch.tensor(answer), reduction="sum")
         return float(loss), len(answer)
 
+    def label_loss(self, input_ids: list[int], labels: list[int], ignore: int = -100) -> tuple[float, int]:
+        """(summed negative log-likelihood, count) of the tokens `labels` supervises (labels aligned with
+        `input_ids`, `ignore` elsewhere: a training feature, as the run's own loss reads it)."""
+        wanted = [j for j in range(1, len(labels)) if labels[j] != ignore]
+        if not wanted:
+            return 0.0, 0
+        self.llm.reset()
+        self.llm.eval(input_ids)
+        scores = torch.from_numpy(np.asarray(self.llm.scores[[j - 1 for j in wanted]])).double()
+        targets = torch.tensor([labels[j] for j in wanted])
+        return float(torch.nn.functional.cross_entropy(scores, targets, reduction="sum")), len(wanted)
+
     def _answer_scores(self, prompt: list[int], answer: list[int]) -> np.ndarray:
         """llama.cpp's next-token logits at each of `answer`'s positions (teacher-forced)."""
         self.llm.reset()
@@ -142,18 +156,21 @@ def read_outputs(
     conversations: Sequence[Sequence[dict[str, str]]],
     references: Sequence[list[int]],
     new_tokens: int,
+    held_out: Sequence[tuple[list[int], list[int]]] = (),
 ) -> LlamaOutputs:
     """llama.cpp's prompts, greedy answers and agreement with `references` (the run's greedy answers, each
-    scored after llama.cpp's rendering of its conversation)."""
-    file = LlamaFile(path)
+    scored after llama.cpp's rendering of its conversation), and its loss on `held_out` (input ids, labels)."""
+    file = LlamaFile(path, context=max([1024, *(len(ids) + 1 for ids, _ in held_out)]))
     try:
         prompts = [file.render(messages) for messages in conversations]
         tokens = [file.greedy(prompt, new_tokens) for prompt in prompts]
         counts = [file.agreement(prompt, ref) for prompt, ref in zip(prompts, references, strict=True)]
+        losses = [file.label_loss(ids, labels) for ids, labels in held_out]
     finally:
         file.close()
     agreed, total = (sum(c[i] for c in counts) for i in (0, 1))
-    return LlamaOutputs(prompts, tokens, agreed / total if total else 1.0)
+    loss = (sum(x[0] for x in losses), sum(x[1] for x in losses))
+    return LlamaOutputs(prompts, tokens, agreed / total if total else 1.0, loss)
 
 
 def quantize(source: Path, target: Path, quant: str) -> None:

@@ -81,6 +81,9 @@ class Outputs:
     """Share of the reference's greedy tokens the artefact also ranks first after the same prefix (GGUF)."""
     prompts_equal: int | None = None
     """Prompts the artefact renders and tokenizes to the run's very token ids (GGUF's own chat template)."""
+    perplexity_ratio: float | None = None
+    """The artefact's perplexity of the run's validation answers over the run's own (GGUF; None: not
+    measured, e.g. no validation data at hand)."""
 
 
 def outputs_of(task: Any, tokenizer: Any, model: torch.nn.Module, pad_id: int) -> Outputs:
@@ -102,6 +105,9 @@ class Comparison:
     """Set for a quantized artefact: its next-token agreement must reach it, instead of every greedy answer
     being identical (rounding the weights moves near-ties after a few tokens)."""
     prompts_equal: int | None = None
+    perplexity_ratio: float | None = None
+    max_perplexity_ratio: float | None = None
+    """Set for a quantized artefact: the most its validation perplexity may exceed the run's, as a ratio."""
 
     @property
     def ok(self) -> bool:
@@ -111,7 +117,12 @@ class Comparison:
             tokens_ok = self.tokens_equal == self.tokens_total
         else:
             tokens_ok = self.agreement is not None and self.agreement >= self.min_agreement
-        return scores_ok and prompts_ok and tokens_ok
+        perplexity_ok = (
+            self.max_perplexity_ratio is None
+            or self.perplexity_ratio is None
+            or self.perplexity_ratio <= self.max_perplexity_ratio
+        )
+        return scores_ok and prompts_ok and tokens_ok and perplexity_ok
 
     def describe(self) -> str:
         if self.max_abs_diff is not None:
@@ -123,6 +134,10 @@ class Comparison:
             said += f", next-token agreement {self.agreement:.1%}"
             if self.min_agreement is not None:
                 said += f" (at least {self.min_agreement:.0%} asked)"
+        if self.perplexity_ratio is not None:
+            said += f", validation perplexity {self.perplexity_ratio:.3f}x the run's"
+            if self.max_perplexity_ratio is not None:
+                said += f" (at most {self.max_perplexity_ratio:.2f}x asked)"
         return said
 
     def as_json(self) -> dict[str, Any]:
@@ -134,30 +149,32 @@ class Comparison:
             "prompts_rendered_identically": self.prompts_equal,
             "next_token_agreement": self.agreement,
             "min_next_token_agreement": self.min_agreement,
+            "validation_perplexity_ratio": self.perplexity_ratio,
+            "max_validation_perplexity_ratio": self.max_perplexity_ratio,
             "ok": self.ok,
         }
 
 
-def compare(
-    reference: Outputs, candidate: Outputs, tolerance: float, min_agreement: float | None = None
-) -> Comparison:
+def compare(reference: Outputs, candidate: Outputs, plan: Plan) -> Comparison:
     diff = None
     if reference.scores:
         diff = 0.0
         for key, ref in reference.scores.items():
             got = candidate.scores.get(key)
             if got is None or got.shape != ref.shape:
-                return Comparison(float("inf"), 0, 0, tolerance)
+                return Comparison(float("inf"), 0, 0, plan.tolerance)
             diff = max(diff, float((got.float() - ref).abs().max()))
     same = sum(a == b for a, b in zip(reference.tokens, candidate.tokens, strict=True))
     return Comparison(
         diff,
         same,
         len(reference.tokens),
-        tolerance,
+        plan.tolerance,
         candidate.agreement,
-        min_agreement,
+        plan.min_agreement,
         candidate.prompts_equal,
+        candidate.perplexity_ratio,
+        plan.max_perplexity_ratio,
     )
 
 
@@ -175,3 +192,4 @@ class Plan:
     tolerance: float
     min_agreement: float | None = None
     quant: str | None = None
+    max_perplexity_ratio: float | None = None

@@ -39,6 +39,7 @@ from tunesmith.files import write_json_atomic
 from tunesmith.inference import RunSpec, load_run, read_run
 from tunesmith.models.catalog import ResolvedModel
 from tunesmith.models.pooled import save_sentence_transformer, sentence_transformer_logits
+from tunesmith.recipes.prepare import load_splits
 
 Format = Literal["merged", "adapter", "onnx", "gguf"]
 FORMATS: tuple[Format, ...] = ("merged", "adapter", "onnx", "gguf")
@@ -112,9 +113,7 @@ def export_run(
     try:
         plan = WRITERS[fmt](spec, quant)
         plan.write(trained, partial)
-        comparison = compare(
-            reference, plan.check(trained, partial, reference), plan.tolerance, plan.min_agreement
-        )
+        comparison = compare(reference, plan.check(trained, partial, reference), plan)
         if not comparison.ok:
             raise ExportMismatch(
                 f"the {fmt} export does not reproduce the run's model on the check batch: "
@@ -242,9 +241,19 @@ def _onnx(spec: RunSpec, quant: str | None) -> Plan:
     return Plan(write, check, spec.method.merge_tolerance + ONNX_TOLERANCE)
 
 
+def _gguf(spec: RunSpec, quant: str | None) -> Plan:
+    """gguf_plan with the run's validation examples (read as training split them) for the perplexity ratio;
+    none when the run's data is no longer there: the export then records no ratio rather than fail."""
+    try:
+        validation = load_splits(spec.task, spec.config).validation
+    except (UserError, OSError):
+        validation = []
+    return gguf_plan(spec, quant, validation)
+
+
 WRITERS: dict[Format, Callable[[RunSpec, str | None], Plan]] = {
     "merged": _merged,
     "adapter": _adapter,
     "onnx": _onnx,
-    "gguf": gguf_plan,
+    "gguf": _gguf,
 }

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from tunesmith.export.gguf import FILE, QUANTS
 from tunesmith.export.llama_reader import INSTALL_HINT, LlamaFile, llama_cpp_installed
@@ -23,8 +23,7 @@ from tunesmith.generation import GenerationSettings, TokenObserver
 from tunesmith.inference import TrainedRun
 from tunesmith.recipes.export import RECORD, export_run
 from tunesmith.runs import RunFolder, writing
-
-EngineName = Literal["torch", "llama.cpp"]
+from tunesmith.serving.settings import EngineName
 
 
 class Engine(Protocol):

@@ -8,6 +8,9 @@ from pydantic import Field
 
 from tunesmith.plugin import Section
 
+EngineName = Literal["torch", "llama.cpp"]
+"""What writes a chat run's answers (serving/engines.py)."""
+
 
 class ServeSettings(Section):
     host: str = "127.0.0.1"
@@ -40,10 +43,11 @@ class ServeSettings(Section):
     """How often each run's serving.json is checked for a promoted or rolled-back version."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the torch engine runs."""
-    engine: Literal["torch", "llama.cpp"] = "torch"
+    engine: EngineName = "torch"
     """What writes chat answers: the run's own torch model, or llama.cpp on the run's GGUF export (made and
     checked at start, then kept at VERSION/exports/gguf-QUANT; serving/engines.py). Classifiers always run on
-    torch. llama.cpp wrote 5.8x the torch engine's tokens/s on 2 CPU cores (bench/gguf_engines.py)."""
+    torch. At f16, llama.cpp served a SmolLM2 run's answers word for word at 6.5x the torch engine's tokens/s
+    on 2 CPU cores (bench/serve_engines.py)."""
     quant: str | None = None
     """The GGUF's quantization for the llama.cpp engine: f16 (the default: the run's exact greedy answers),
     f32, q8_0, q4_k_m, q5_k_m, q6_k (smaller and faster; checked by next-token agreement with the run)."""
