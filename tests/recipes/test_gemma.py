@@ -101,3 +101,25 @@ def test_lora_on_gemma_lowers_the_loss_and_the_run_reloads(gemma_run):
     answer = generate_answers(trained, ["What is htop?"])
     prompt = trained.task.prompt_ids([{"role": "user", "content": "What is htop?"}])
     assert answer == trained.task.generate_texts(result.model.eval(), [prompt], 1, trained.pad_id)
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("llama_cpp") is None,
+    reason="llama-cpp-python is not installed (make setup installs it: the gguf extra)",
+)
+def test_a_gemma_run_exports_to_gguf_that_llama_cpp_answers_as_the_run(gemma_run, tmp_path):
+    import gguf
+
+    from tunesmith.recipes.export import export_run
+
+    _, result = gemma_run
+    exported = export_run(result.run, tmp_path / "gguf", "gguf")
+    check = exported.comparison
+    # llama.cpp renders the run's (ChatML default) template with Gemma's SentencePiece vocabulary to the run's
+    # very prompt tokens, writes its greedy answers, and scores the validation answers as the run does
+    assert check.ok and check.prompts_equal == check.tokens_equal == check.tokens_total == 6
+    assert check.perplexity_ratio == pytest.approx(1.0, abs=5e-3)
+    fields = gguf.GGUFReader(exported.folder / "model.gguf").fields
+    assert fields["general.architecture"].contents() == "gemma3"
+    assert fields["tokenizer.ggml.model"].contents() == "llama"  # SentencePiece, with the base's scores
+    assert fields["tokenizer.chat_template"].contents() == DEFAULT_TEMPLATE

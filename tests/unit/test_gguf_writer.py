@@ -9,13 +9,16 @@ from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig
 from tunesmith.export.gguf_writer import _rotary_order, architecture_refusal
 
 
-def test_a_llama_model_is_written_and_others_are_refused_with_the_supported_list():
-    assert architecture_refusal(LlamaConfig(architectures=["LlamaForCausalLM"])) is None
-    said = architecture_refusal(GPT2Config(architectures=["GPT2LMHeadModel"]))
-    assert (
-        said == "GGUF export supports the LlamaForCausalLM architecture; this run's model is GPT2LMHeadModel"
+def test_llama_and_gemma3_are_written_and_others_are_refused_with_the_supported_list(tmp_path):
+    assert architecture_refusal(LlamaConfig(architectures=["LlamaForCausalLM"]), None) is None
+    said = architecture_refusal(GPT2Config(architectures=["GPT2LMHeadModel"]), None)
+    assert said == (
+        "GGUF export supports the Gemma3ForCausalLM, LlamaForCausalLM architectures; this run's model is "
+        "GPT2LMHeadModel"
     )
-    assert "Gemma3ForCausalLM" in architecture_refusal(Gemma3TextConfig(architectures=["Gemma3ForCausalLM"]))
+    gemma = Gemma3TextConfig(architectures=["Gemma3ForCausalLM"])
+    assert architecture_refusal(gemma, tmp_path / "base.gguf") is None  # the base's own GGUF gives the vocab
+    assert "bases that ship as GGUF (gemma3-270m); use --format merged" in architecture_refusal(gemma, None)
 
 
 def test_rope_scaling_the_writer_does_not_carry_is_refused():
@@ -23,7 +26,7 @@ def test_rope_scaling_the_writer_does_not_carry_is_refused():
         architectures=["LlamaForCausalLM"],
         rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
     )
-    assert architecture_refusal(config) == "GGUF export does not write rope scaling 'linear' yet"
+    assert architecture_refusal(config, None) == "GGUF export does not write rope scaling 'linear' yet"
 
 
 def test_the_rotary_order_is_undone_by_the_transformers_gguf_loader():

