@@ -1,7 +1,7 @@
 """GGUF: the same run answered by tunesmith's torch engine and by llama.cpp at f16, q8_0 and q4_k_m.
 
-A SmolLM2-135M-Instruct LoRA chat run (tunesmith's defaults, 1 epoch on data/debian-chat's 320 training chats;
-or `--run RUN`) is exported with `tunesmith export --format gguf --quant Q` (each export passes its own
+A SmolLM2-135M-Instruct LoRA chat run (or `--model gemma3-270m`; tunesmith's defaults, 1 epoch on
+data/debian-chat's 320 training chats; or `--run RUN`) is exported with `tunesmith export --format gguf --quant Q` (each export passes its own
 llama.cpp check first). Then, on the 40 validation chats, one request at a time as a single chat client sends
 them (no batching on either side), each engine answers greedily up to 64 new tokens:
 
@@ -13,7 +13,7 @@ agreement with the torch engine's greedy answers (the share of its tokens that t
 after the same prefix), and the validation perplexity of the reference answers (exp of the mean negative
 log-likelihood of their tokens). File sizes too.
 
-    python bench/gguf_engines.py [--run RUN] [--json FILE]
+    python bench/gguf_engines.py [--run RUN | --model gemma3-270m] [--json FILE]
 
 (Not bench/gguf.py: run as a script, that name would shadow the gguf package it exports with.)
 
@@ -40,7 +40,7 @@ NEW_TOKENS = 64
 QUANTS = ("f16", "q8_0", "q4_k_m")
 
 
-def train_run(folder: Path) -> Path:
+def train_run(folder: Path, model: str = "smollm2-135m-instruct") -> Path:
     from rich.console import Console
 
     from tunesmith.config import build_config
@@ -48,7 +48,7 @@ def train_run(folder: Path) -> Path:
 
     tree = {
         "task": {"name": "chat"},
-        "model": {"name": "smollm2-135m-instruct"},
+        "model": {"name": model},
         "data": {"train": str(DATA / "train.jsonl"), "validation": str(DATA / "validation.jsonl")},
         "method": {"name": "lora"},
         "output_dir": str(folder / "run"),
@@ -111,6 +111,7 @@ def llama_side(path: Path, prompts, answers, reference) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path)
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="catalog model to train (no --run)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -118,7 +119,7 @@ def main() -> None:
     from tunesmith.recipes.export import export_run
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = args.run or train_run(Path(tmp))
+        run = args.run or train_run(Path(tmp), args.model)
         trained = load_run(run)
         chats = validation_chats()
         prompts = [trained.task.prompt_ids(chat[:-1]) for chat in chats]
