@@ -42,7 +42,7 @@ class ServeSettings(Section):
     watch_seconds: float = Field(2.0, gt=0)
     """How often each run's serving.json is checked for a promoted or rolled-back version."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where the torch engine runs."""
+    """Where the torch engine runs (llama.cpp runs on the CPU: the `gguf` extra builds it without CUDA)."""
     engine: EngineName = "torch"
     """What writes chat answers: the run's own torch model, or llama.cpp on the run's GGUF export (made and
     checked at start, then kept at VERSION/exports/gguf-QUANT; serving/engines.py). Classifiers always run on
