@@ -96,7 +96,7 @@ def llama_side(path: Path, prompts, answers, reference) -> dict:
             seconds += time.perf_counter() - started
             a, t = file.agreement(prompt, ref)
             agreed, total = agreed + a, total + t
-            loss, n = file.answer_loss(prompt, answer)
+            loss, n = file.label_loss(prompt + answer, [-100] * len(prompt) + answer)
             nll, count = nll + loss, count + n
     finally:
         file.close()

@@ -4,6 +4,7 @@ config, with MiniLM's real tokenizer) and real data files cut from the shipped d
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 from pathlib import Path
 
@@ -13,6 +14,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+needs_llama_cpp = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None,
+    reason="llama-cpp-python is not installed (make setup installs it: the gguf extra)",
+)
+"""For tests that load GGUF files in llama.cpp (export --format gguf, serve --engine llama.cpp)."""
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -59,6 +59,37 @@ def chat_run(folder: Path) -> Path:
     return folder / "run"
 
 
+def assert_answers_as_the_run(client, model: str, messages: list[dict[str, str]], run: Path):
+    """Through the official openai `client`: the served answer is the run's own greedy answer, whole and
+    streamed (chunk by chunk, same usage), and a stop string cuts it where the word begins. Returns the
+    whole reply."""
+    from tunesmith.inference import load_run
+
+    reply = client.chat.completions.create(model=model, messages=messages)
+    text = reply.choices[0].message.content
+    trained = load_run(run)
+    assert text == trained.task.answer(trained.model, messages, trained.pad_id)  # the run's own greedy answer
+    assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 16
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+    chunks = list(
+        client.chat.completions.create(
+            model=model, messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert sum(1 for p in pieces if p) > 2 and "".join(pieces).strip() == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+
+    word = text.split()[2]
+    cut = client.chat.completions.create(model=model, messages=messages, stop=[word], temperature=0)
+    assert cut.choices[0].message.content == text[: text.index(word)].strip()
+    assert cut.choices[0].finish_reason == "stop"
+    return reply
+
+
 class Server:
     """`tunesmith serve` in a subprocess; `url` once it listens."""
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.hostile import CASES, idle_connection, send_raw
-from tests.e2e.served import ADMIN_KEY, API_KEY, Server, chat_run, classifier_run
+from tests.e2e.served import ADMIN_KEY, API_KEY, Server, assert_answers_as_the_run, chat_run, classifier_run
 from tunesmith.inference import load_run
 from tunesmith.recipes.predict import predict_texts
 
@@ -78,33 +78,11 @@ def test_official_openai_client_chats_streams_and_stops(server, runs):
 
     client = OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY)
     messages = [{"role": "user", "content": "How do I list the files a Debian package installed?"}]
-    reply = client.chat.completions.create(model="bot", messages=messages)
-    text = reply.choices[0].message.content
-    trained = load_run(runs["bot"])
-    assert text == trained.task.answer(trained.model, messages, trained.pad_id)  # the run's own greedy answer
-    assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 16
-    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
-    assert reply.choices[0].finish_reason in ("stop", "length")
-
-    chunks = list(
-        client.chat.completions.create(
-            model="bot", messages=messages, stream=True, stream_options={"include_usage": True}
-        )
-    )
-    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
-    assert sum(1 for p in pieces if p) > 2 and "".join(pieces).strip() == text
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
-    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
-
+    reply = assert_answers_as_the_run(client, "bot", messages, runs["bot"])
     with server.client() as http:
         correction = {"id": reply.id, "answer": "dpkg -L PACKAGE lists them."}
         assert http.post("/v1/feedback", json=correction).status_code == 200
         assert http.post("/v1/feedback", json={"id": reply.id, "label": "doc"}).status_code == 422
-
-    word = text.split()[2]
-    cut = client.chat.completions.create(model="bot", messages=messages, stop=[word], temperature=0)
-    assert cut.choices[0].message.content == text[: text.index(word)].strip()
-    assert cut.choices[0].finish_reason == "stop"
 
 
 def test_keys_are_required_and_checked(server):

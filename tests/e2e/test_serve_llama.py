@@ -10,7 +10,8 @@ import signal
 
 import pytest
 
-from tests.e2e.served import API_KEY, Server, chat_run, classifier_run
+from tests.conftest import needs_llama_cpp
+from tests.e2e.served import API_KEY, Server, assert_answers_as_the_run, chat_run, classifier_run
 from tests.e2e.test_cli import tunesmith
 from tunesmith.inference import load_run
 from tunesmith.recipes.predict import predict_texts
@@ -18,10 +19,7 @@ from tunesmith.versions import Deployment
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        __import__("importlib").util.find_spec("llama_cpp") is None,
-        reason="llama-cpp-python is not installed (make setup installs it: the gguf extra)",
-    ),
+    needs_llama_cpp,
 ]
 QUESTION = [{"role": "user", "content": "How do I list the files a Debian package installed?"}]
 TEXTS = ["Development headers for the XML parsing library", "Lightweight DNS forwarder and DHCP server"]
@@ -66,25 +64,7 @@ def test_llama_cpp_writes_the_runs_own_answers_whole_streamed_and_cut_at_a_stop(
         server.output.read_text()
     )
 
-    reply = client.chat.completions.create(model="bot", messages=QUESTION)
-    text = reply.choices[0].message.content
-    assert text == greedy_answer(runs["bot"], QUESTION)  # f16: the run's greedy answer, token for token
-    assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 16
-    assert reply.choices[0].finish_reason in ("stop", "length")
-
-    chunks = list(
-        client.chat.completions.create(
-            model="bot", messages=QUESTION, stream=True, stream_options={"include_usage": True}
-        )
-    )
-    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
-    assert sum(1 for p in pieces if p) > 2 and "".join(pieces).strip() == text
-    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
-
-    word = text.split()[2]
-    cut = client.chat.completions.create(model="bot", messages=QUESTION, stop=[word], temperature=0)
-    assert cut.choices[0].message.content == text[: text.index(word)].strip()
-    assert cut.choices[0].finish_reason == "stop"
+    reply = assert_answers_as_the_run(client, "bot", QUESTION, runs["bot"])  # f16: token for token
 
     sampled = [
         client.chat.completions.create(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from tests.conftest import needs_llama_cpp
 from tests.e2e.test_cli import tunesmith
 from tests.recipes.test_generative import chat_config
 from tunesmith.errors import UserError
@@ -22,10 +23,7 @@ from tunesmith.recipes.finetune import finetune
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        __import__("importlib").util.find_spec("llama_cpp") is None,
-        reason="llama-cpp-python is not installed (make setup installs it: the gguf extra)",
-    ),
+    needs_llama_cpp,
 ]
 GO_RENDER = Path(__file__).parents[1] / "support" / "ollama_render.go"
 SHORT = {"train.epochs": 1, "evaluation.forgetting": False, "train.keep": "tuned"}

@@ -11,7 +11,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from tests.conftest import chat_rows
+from tests.conftest import chat_rows, needs_llama_cpp
 from tunesmith.config import build_config
 from tunesmith.data.chat_encoding import DEFAULT_TEMPLATE
 from tunesmith.inference import load_run
@@ -103,10 +103,7 @@ def test_lora_on_gemma_lowers_the_loss_and_the_run_reloads(gemma_run):
     assert answer == trained.task.generate_texts(result.model.eval(), [prompt], 1, trained.pad_id)
 
 
-@pytest.mark.skipif(
-    __import__("importlib").util.find_spec("llama_cpp") is None,
-    reason="llama-cpp-python is not installed (make setup installs it: the gguf extra)",
-)
+@needs_llama_cpp
 def test_a_gemma_run_exports_to_gguf_that_llama_cpp_answers_as_the_run(gemma_run, tmp_path):
     import gguf
 

@@ -20,7 +20,6 @@ from tunesmith.export.modelfile import modelfile_for
 from tunesmith.export.probe import NEW_TOKENS, Outputs, Plan, conversations
 from tunesmith.inference import RunSpec
 from tunesmith.models.catalog import source_gguf
-from tunesmith.models.running import evaluating
 
 QUANTS = ("f16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 """--quant for --format gguf and for the server's llama.cpp engine; the first is the default (lossless for these
@@ -97,19 +96,9 @@ def gguf_plan(spec: RunSpec, quant: str | None, held_out: Sequence[Any] = ()) ->
         same_prompts = sum(a == b for a, b in zip(read.prompt_ids, ours, strict=True))
         ratio = None
         if read.loss[1]:
-            run_nll, count = _run_loss(trained, features)
+            batch_size = trained.config.train.eval_batch_size
+            run_nll, count = trained.task.summed_loss(trained.model, features, batch_size, trained.pad_id)
             ratio = math.exp((read.loss[0] - run_nll) / count)
         return Outputs({}, read.tokens, read.agreement, same_prompts, ratio)
 
     return Plan(write, check, 0.0, MIN_AGREEMENT.get(quant), quant, MAX_PERPLEXITY_RATIO.get(quant))
-
-
-def _run_loss(trained: Any, features: list[dict[str, Any]]) -> tuple[float, int]:
-    """(summed negative log-likelihood, count) of the features' supervised tokens under the run's model."""
-    task, nll, count = trained.task, 0.0, 0
-    with evaluating(trained.model) as device:
-        for feature in features:
-            batch = {k: v.to(device) for k, v in task.collate([feature], trained.pad_id).items()}
-            loss, n = task.loss(trained.model, batch)
-            nll, count = nll + float(loss), count + n
-    return nll, count

@@ -37,7 +37,7 @@ class LlamaOutputs:
 
 class LlamaFile:
     """One GGUF file loaded by llama.cpp on the CPU. `scores=False` keeps no logits for earlier positions
-    (enough to generate; `agreement` and `answer_loss` need them)."""
+    (enough to generate; `agreement` and `label_loss` need them)."""
 
     def __init__(self, path: Path, context: int = 1024, scores: bool = True):
         from llama_cpp import Llama
@@ -123,14 +123,6 @@ class LlamaFile:
             return 0, 0
         scores = self._answer_scores(prompt, answer)
         return int((scores.argmax(axis=-1) == np.asarray(answer)).sum()), len(answer)
-
-    def answer_loss(self, prompt: list[int], answer: list[int]) -> tuple[float, int]:
-        """(summed negative log-likelihood of `answer`'s tokens after the prompt, token count)."""
-        if not answer:
-            return 0.0, 0
-        scores = torch.from_numpy(self._answer_scores(prompt, answer)).double()
-        loss = torch.nn.functional.cross_entropy(scores, torch.tensor(answer), reduction="sum")
-        return float(loss), len(answer)
 
     def label_loss(self, input_ids: list[int], labels: list[int], ignore: int = -100) -> tuple[float, int]:
         """(summed negative log-likelihood, count) of the tokens `labels` supervises (labels aligned with

@@ -371,6 +371,18 @@ class GenerativeTask(Task):
         return loss, count
 
     # --- evaluation ---
+    def summed_loss(
+        self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
+    ) -> tuple[float, int]:
+        """(summed negative log-likelihood, count) of the features' supervised tokens: the validation loss
+        before it is divided, in length-sorted batches."""
+        total, count = 0.0, 0
+        with evaluating(model) as device:
+            for _, chunk in self.length_sorted_batches(features, batch_size):
+                loss, n = self.loss(model, move(self.collate(chunk, pad_id), device))
+                total, count = total + loss.item(), count + n
+        return total, count
+
     def evaluate(
         self,
         model: torch.nn.Module,
@@ -380,11 +392,7 @@ class GenerativeTask(Task):
         *,
         during_training: bool = False,
     ) -> Evaluation:
-        total, count = 0.0, 0
-        with evaluating(model) as device:
-            for _, chunk in self.length_sorted_batches(features, batch_size):
-                loss, n = self.loss(model, move(self.collate(chunk, pad_id), device))
-                total, count = total + loss.item(), count + n
+        total, count = self.summed_loss(model, features, batch_size, pad_id)
         metrics: dict[str, Any] = {
             "loss": total / max(count, 1),
             "perplexity": perplexity(total, max(count, 1)),
