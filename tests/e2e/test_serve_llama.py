@@ -49,11 +49,6 @@ def server(runs):
         served.stop()
 
 
-def greedy_answer(run, messages) -> str:
-    trained = load_run(run)
-    return trained.task.answer(trained.model, messages, trained.pad_id)
-
-
 def test_llama_cpp_writes_the_runs_own_answers_whole_streamed_and_cut_at_a_stop(server, runs):
     from openai import OpenAI
 
