@@ -5,12 +5,14 @@ check, so a file the check refuses can be looked at), then on the export check's
 
 - teacher-forced on the run's own greedy answers (16 tokens), the largest |llama.cpp logit - run logit| over
   every answer position and vocabulary entry (the rounding's reach);
+- the most it moves the run's margin between its chosen token and its 10 runners-up (the reach that can swap
+  a greedy choice; the largest logit difference is usually in tokens far down the ranking);
 - for an answer that parts from the run's, the position and the run's own logit margin between its token and
   the file's token there (a margin under the rounding's reach is a near-tie the rounding may swap).
 
     python bench/gguf_near_ties.py RUN [--quant f16]
 
-Last line: `max_logit_difference X.XXXX worst_parting_margin X.XXXX` (the second: the largest run margin at
+Last line: `max_logit_difference X.XXXX max_margin_shift X.XXXX worst_parting_margin X.XXXX` (the last: the largest run margin at
 which an answer parted, `none` when every answer is identical). export/probe.NEAR_TIE is set from these.
 """
 
@@ -25,14 +27,29 @@ import torch
 
 from tunesmith.export.gguf import FILE, gguf_plan
 from tunesmith.export.llama_reader import LlamaFile
-from tunesmith.export.probe import NEW_TOKENS, conversations, outputs_of
+from tunesmith.export.probe import NEW_TOKENS, conversations, outputs_of, parting_margin
 from tunesmith.inference import load_run, read_run
+
+RUNNERS_UP = 10
+"""The run's next best tokens after its own choice whose margins `margin_shift` follows."""
 
 
 def run_logits(model: torch.nn.Module, prompt: list[int], answer: list[int]) -> np.ndarray:
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt + answer])).logits[0].float().numpy()
     return logits[len(prompt) - 1 : len(prompt) - 1 + len(answer)]
+
+
+def margin_shift(ours: np.ndarray, theirs: np.ndarray, answer: list[int], top: int = RUNNERS_UP) -> float:
+    """The most the file moves the run's margin between its chosen token and any of its `top` runners-up, over
+    the answer's positions: a runner-up within this many logits of the chosen token could be swapped in."""
+    worst = 0.0
+    for j, token in enumerate(answer):
+        rivals = np.argsort(-ours[j])[: top + 1]
+        rivals = rivals[rivals != token][:top]
+        ours_gap, their_gap = ours[j, token] - ours[j, rivals], theirs[j, token] - theirs[j, rivals]
+        worst = max(worst, float(np.abs(ours_gap - their_gap).max()))
+    return worst
 
 
 def main() -> None:
@@ -45,7 +62,7 @@ def main() -> None:
     trained, spec = load_run(args.run), read_run(args.run)
     reference = outputs_of(trained.task, trained.tokenizer, trained.model, trained.pad_id).tokens
     prompts = [trained.task.prompt_ids(m) for m in conversations(trained.task)]
-    reach, partings = 0.0, []
+    reach, shift, partings = 0.0, 0.0, []
     with tempfile.TemporaryDirectory() as tmp:
         gguf_plan(spec, args.quant).write(trained, Path(tmp))
         file = LlamaFile(Path(tmp) / FILE)
@@ -53,22 +70,24 @@ def main() -> None:
             for i, (prompt, ours) in enumerate(zip(prompts, reference, strict=True)):
                 theirs = file.greedy(prompt, NEW_TOKENS)
                 ours_logits = run_logits(trained.model, prompt, ours)
-                moved = float(np.abs(file._answer_scores(prompt, ours) - ours_logits).max())
+                file_logits = file.answer_scores(prompt, ours)
+                moved = float(np.abs(file_logits - ours_logits).max())
                 reach = max(reach, moved)
-                k = next((j for j, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), None)
-                if k is None:
+                shift = max(shift, margin_shift(ours_logits, file_logits, ours))
+                margin = parting_margin(trained.model, prompt, ours, theirs)
+                if margin is None:
                     same = "identical" if ours == theirs else f"stops at {len(theirs)} of {len(ours)}"
                     print(f"prompt {i}: {same}; max |logit difference| {moved:.4f}")
                     continue
-                margin = float(ours_logits[k, ours[k]] - ours_logits[k, theirs[k]])
                 partings.append(margin)
+                k = next(j for j, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b)
                 print(
                     f"prompt {i}: parts at token {k}; run margin {margin:.4f}; max |logit difference| {moved:.4f}"
                 )
         finally:
             file.close()
     worst = f"{max(partings):.4f}" if partings else "none"
-    print(f"max_logit_difference {reach:.4f} worst_parting_margin {worst}")
+    print(f"max_logit_difference {reach:.4f} max_margin_shift {shift:.4f} worst_parting_margin {worst}")
 
 
 if __name__ == "__main__":

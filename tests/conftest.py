@@ -22,6 +22,28 @@ needs_llama_cpp = pytest.mark.skipif(
 """For tests that load GGUF files in llama.cpp (export --format gguf, serve --engine llama.cpp)."""
 
 
+def tiny_llama(
+    vocab_size: int = 64, hidden_size: int = 32, intermediate_size: int = 48, seed: int | None = 0
+):
+    """A randomly initialised two-layer Llama (4 query heads, 2 key/value heads): the SmolLM2 architecture at
+    toy size, for tests of what is done to a decoder's layers. `seed` None keeps the global RNG as it is."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(config)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Converted models (GGUF -> safetensors) go to a per-session folder, not the user's home."""

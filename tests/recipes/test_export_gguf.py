@@ -142,6 +142,9 @@ def test_q8_0_through_the_cli_is_half_the_size_and_agrees_on_the_next_token(lora
     assert said["ok"] and said["prompts_rendered_identically"] == said["prompts"] == 6
     assert said["next_token_agreement"] >= said["min_next_token_agreement"] == 0.9
     assert 0.97 < said["validation_perplexity_ratio"] <= said["max_validation_perplexity_ratio"] == 1.03
+    margins = said["run_margins_where_answers_part"]  # one per answer that is not the run's, measured there
+    assert len(margins) == 6 - said["prompts_with_identical_tokens"]
+    assert all(m is None or m >= 0 for m in margins)  # the run ranked its own token first
     record = json.loads((out / "tunesmith_export.json").read_text())
     assert record["quant"] == "q8_0"
     f16 = 2 * 134.5e6  # parameters x 2 bytes

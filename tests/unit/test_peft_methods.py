@@ -13,10 +13,9 @@ from transformers import (
     BertConfig,
     BertForQuestionAnswering,
     BertForSequenceClassification,
-    LlamaConfig,
-    LlamaForCausalLM,
 )
 
+from tests.conftest import tiny_llama
 from tunesmith.methods import METHODS, Method, count_parameters
 from tunesmith.tasks.chat import Chat
 from tunesmith.tasks.classification import Classification
@@ -43,16 +42,7 @@ def span_model() -> torch.nn.Module:
 
 
 def decoder() -> torch.nn.Module:
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=500,
-            hidden_size=H,
-            intermediate_size=FFN,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-    )
+    return tiny_llama(vocab_size=500, hidden_size=H, intermediate_size=FFN, seed=None)
 
 
 MODELS = {"classification": classifier, "qa": span_model, "chat": decoder}

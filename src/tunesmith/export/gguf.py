@@ -2,8 +2,8 @@
 llama.cpp itself (llama_reader.py) on the fixed check conversations: every prompt rendered by the file's own
 chat template must tokenize to the run's very prompt tokens; f16 and f32 must write the run's greedy answers
 token for token and stop where the run stops, or part from one only where the run itself had two tokens within
-probe.NEAR_TIE logits (rounding to f16 may swap those); a quantized file must rank first at least MIN_AGREEMENT of the
-run's answer tokens, given the same prefix (MIN_AGREEMENT). Needs llama-cpp-python (the `gguf` extra). An
+probe.NEAR_TIE logits (rounding to f16 may swap those); a quantized file must rank first at least MIN_AGREEMENT of
+the run's answer tokens, given the same prefix, and the run's own margins where its answers part are recorded. Needs llama-cpp-python (the `gguf` extra). An
 Ollama Modelfile is written beside the file when the run's chat template is one written there (modelfile.py)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tunesmith.errors import UserError
 from tunesmith.export.gguf_writer import WRITTEN_QUANTS, Generation, architecture_refusal, write_gguf
 from tunesmith.export.llama_reader import INSTALL_HINT, llama_cpp_installed, quantize, read_outputs
 from tunesmith.export.modelfile import modelfile_for
-from tunesmith.export.probe import NEW_TOKENS, Outputs, Plan, conversations, parts_at_near_tie
+from tunesmith.export.probe import NEW_TOKENS, Outputs, Plan, conversations, parting_margin
 from tunesmith.inference import RunSpec
 from tunesmith.models.catalog import source_gguf
 
@@ -100,14 +100,11 @@ def gguf_plan(spec: RunSpec, quant: str | None, held_out: Sequence[Any] = ()) ->
             batch_size = trained.config.train.eval_batch_size
             run_nll, count = trained.task.summed_loss(trained.model, features, batch_size, trained.pad_id)
             ratio = math.exp((read.loss[0] - run_nll) / count)
-        ties = None
-        if quant not in MIN_AGREEMENT:  # f16/f32: identical answers, or parting only at the run's near-ties
-            parted = [
-                (prompt, run, other)
-                for prompt, run, other in zip(ours, reference.tokens, read.tokens, strict=True)
-                if run != other
-            ]
-            ties = sum(parts_at_near_tie(trained.model, *p) for p in parted)
-        return Outputs({}, read.tokens, read.agreement, same_prompts, ratio, ties)
+        margins = [
+            parting_margin(trained.model, prompt, run, other)
+            for prompt, run, other in zip(ours, reference.tokens, read.tokens, strict=True)
+            if run != other
+        ]
+        return Outputs({}, read.tokens, read.agreement, same_prompts, ratio, margins)
 
     return Plan(write, check, 0.0, MIN_AGREEMENT.get(quant), quant, MAX_PERPLEXITY_RATIO.get(quant))

@@ -121,7 +121,7 @@ class LlamaFile:
         """(tokens of `answer` llama.cpp ranks first after the prompt and the answer's earlier tokens, total)."""
         if not answer:
             return 0, 0
-        scores = self._answer_scores(prompt, answer)
+        scores = self.answer_scores(prompt, answer)
         return int((scores.argmax(axis=-1) == np.asarray(answer)).sum()), len(answer)
 
     def label_loss(self, input_ids: list[int], labels: list[int], ignore: int = -100) -> tuple[float, int]:
@@ -136,7 +136,7 @@ class LlamaFile:
         targets = torch.tensor([labels[j] for j in wanted])
         return float(torch.nn.functional.cross_entropy(scores, targets, reduction="sum")), len(wanted)
 
-    def _answer_scores(self, prompt: list[int], answer: list[int]) -> np.ndarray:
+    def answer_scores(self, prompt: list[int], answer: list[int]) -> np.ndarray:
         """llama.cpp's next-token logits at each of `answer`'s positions (teacher-forced)."""
         self.llm.reset()
         self.llm.eval(prompt + answer)

@@ -37,7 +37,10 @@ NEAR_TIE = 0.1
 """Logits between the run's two best next tokens within which an f16 file may pick the other one. Rounding to
 f16 moves a logit by up to 0.058 on a SmolLM2-135M run and 0.28 on a Gemma 3 270M run (teacher-forced on the
 check answers, `python bench/gguf_near_ties.py RUN`); the one parting measured was at a margin of 0.0014
-(the Gemma run, prompt 2 of 6, token 7)."""
+(the Gemma run, prompt 2 of 6, token 7). A q8_0 file moves the margin between the run's chosen token and its
+ten runners-up by up to 1.27 (SmolLM2) and 4.68 (Gemma) logits, and its answers parted at run margins of 0.12
+to 0.35: no margin small enough to call a tie covers q8_0, so quantized files are held to next-token
+agreement (gguf.MIN_AGREEMENT) and the margins where their answers part are recorded."""
 
 
 def writes_text(task: Any) -> bool:
@@ -78,17 +81,19 @@ def greedy_tokens(task: Any, model: torch.nn.Module, pad_id: int) -> list[list[i
     )
 
 
-def parts_at_near_tie(model: torch.nn.Module, prompt: list[int], run: list[int], other: list[int]) -> bool:
-    """True when `other` (an artefact's greedy answer to `prompt`) equals the run's greedy answer `run` up to
-    some token, and there the run's model itself ranked the two tokens within NEAR_TIE logits: a swap that
-    rounding the weights to f16 explains (the answers then go their own ways)."""
+def parting_margin(
+    model: torch.nn.Module, prompt: list[int], run: list[int], other: list[int]
+) -> float | None:
+    """Where `other` (an artefact's greedy answer to `prompt`) first parts from the run's greedy answer `run`,
+    how many logits the run's model itself put its own token above `other`'s there (0: a tie). None when the
+    answers do not part at a token (identical, or one stops where the other goes on)."""
     k = next((i for i, (a, b) in enumerate(zip(run, other, strict=False)) if a != b), None)
     if k is None:
-        return False  # one stops where the other goes on: not a swap of two tokens
+        return None
     device = next(model.parameters()).device
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([prompt + run[:k]], device=device)).logits[0, -1].float()
-    return float(logits[run[k]] - logits[other[k]]) <= NEAR_TIE
+    return float(logits[run[k]] - logits[other[k]])
 
 
 @dataclass
@@ -102,9 +107,9 @@ class Outputs:
     perplexity_ratio: float | None = None
     """The artefact's perplexity of the run's validation answers over the run's own (GGUF; None: not
     measured, e.g. no validation data at hand)."""
-    near_ties: int | None = None
-    """Prompts whose greedy answer parts from the run's only at a near-tie of the run's own (its two
-    tokens there within NEAR_TIE logits), after an identical beginning (GGUF f16/f32)."""
+    parting_margins: list[float | None] | None = None
+    """For each prompt whose greedy answer is not the run's: the run's own logit margin between its token and
+    the artefact's where they first part (None: one answer stops where the other goes on). GGUF."""
 
 
 def outputs_of(task: Any, tokenizer: Any, model: torch.nn.Module, pad_id: int) -> Outputs:
@@ -129,15 +134,21 @@ class Comparison:
     perplexity_ratio: float | None = None
     max_perplexity_ratio: float | None = None
     """Set for a quantized artefact: the most its validation perplexity may exceed the run's, as a ratio."""
-    near_ties: int | None = None
-    """Prompts not identical that part from the run only where the run's own choice was a near-tie."""
+    parting_margins: list[float | None] | None = None
+    """The run's margins where the answers that are not identical part (Outputs.parting_margins)."""
+
+    @property
+    def near_ties(self) -> int:
+        """Answers not identical that part from the run's only where its own two best tokens were within
+        NEAR_TIE logits."""
+        return sum(m is not None and m <= NEAR_TIE for m in self.parting_margins or [])
 
     @property
     def ok(self) -> bool:
         scores_ok = self.max_abs_diff is None or self.max_abs_diff <= self.tolerance
         prompts_ok = self.prompts_equal is None or self.prompts_equal == self.tokens_total
         if self.min_agreement is None:
-            tokens_ok = self.tokens_equal + (self.near_ties or 0) == self.tokens_total
+            tokens_ok = self.tokens_equal + self.near_ties == self.tokens_total
         else:
             tokens_ok = self.agreement is not None and self.agreement >= self.min_agreement
         perplexity_ok = (
@@ -151,11 +162,19 @@ class Comparison:
         if self.max_abs_diff is not None:
             return f"max |logit difference| {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e})"
         said = f"greedy tokens identical on {self.tokens_equal} of {self.tokens_total} prompts"
-        if self.near_ties:
+        if self.min_agreement is None and self.near_ties:
             said += (
                 f" ({self.near_ties} more part from the run only where its own two best tokens were within "
                 f"{NEAR_TIE} logits)"
             )
+        elif self.parting_margins:
+            margins = [f"{m:.2f}" for m in self.parting_margins if m is not None]
+            ends = len(self.parting_margins) - len(margins)
+            parts = [
+                f"{len(margins)} part where the run's own two tokens were {', '.join(margins)} logits apart"
+            ]
+            parts = (parts if margins else []) + ([f"{ends} stop at another length"] if ends else [])
+            said += f" ({'; '.join(parts)})"
         if self.prompts_equal is not None:
             said = f"prompt tokens identical on {self.prompts_equal} of {self.tokens_total} prompts, {said}"
         if self.agreement is not None:
@@ -175,6 +194,7 @@ class Comparison:
             "prompts_with_identical_tokens": self.tokens_equal,
             "prompts": self.tokens_total,
             "prompts_parting_at_a_near_tie": self.near_ties,
+            "run_margins_where_answers_part": self.parting_margins,
             "prompts_rendered_identically": self.prompts_equal,
             "next_token_agreement": self.agreement,
             "min_next_token_agreement": self.min_agreement,
@@ -204,7 +224,7 @@ def compare(reference: Outputs, candidate: Outputs, plan: Plan) -> Comparison:
         candidate.prompts_equal,
         candidate.perplexity_ratio,
         plan.max_perplexity_ratio,
-        candidate.near_ties,
+        candidate.parting_margins,
     )
 
 
