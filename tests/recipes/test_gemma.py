@@ -120,3 +120,54 @@ def test_a_gemma_run_exports_to_gguf_that_llama_cpp_answers_as_the_run(gemma_run
     assert fields["general.architecture"].contents() == "gemma3"
     assert fields["tokenizer.ggml.model"].contents() == "llama"  # SentencePiece, with the base's scores
     assert fields["tokenizer.chat_template"].contents() == DEFAULT_TEMPLATE
+
+
+def spm_model_file(fields: dict, path: Path) -> None:
+    """A SentencePiece model file (what a Gemma folder from the hub carries as tokenizer.model) holding the
+    packaged GGUF's pieces, scores and kinds: the vocabulary llama.cpp's converter wrote from Google's file."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.trainer_spec.model_type = sentencepiece_model_pb2.TrainerSpec.BPE
+    proto.trainer_spec.byte_fallback = True
+    proto.normalizer_spec.add_dummy_prefix = False
+    pieces = zip(
+        *(fields[f"tokenizer.ggml.{k}"].contents() for k in ("tokens", "scores", "token_type")), strict=True
+    )
+    for text, score, kind in pieces:
+        piece = proto.pieces.add()
+        piece.piece, piece.score, piece.type = text, score, kind
+    path.write_bytes(proto.SerializeToString())
+
+
+@needs_llama_cpp
+def test_a_gemma_base_in_a_folder_takes_its_vocabulary_from_its_tokenizer_model(tmp_path):
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.export.gguf_writer import SPM_FILE, Generation, architecture_refusal, write_gguf
+    from tunesmith.models.catalog import base_file, source_gguf
+
+    folder = tmp_path / "gemma-3-270m"  # the base as a user's disk holds it: no GGUF, a tokenizer.model
+    folder.mkdir()
+    for file in Path(resolve_model("gemma3-270m").source).iterdir():
+        (folder / file.name).symlink_to(file)
+    with source_gguf("gemma3-270m") as packaged:
+        fields = gguf.GGUFReader(packaged).fields
+        spm_model_file(fields, folder / SPM_FILE)
+        want = {k: f.contents() for k, f in fields.items() if k.startswith(("gemma3.", "tokenizer.ggml."))}
+    source = base_file(str(folder), SPM_FILE)
+    assert source == folder / SPM_FILE and base_file("gemma3-270m", SPM_FILE) is None
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = DEFAULT_TEMPLATE  # what a chat run on this base trains with
+    assert "tokenizer.model" in architecture_refusal(model.config, None)
+    assert architecture_refusal(model.config, source) is None
+    write_gguf(
+        model, tokenizer, tmp_path / "model.gguf", "f16", [1, 106], Generation(0.0, 1.0, 1.0), "x", source
+    )
+    written = gguf.GGUFReader(tmp_path / "model.gguf").fields
+    # the hyperparameters from config.json and the vocabulary from tokenizer.model are what llama.cpp's own
+    # converter wrote into the packaged file (which the export test above runs in llama.cpp)
+    assert {k: written[k].contents() for k in want if k in written} == want
+    assert set(want) <= set(written) and written["tokenizer.chat_template"].contents() == DEFAULT_TEMPLATE

@@ -18,7 +18,29 @@ def test_llama_and_gemma3_are_written_and_others_are_refused_with_the_supported_
     )
     gemma = Gemma3TextConfig(architectures=["Gemma3ForCausalLM"])
     assert architecture_refusal(gemma, tmp_path / "base.gguf") is None  # the base's own GGUF gives the vocab
-    assert "bases that ship as GGUF (gemma3-270m); use --format merged" in architecture_refusal(gemma, None)
+    assert (
+        architecture_refusal(gemma, tmp_path / "tokenizer.model") is None
+    )  # or the folder's SentencePiece file
+    assert "GGUF file or from the tokenizer.model in its folder" in architecture_refusal(gemma, None)
+
+
+def test_a_gemma3_that_llama_cpp_would_compute_differently_is_refused(tmp_path):
+    source = tmp_path / "tokenizer.model"
+
+    def refusal(**changes) -> str | None:
+        return architecture_refusal(Gemma3TextConfig(architectures=["Gemma3ForCausalLM"], **changes), source)
+
+    assert "full attention on every 6th layer" in refusal(layer_types=["full_attention"] * 26)
+    assert "soft-capping" in refusal(final_logit_softcapping=30.0)
+    assert "query_pre_attn_scalar" in refusal(query_pre_attn_scalar=128)
+    scaled = {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}
+    local = {"rope_type": "default", "rope_theta": 10000.0}
+    assert "rope scaling" in refusal(rope_parameters={"full_attention": scaled, "sliding_attention": local})
+    other_local = {"rope_type": "default", "rope_theta": 5e4}
+    full = {"rope_type": "default", "rope_theta": 1e6}
+    assert "local rope base" in refusal(
+        rope_parameters={"full_attention": full, "sliding_attention": other_local}
+    )
 
 
 def test_rope_scaling_the_writer_does_not_carry_is_refused():

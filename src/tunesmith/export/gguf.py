@@ -15,12 +15,18 @@ from typing import Any
 
 from tunesmith.data.chat_encoding import stop_token_ids
 from tunesmith.errors import UserError
-from tunesmith.export.gguf_writer import WRITTEN_QUANTS, Generation, architecture_refusal, write_gguf
+from tunesmith.export.gguf_writer import (
+    SPM_FILE,
+    WRITTEN_QUANTS,
+    Generation,
+    architecture_refusal,
+    write_gguf,
+)
 from tunesmith.export.llama_reader import INSTALL_HINT, llama_cpp_installed, quantize, read_outputs
 from tunesmith.export.modelfile import modelfile_for
 from tunesmith.export.probe import NEW_TOKENS, Outputs, Plan, conversations, parting_margin
 from tunesmith.inference import RunSpec
-from tunesmith.models.catalog import source_gguf
+from tunesmith.models.catalog import base_file, source_gguf
 
 QUANTS = ("f16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 """--quant for --format gguf and for the server's llama.cpp engine; the first is the default (lossless for these
@@ -63,7 +69,8 @@ def gguf_plan(spec: RunSpec, quant: str | None, held_out: Sequence[Any] = ()) ->
 
     def write(trained: Any, folder: Path) -> None:
         model = spec.method.merged(spec.run.model, spec.base_loader("cpu")).eval()
-        with source_gguf(spec.config.model.name) as source:
+        with source_gguf(spec.config.model.name) as packaged:
+            source = packaged or base_file(spec.config.model.name, SPM_FILE)
             why = architecture_refusal(model.config, source)
             if why:
                 raise UserError(why)

@@ -3,14 +3,16 @@
 
 What goes in: the architecture's hyperparameters; every weight under llama.cpp's tensor names (the query and
 key projections re-ordered for llama.cpp's rotary layout, as its own converter does); the byte-level BPE
-vocabulary with its merges, token types and pre-tokenizer; BOS/EOS/pad, the end-of-turn tokens the run stops
-at, and the chat template the run trained with; the run's generation defaults. Norms and other 1-D tensors
+vocabulary with its merges, token types and pre-tokenizer (or a SentencePiece one with its scores: Gemma 3);
+BOS/EOS/pad, the end-of-turn tokens the run stops at, and the chat template the run trained with; the run's
+generation defaults. Norms and other 1-D tensors
 stay float32 (llama.cpp wants them so); matrices are f16 or f32.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +31,19 @@ run's answer tokens and llama.cpp's q8_0 from f16 96.8%."""
 
 ARCHITECTURES = {"LlamaForCausalLM": "LLAMA", "Gemma3ForCausalLM": "GEMMA3"}
 """transformers class -> gguf.MODEL_ARCH member. Llama covers SmolLM2 (and Llama 2/3, Mistral-style dense
-models); Gemma 3 the packaged gemma3-270m (its text model). Anything else is refused before any weight is
+models); Gemma 3 the text model (the packaged gemma3-270m, or a Gemma 3 base in a folder). Anything else is refused before any weight is
 read."""
 FROM_SOURCE = {"GEMMA3"}
-"""Architectures whose hyperparameters and tokenizer are copied from the base model's own GGUF: Gemma's
-SentencePiece vocabulary needs the token scores llama.cpp merges by, which transformers' tokenizer does not
-keep (it rebuilt merges from the file's token order), and the file's keys are the ones llama.cpp reads."""
+"""Architectures with a SentencePiece vocabulary: llama.cpp merges its pieces by their scores, which
+transformers' tokenizer does not keep (it rebuilt merges from the pieces' order), so the vocabulary comes from
+the base model's own GGUF (with its hyperparameter keys, as its converter wrote them) or, for a base in a
+folder, from its SentencePiece model file (SPM_FILE), read as llama.cpp's converter reads it."""
+SPM_FILE = "tokenizer.model"
+GEMMA3_FULL_EVERY = 6
+"""llama.cpp's gemma3 gives every 6th layer full attention and the others the sliding window; its local rope
+base is GEMMA3_LOCAL_ROPE. A Gemma 3 whose config says otherwise is refused (llama.cpp would compute another
+model)."""
+GEMMA3_LOCAL_ROPE = 10000.0
 
 PRE_TOKENIZERS = {
     "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",
@@ -73,13 +82,52 @@ def architecture_refusal(config: Any, source: Path | None) -> str | None:
     if ARCHITECTURES[names[0]] in FROM_SOURCE:
         if source is None:
             return (
-                f"GGUF export of {names[0]} takes the tokenizer from the base model's own GGUF file (its "
-                "SentencePiece scores), so it supports bases that ship as GGUF (gemma3-270m); use --format merged"
+                f"GGUF export of {names[0]} takes the SentencePiece vocabulary (the token scores llama.cpp "
+                f"merges by) from the base model's own GGUF file or from the {SPM_FILE} in its folder, and this "
+                f"run's base has neither; use --format merged"
             )
-        return None
+        if source.suffix != ".gguf" and not all(map(_importable, ("sentencepiece", "google.protobuf"))):
+            return (
+                f"GGUF export reads the base's {SPM_FILE} with the sentencepiece and protobuf packages: "
+                "pip install 'tunesmith[gguf]'"
+            )
+        return _gemma3_refusal(config)
     scaling = getattr(config, "rope_parameters", None) or {}
     if scaling.get("rope_type", "default") != "default":
         return f"GGUF export does not write rope scaling {scaling.get('rope_type')!r} yet"
+    return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+def _gemma3_refusal(config: Any) -> str | None:
+    """Why llama.cpp's gemma3 would compute another model than this config describes (None: it would not)."""
+    layers = list(getattr(config, "layer_types", None) or [])
+    pattern = [
+        "full_attention" if (i + 1) % GEMMA3_FULL_EVERY == 0 else "sliding_attention"
+        for i in range(config.num_hidden_layers)
+    ]
+    if layers and layers != pattern:
+        return (
+            f"GGUF export of Gemma 3 needs full attention on every {GEMMA3_FULL_EVERY}th layer (llama.cpp's)"
+        )
+    rope = getattr(config, "rope_parameters", None) or {}
+    kinds = {
+        rope.get(kind, {}).get("rope_type", "default") for kind in ("full_attention", "sliding_attention")
+    }
+    if kinds != {"default"}:
+        return "GGUF export does not write Gemma 3's rope scaling yet; use --format merged"
+    if float(rope.get("sliding_attention", {}).get("rope_theta", GEMMA3_LOCAL_ROPE)) != GEMMA3_LOCAL_ROPE:
+        return f"GGUF export of Gemma 3 needs a local rope base of {GEMMA3_LOCAL_ROPE:g} (llama.cpp's)"
+    if getattr(config, "query_pre_attn_scalar", config.head_dim) != config.head_dim:
+        return "GGUF export of Gemma 3 needs query_pre_attn_scalar equal to head_dim (llama.cpp's attention scale)"
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "attn_logit_softcapping", None):
+        return "GGUF export of Gemma 3 does not write logit soft-capping (llama.cpp's gemma3 has none)"
     return None
 
 
@@ -105,7 +153,7 @@ def write_gguf(
     name: str,
     source: Path | None = None,
 ) -> None:
-    """`source`: the base model's own GGUF, for the architectures in FROM_SOURCE."""
+    """`source`: for the architectures in FROM_SOURCE, the base model's own GGUF or its SPM_FILE."""
     import gguf
 
     config = model.config
@@ -114,11 +162,15 @@ def write_gguf(
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}[quant]
     if family in FROM_SOURCE:
-        assert source is not None, "architecture_refusal refuses a FROM_SOURCE model without its GGUF"
+        assert source is not None, "architecture_refusal refuses a FROM_SOURCE model without its vocabulary"
         writer.add_name(name)
         writer.add_file_type(file_type)
-        _copy_keys(writer, source, (f"{gguf.MODEL_ARCH_NAMES[arch]}.", "tokenizer.ggml."))
-        writer.add_chat_template(tokenizer.chat_template)
+        if source.suffix == ".gguf":
+            _copy_keys(writer, source, (f"{gguf.MODEL_ARCH_NAMES[arch]}.", "tokenizer.ggml."))
+            writer.add_chat_template(tokenizer.chat_template)
+        else:
+            _gemma3_hyperparameters(writer, config)
+            _sentencepiece_vocabulary(writer, tokenizer, source, config.vocab_size)
         _end_of_turn(writer, tokenizer, stop_ids)
     else:
         _hyperparameters(writer, config, name, file_type)
@@ -188,6 +240,74 @@ def _vocabulary(writer: Any, tokenizer: Any, vocab_size: int, stop_ids: list[int
         special = gguf.SpecialVocab(Path(folder), load_merges=True)
         special.add_to_gguf(writer)
     _end_of_turn(writer, tokenizer, stop_ids)
+
+
+def _gemma3_hyperparameters(writer: Any, config: Any) -> None:
+    """The gemma3.* keys llama.cpp reads, from the transformers config (what its converter writes)."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_rope_freq_base(float(rope.get("full_attention", {}).get("rope_theta", 1_000_000.0)))
+    writer.add_sliding_window(config.sliding_window)
+
+
+def _sentencepiece_vocabulary(writer: Any, tokenizer: Any, model_file: Path, vocab_size: int) -> None:
+    """A SentencePiece vocabulary as llama.cpp's converter writes it: each piece of the model file with its
+    score and kind (the file's numbering of kinds is GGUF's); the tokenizer's added tokens over them as control
+    tokens (special ones, and those that look special) or user-defined ones, scored -1000; ids past the file's
+    pieces unused. The special token ids, add-BOS/EOS flags and chat template are the run's tokenizer's. A protocol-buffer
+    file, parsed as data (nothing in it runs)."""
+    import gguf
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model_file.read_bytes())
+    tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
+    scores, types = [-10000.0] * vocab_size, [int(gguf.TokenType.UNUSED)] * vocab_size
+    for i, piece in enumerate(proto.pieces[:vocab_size]):
+        tokens[i], scores[i], types[i] = piece.piece.encode(), piece.score, int(piece.type)
+    for i, added in tokenizer.added_tokens_decoder.items():
+        if i >= vocab_size:
+            continue
+        if added.special or _looks_special(added.content):
+            tokens[i], types[i] = added.content.encode(), int(gguf.TokenType.CONTROL)
+        else:
+            tokens[i], types[i] = (
+                added.content.replace("\u2581", " ").encode(),
+                int(gguf.TokenType.USER_DEFINED),
+            )
+        scores[i] = -1000.0
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_add_space_prefix(
+        False
+    )  # Gemma 3 adds no space before the text (llama.cpp's converter says so)
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        special = gguf.SpecialVocab(Path(folder), n_vocab=vocab_size)  # and the chat template
+    special.add_special_token.setdefault(
+        "eos", False
+    )  # as llama.cpp assumes for SentencePiece, said outright
+    special.add_to_gguf(writer)
+
+
+def _looks_special(text: str) -> bool:
+    """Added tokens llama.cpp's converter treats as control tokens even when not marked special."""
+    return (
+        text in ("<pad>", "<mask>")
+        or (text.startswith("<|") and text.endswith("|>"))
+        or (text.startswith("<unused") and text.endswith(">"))
+    )
 
 
 def _end_of_turn(writer: Any, tokenizer: Any, stop_ids: list[int]) -> None:

@@ -150,6 +150,22 @@ def source_gguf(name: str) -> Iterator[Path | None]:
         yield package_folder(entry) / entry.gguf_file
 
 
+def base_file(name: str, filename: str) -> Path | None:
+    """One file of a base model's own folder (a catalog model's, a folder on disk, or a hub id's files as the hub
+    cache holds them or the hub serves them), or None where it has none."""
+    resolved = resolve_model(name)
+    if resolved.is_local:
+        path = Path(resolved.source) / filename
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    try:
+        return Path(hf_hub_download(resolved.source, filename))
+    except (EntryNotFoundError, HfHubHTTPError, OSError):  # OSError: offline and not cached
+        return None
+
+
 def package_folder(entry: CatalogEntry) -> Path:
     """The folder of a catalog model inside its installed package (not for models split into parts)."""
     return _package_file(
