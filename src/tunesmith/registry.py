@@ -31,7 +31,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             valid = ", ".join(self.names())
-            raise ConfigError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}") from None
+            kinds = self.kind + ("es" if self.kind.endswith("s") else "s")
+            raise ConfigError(f"unknown {self.kind} {name!r}; valid {kinds}: {valid}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)
