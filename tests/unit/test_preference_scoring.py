@@ -1,0 +1,83 @@
+"""From a model to preference Scores: answers masked as chat masks them, chosen and rejected in one batch,
+and the reference from the same LoRA model with its adapter off, equal to a separate frozen copy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoTokenizer
+
+from tests.conftest import tiny_llama
+from tunesmith.data.chat_encoding import IGNORE, encode_chat
+from tunesmith.tasks.preference import LOSSES
+from tunesmith.tasks.preference.scoring import answer_logps, encode_pair, pair_scores
+
+PROMPT = [{"role": "user", "content": "Which package holds the ls command?"}]
+CHOSEN, REJECTED = "coreutils.", "I think it might be util-linux, or maybe something else entirely."
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm_dir):
+    return AutoTokenizer.from_pretrained(smollm_dir)
+
+
+@pytest.fixture(scope="module")
+def pair(tokenizer):
+    return encode_pair(tokenizer, PROMPT, CHOSEN, REJECTED, max_length=256)
+
+
+def lora_model(vocab_size: int) -> torch.nn.Module:
+    model = get_peft_model(
+        tiny_llama(vocab_size=vocab_size), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)  # a trained adapter: the update matters
+    return model
+
+
+def test_answers_are_masked_exactly_as_chat_masks_them(tokenizer, pair):
+    chosen, rejected = pair
+    whole = encode_chat(tokenizer, [*PROMPT, {"role": "assistant", "content": CHOSEN}], 256)
+    assert chosen == whole
+    answer = [t for t, label in zip(chosen.input_ids, chosen.labels, strict=True) if label != IGNORE]
+    assert tokenizer.decode(answer) == CHOSEN + "<|im_end|>\n"  # the answer and the end of its turn
+    n = len(chosen.input_ids) - chosen.supervised
+    assert chosen.input_ids[:n] == rejected.input_ids[:n]  # one prompt, two answers
+
+
+def test_answer_log_probabilities_count_only_the_supervised_tokens():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 7)
+    labels = torch.tensor([[IGNORE, IGNORE, 3, 5]])
+    summed, count = answer_logps(logits, labels)
+    logp = logits.log_softmax(-1)
+    assert float(summed) == pytest.approx(float(logp[0, 1, 3] + logp[0, 2, 5]), abs=1e-5) and int(count) == 2
+
+
+def test_the_reference_with_the_adapter_off_equals_a_frozen_copy_and_dpo_starts_at_log_two(tokenizer, pair):
+    model = lora_model(len(tokenizer))
+    frozen = tiny_llama(vocab_size=len(tokenizer)).eval()  # the same seed: the base weights, a second copy
+    assert torch.equal(frozen.model.embed_tokens.weight, model.get_base_model().model.embed_tokens.weight)
+    shared = pair_scores(model, [pair, pair], tokenizer.pad_token_id)
+    copied = pair_scores(model, [pair, pair], tokenizer.pad_token_id, reference=frozen)
+    assert torch.allclose(shared.reference_chosen, copied.reference_chosen, atol=1e-5)
+    assert torch.allclose(shared.reference_rejected, copied.reference_rejected, atol=1e-5)
+    assert not torch.allclose(shared.chosen, shared.reference_chosen, atol=1e-3)  # the adapter is on again
+    assert shared.chosen_tokens.tolist() == [pair[0].supervised] * 2
+
+    # with the adapter off the model is its own reference: every DPO log-ratio is 0, the loss log 2
+    with model.disable_adapter():
+        start = pair_scores(model, [pair], tokenizer.pad_token_id, reference=model.get_base_model())
+    assert float(LOSSES.get("dpo")()(start).loss.detach()) == pytest.approx(0.6931472, abs=1e-6)
+    loss = LOSSES.get("dpo")()(shared).loss
+    loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_losses_without_a_reference_do_not_compute_one(tokenizer, pair):
+    scores = pair_scores(lora_model(len(tokenizer)), [pair], tokenizer.pad_token_id, with_reference=False)
+    assert scores.reference_chosen is None and scores.reference_rejected is None
+    assert torch.isfinite(LOSSES.get("simpo")()(scores).loss)
