@@ -13,8 +13,8 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A data file problem, located by file and line (or row). `kind` groups problems in the data check's
-    report (encoding, malformed, missing_field, empty, invalid, chat_structure, answer_cut_off, no_rows,
-    labels)."""
+    report (encoding, malformed, missing_field, empty, invalid, chat_structure, preference_structure,
+    answer_cut_off, no_rows, labels)."""
 
     def __init__(
         self, path: str | Path, line: int | None, message: str, unit: str = "line", kind: str = "invalid"

@@ -16,6 +16,7 @@ ERROR_KINDS = frozenset(
         "empty",
         "invalid",
         "chat_structure",
+        "preference_structure",
         "answer_cut_off",
         "no_rows",
         "labels",
