@@ -12,8 +12,9 @@ check, so a file the check refuses can be looked at), then on the export check's
 
     python bench/gguf_near_ties.py RUN [--quant f16]
 
-Last line: `max_logit_difference X.XXXX max_margin_shift X.XXXX worst_parting_margin X.XXXX` (the last: the largest run margin at
-which an answer parted, `none` when every answer is identical). export/probe.NEAR_TIE is set from these.
+Last line: `max_logit_difference X.XXXX max_margin_shift X.XXXX worst_parting_margin X.XXXX` (the last: the
+largest run margin at which an answer parted, `none` when every answer is identical). export/probe.NEAR_TIE is
+set from these.
 """
 
 from __future__ import annotations

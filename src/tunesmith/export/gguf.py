@@ -3,8 +3,9 @@ llama.cpp itself (llama_reader.py) on the fixed check conversations: every promp
 chat template must tokenize to the run's very prompt tokens; f16 and f32 must write the run's greedy answers
 token for token and stop where the run stops, or part from one only where the run itself had two tokens within
 probe.NEAR_TIE logits (rounding to f16 may swap those); a quantized file must rank first at least MIN_AGREEMENT of
-the run's answer tokens, given the same prefix, and the run's own margins where its answers part are recorded. Needs llama-cpp-python (the `gguf` extra). An
-Ollama Modelfile is written beside the file when the run's chat template is one written there (modelfile.py)."""
+the run's answer tokens, given the same prefix, and the run's own margins where its answers part are recorded.
+Needs llama-cpp-python (the `gguf` extra). An Ollama Modelfile is written beside the file when the run's chat
+template is one written there (modelfile.py)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ What goes in: the architecture's hyperparameters; every weight under llama.cpp's
 key projections re-ordered for llama.cpp's rotary layout, as its own converter does); the byte-level BPE
 vocabulary with its merges, token types and pre-tokenizer (or a SentencePiece one with its scores: Gemma 3);
 BOS/EOS/pad, the end-of-turn tokens the run stops at, and the chat template the run trained with; the run's
-generation defaults. Norms and other 1-D tensors
-stay float32 (llama.cpp wants them so); matrices are f16 or f32.
+generation defaults. Norms and other 1-D tensors stay float32 (llama.cpp wants them so); matrices are f16 or
+f32.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ run's answer tokens and llama.cpp's q8_0 from f16 96.8%."""
 
 ARCHITECTURES = {"LlamaForCausalLM": "LLAMA", "Gemma3ForCausalLM": "GEMMA3"}
 """transformers class -> gguf.MODEL_ARCH member. Llama covers SmolLM2 (and Llama 2/3, Mistral-style dense
-models); Gemma 3 the text model (the packaged gemma3-270m, or a Gemma 3 base in a folder). Anything else is refused before any weight is
-read."""
+models); Gemma 3 the text model (the packaged gemma3-270m, or a Gemma 3 base in a folder). Anything else is
+refused before any weight is read."""
 FROM_SOURCE = {"GEMMA3"}
 """Architectures with a SentencePiece vocabulary: llama.cpp merges its pieces by their scores, which
 transformers' tokenizer does not keep (it rebuilt merges from the pieces' order), so the vocabulary comes from
@@ -262,8 +262,8 @@ def _sentencepiece_vocabulary(writer: Any, tokenizer: Any, model_file: Path, voc
     """A SentencePiece vocabulary as llama.cpp's converter writes it: each piece of the model file with its
     score and kind (the file's numbering of kinds is GGUF's); the tokenizer's added tokens over them as control
     tokens (special ones, and those that look special) or user-defined ones, scored -1000; ids past the file's
-    pieces unused. The special token ids, add-BOS/EOS flags and chat template are the run's tokenizer's. A protocol-buffer
-    file, parsed as data (nothing in it runs)."""
+    pieces unused. The special token ids, add-BOS/EOS flags and chat template are the run's tokenizer's. The
+    file is a protocol buffer, parsed as data (nothing in it runs)."""
     import gguf
     from sentencepiece import sentencepiece_model_pb2
 
@@ -289,15 +289,13 @@ def _sentencepiece_vocabulary(writer: Any, tokenizer: Any, model_file: Path, voc
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)
-    writer.add_add_space_prefix(
-        False
-    )  # Gemma 3 adds no space before the text (llama.cpp's converter says so)
+    # Gemma 3 puts no space before the text (llama.cpp's converter writes the same)
+    writer.add_add_space_prefix(False)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)
         special = gguf.SpecialVocab(Path(folder), n_vocab=vocab_size)  # and the chat template
-    special.add_special_token.setdefault(
-        "eos", False
-    )  # as llama.cpp assumes for SentencePiece, said outright
+    # no EOS appended, as llama.cpp assumes for SentencePiece when the key is missing: said outright
+    special.add_special_token.setdefault("eos", False)
     special.add_to_gguf(writer)
 
 
