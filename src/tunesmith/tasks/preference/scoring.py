@@ -35,15 +35,15 @@ def answer_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return logp.sum(-1), mask.sum(-1)
 
 
-def padded(rows: Sequence[EncodedChat], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, labels (IGNORE on padding) and attention mask."""
-    width = max(len(r.input_ids) for r in rows)
+def padded(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """(input ids, labels) rows right-padded, with labels IGNORE on padding, and the attention mask."""
+    width = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row.input_ids)
-        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(row.input_ids), torch.tensor(row.labels), 1
+    for i, (row_ids, row_labels) in enumerate(rows):
+        n = len(row_ids)
+        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(row_ids), torch.tensor(row_labels), 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
@@ -66,16 +66,34 @@ def pair_scores(
     """Scores of a batch of (chosen, rejected) encodings: one forward pass over all chosen rows followed by all
     rejected rows. The reference log-probabilities (without gradients) come from `reference` when given (a
     frozen copy), else from `model` with its adapter disabled; `with_reference` False skips them (ORPO, SimPO)."""
-    batch = padded([p[0] for p in pairs] + [p[1] for p in pairs], pad_id)
+    rows = [(e.input_ids, e.labels) for e in [p[0] for p in pairs] + [p[1] for p in pairs]]
+    batch = padded(rows, pad_id)
     device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    labels = batch.pop("labels")
-    summed, counts = answer_logps(model(**batch).logits, labels)
-    n = len(pairs)
-    scores = Scores(summed[:n], counts[:n], summed[n:], counts[n:])
+    return batch_scores(model, {k: v.to(device) for k, v in batch.items()}, True, reference, with_reference)
+
+
+def batch_scores(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    paired: bool,
+    reference: torch.nn.Module | None = None,
+    with_reference: bool = True,
+) -> Scores:
+    """Scores of a padded batch (input_ids, attention_mask, labels): paired, its first half the chosen
+    answers and its second the rejected ones; else one completion per row (KTO, with `desirable` in the batch
+    when it has it)."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    labels = batch["labels"]
+    summed, counts = answer_logps(model(**inputs).logits, labels)
+    ref = None
     if with_reference:
         context = nullcontext() if reference is not None else adapter_off(model)
         with torch.no_grad(), context:
-            ref, _ = answer_logps((reference or model)(**batch).logits, labels)
+            ref, _ = answer_logps((reference or model)(**inputs).logits, labels)
+    if not paired:
+        return Scores(summed, counts, reference_chosen=ref, desirable=batch.get("desirable"))
+    n = summed.shape[0] // 2
+    scores = Scores(summed[:n], counts[:n], summed[n:], counts[n:])
+    if ref is not None:
         scores.reference_chosen, scores.reference_rejected = ref[:n], ref[n:]
     return scores

@@ -1,0 +1,251 @@
+"""Preference tuning: a decoder learns which of two answers people prefer (DPO, IPO, ORPO, SimPO) or whether
+an answer is good (KTO), from TRL, OpenAI or KTO files (data/preference_formats.py).
+
+Every answer is rendered and masked as a chat example (its prompt conversation, then the answer and the end of
+its turn); chosen and rejected answers of a batch go through the model in one pass (scoring.py), and the
+reference log-probabilities come from the same model with its adapter switched off. Validation reports the
+loss, reward accuracy and margin, each side's log-probability, and preference accuracy (the model gives the
+chosen answer the higher likelihood); it also writes answers to the first `eval_generate_examples` prompts and
+scores them against the chosen answers (ROUGE), as chat does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from tunesmith.data.chat_encoding import encode_chat
+from tunesmith.data.checks.view import ExampleView, TokenCount
+from tunesmith.data.preference_formats import PreferenceExample, read_preferences
+from tunesmith.data.readers import FileFormat, OnError
+from tunesmith.errors import ConfigError, DataError
+from tunesmith.evaluation.bootstrap import Resampler, mean_resampler
+from tunesmith.evaluation.text_metrics import rouge_per_example
+from tunesmith.models.running import evaluating, move
+from tunesmith.tasks import TASKS
+from tunesmith.tasks.base import Evaluation
+from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
+from tunesmith.tasks.preference.loss import LOSSES, PreferenceLoss, Scores
+from tunesmith.tasks.preference.scoring import batch_scores, padded
+
+
+class PreferenceParams(GenerativeParams):
+    name: Literal["preference"] = "preference"
+    format: Literal["auto", "trl", "openai", "kto"] = "auto"
+    """Shape of each record; `auto` tells it from the first record's fields."""
+    loss: str = "dpo"
+    """The objective: dpo, ipo, orpo, simpo (pairs) or kto (single answers labelled desirable or not)."""
+    loss_params: dict[str, Any] = Field(default_factory=dict)
+    """The objective's own keys (dpo: beta, label_smoothing; kto: beta, desirable_weight, ...), checked
+    against it; each default is documented in its module under tasks/preference/."""
+    packing: bool = False
+    """Never packed: each row is one answer, scored on its own."""
+
+    @model_validator(mode="after")
+    def _known_loss(self) -> PreferenceParams:
+        LOSSES.get(self.loss).Params(**self.loss_params)  # an unknown loss or key is refused here
+        return self
+
+
+@TASKS.register("preference")
+class Preference(GenerativeTask):
+    name = "preference"
+    Params = PreferenceParams
+    model_kinds = ("causal",)
+    params: PreferenceParams
+    default_metric = "reward_accuracy"
+    headline = ("loss", "reward_accuracy", "reward_margin", "preference_accuracy", "rougeL")
+
+    def __init__(self, params: Any, model_cfg: Any):
+        super().__init__(params, model_cfg)
+        cls = LOSSES.get(params.loss)
+        self.objective: PreferenceLoss = cls(cls.Params(**params.loss_params))
+
+    @classmethod
+    def metric_for(cls, params: Any, metric: str | None) -> str:
+        """KTO has no pairs to be accurate on: its default is the loss."""
+        if metric is None and not LOSSES.get(params.loss).paired:
+            return "loss"
+        return metric or cls.default_metric
+
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        """A loss that needs the reference takes it from the adapter switched off: refused up front for a
+        model without one (full fine-tuning keeps a frozen copy: not built yet) or with a prompt-learning one
+        (its virtual tokens cannot be switched off that way)."""
+        super().prepare_model(model)
+        if not self.objective.needs_reference:
+            return
+        configs = getattr(model, "peft_config", None) or {}
+        if not configs:
+            raise ConfigError(
+                f"task.loss {self.objective.name} compares the model with its reference, which tunesmith takes "
+                "from the same model with its adapter switched off; use an adapter method (lora, dora, qlora) "
+                "or a loss without a reference (orpo, simpo)"
+            )
+        if any(c.is_prompt_learning for c in configs.values()):
+            raise ConfigError(
+                f"task.loss {self.objective.name} needs the reference model, and prompt or prefix tuning cannot "
+                "switch its virtual tokens off for it; use lora, dora or qlora, or task.loss orpo or simpo"
+            )
+
+    # --- data ---
+    def examples(
+        self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
+    ) -> Iterator[PreferenceExample]:
+        for example in read_preferences(path, self.params.format, fmt, on_error):
+            if (example.rejected is not None) == self.objective.paired:
+                yield example
+                continue
+            error = DataError(
+                example.path, example.line, self._shape_mismatch(), example.unit, "preference_structure"
+            )
+            if on_error is None:
+                raise error
+            on_error(error)
+
+    def _shape_mismatch(self) -> str:
+        if self.objective.paired:
+            return (
+                f"task.loss {self.objective.name} learns from chosen/rejected pairs, and this record is one "
+                "answer labelled desirable or not (for those, task.loss kto)"
+            )
+        return "task.loss kto learns from answers labelled desirable or not, and this record is a pair (for pairs, task.loss dpo, ipo, orpo or simpo)"
+
+    def turns(self, example: PreferenceExample) -> list[dict[str, str]]:
+        return [*example.prompt, {"role": "assistant", "content": example.chosen}]
+
+    def view(self, example: PreferenceExample) -> ExampleView:
+        prompt = "\n".join(m["content"] for m in example.prompt if m["role"] != "system")
+        return ExampleView(example.path, example.line, example.unit, prompt, example.chosen, False)
+
+    def measure(self, examples: Sequence[PreferenceExample]) -> list[TokenCount]:
+        """Each example by its longer side: a rejected answer cut off is as unusable as a chosen one."""
+        chosen = super().measure(examples)
+        pairs = [i for i, ex in enumerate(examples) if ex.rejected is not None]
+        rejected = super().measure([replace(examples[i], chosen=examples[i].rejected) for i in pairs])
+        out = list(chosen)
+        for i, count in zip(pairs, rejected, strict=True):
+            if count.problem or count.tokens > out[i].tokens:
+                out[i] = count
+        return out
+
+    def example_scores(
+        self, outputs: Sequence[str], references: Sequence[list[str]]
+    ) -> dict[str, list[float]]:
+        return rouge_per_example(outputs, [refs[0] for refs in references])
+
+    # --- encoding ---
+    def encode(self, examples: Sequence[PreferenceExample], tokenizer: Any) -> list[dict[str, Any]]:
+        features = []
+        for ex in examples:
+            sides = [ex.chosen] if ex.rejected is None else [ex.chosen, ex.rejected]
+            encoded = [self._answer(tokenizer, ex, side) for side in sides]
+            features.append(
+                {
+                    "rows": [(e.input_ids, e.labels) for e in encoded],
+                    "desirable": ex.desirable,
+                    "length": max(len(e.input_ids) for e in encoded),
+                    "prompt_ids": self.prompt_ids(list(ex.prompt)),
+                    "question": ex.prompt[-1]["content"],
+                    "references": [ex.chosen],
+                }
+            )
+        return features
+
+    def _answer(self, tokenizer: Any, ex: PreferenceExample, answer: str) -> Any:
+        """One side, masked as chat masks it; an answer model.max_length would cut is an error (a preference
+        between two cut answers is not the one the file states)."""
+        max_length = self.model_cfg.max_length
+        encoded = encode_chat(tokenizer, [*ex.prompt, {"role": "assistant", "content": answer}], max_length)
+        if encoded.truncated:
+            raise DataError(
+                ex.path,
+                ex.line,
+                f"an answer is cut off: prompt and answer are {encoded.length} tokens, model.max_length is "
+                f"{max_length}; raise model.max_length or shorten the example",
+                ex.unit,
+                "answer_cut_off",
+            )
+        return encoded
+
+    def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+        """Paired: every chosen row, then every rejected row, in one padded batch. KTO: one row per answer."""
+        rows = [f["rows"][0] for f in features] + [f["rows"][1] for f in features if len(f["rows"]) > 1]
+        batch = padded(rows, pad_id)
+        if not self.objective.paired:
+            batch["desirable"] = torch.tensor([bool(f["desirable"]) for f in features])
+        return batch
+
+    # --- loss ---
+    def scores(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Scores:
+        """The batch's answer log-probabilities, with the reference's where the objective needs them (the
+        untuned base model, which has no adapter, is its own reference)."""
+        needs = self.objective.needs_reference
+        own = None if hasattr(model, "disable_adapter") else model
+        return batch_scores(model, batch, self.objective.paired, own, needs)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        outcome = self.objective(self.scores(model, batch))
+        n = outcome.chosen_rewards.shape[0]
+        return outcome.loss * n, n
+
+    # --- evaluation ---
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        features: Sequence[dict[str, Any]],
+        batch_size: int,
+        pad_id: int,
+        *,
+        during_training: bool = False,
+    ) -> Evaluation:
+        metrics, per_example = self._preference_metrics(model, features, batch_size, pad_id)
+        limit = self.params.eval_generate_examples if during_training else len(features)
+        chosen = list(features[:limit])
+        outputs: list[str] = []
+        if chosen:
+            outputs = self.generate_texts(model, [f["prompt_ids"] for f in chosen], batch_size, pad_id)
+            rouge = self.example_scores(outputs, [f["references"] for f in chosen])
+            metrics.update({name: sum(v) / len(v) for name, v in rouge.items()})
+        metrics["examples"], metrics["generated"] = len(features), len(outputs)
+        return Evaluation(metrics, outputs, per_example)
+
+    def _preference_metrics(
+        self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
+    ) -> tuple[dict[str, Any], dict[str, list[float]]]:
+        """Loss, rewards and likelihoods over every example, in the features' order."""
+        order, losses, parts = [], [], []
+        with evaluating(model) as device:
+            for idx, chunk in self.length_sorted_batches(features, batch_size):
+                scores = self.scores(model, move(self.collate(chunk, pad_id), device))
+                outcome = self.objective(scores)
+                order += idx
+                losses.append(float(outcome.loss) * len(idx))
+                parts.append((scores, outcome))
+        cat = lambda get: torch.cat([get(s, o) for s, o in parts]).double()  # noqa: E731
+        back = torch.empty(len(order), dtype=torch.long)
+        back[torch.tensor(order)] = torch.arange(len(order))
+        metrics: dict[str, Any] = {"loss": sum(losses) / max(len(order), 1)}
+        chosen_reward = cat(lambda s, o: o.chosen_rewards)[back]
+        metrics["chosen_logp"] = float(cat(lambda s, o: s.chosen).mean())
+        if not self.objective.paired:
+            metrics["reward"] = float(chosen_reward.mean())
+            return metrics, {}
+        rejected_reward = cat(lambda s, o: o.rejected_rewards)[back]
+        prefers = (cat(lambda s, o: s.chosen) > cat(lambda s, o: s.rejected))[back].double()
+        right = (chosen_reward > rejected_reward).double()
+        metrics |= {
+            "rejected_logp": float(cat(lambda s, o: s.rejected).mean()),
+            "reward_accuracy": float(right.mean()),
+            "reward_margin": float((chosen_reward - rejected_reward).mean()),
+            "preference_accuracy": float(prefers.mean()),
+        }
+        return metrics, {"reward_accuracy": right.tolist(), "preference_accuracy": prefers.tolist()}
+
+    def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
+        """Preference and reward accuracy resample per example (the paired bootstrap of tuned vs base)."""
+        return mean_resampler(evaluation.example_scores) if evaluation.example_scores else None
