@@ -88,7 +88,8 @@ def read_conversations(
     return parse_each(read_records(path, file_format, on_error), parse, on_error)
 
 
-def _text(record: Record, value: Any, where: str) -> str:
+def text_value(record: Record, value: Any, where: str) -> str:
+    """A field's value that must be non-empty text (`where` names it in the error)."""
     if not isinstance(value, str):
         raise record.error(f"{where} must be a string, got {type(value).__name__}")
     if not value.strip():
@@ -121,7 +122,7 @@ def _turns(
                 f"{noun} {i}: unknown {role_word} {speaker!r} ({role_word}s: {', '.join(roles)})"
             )
         out.append(
-            {"role": role, "content": _text(record, turn.get(content_key), f"{noun} {i} {content_key}")}
+            {"role": role, "content": text_value(record, turn.get(content_key), f"{noun} {i} {content_key}")}
         )
     return out
 
@@ -136,24 +137,27 @@ def _sharegpt(record: Record) -> list[dict[str, str]]:
 
 def _alpaca(record: Record) -> list[dict[str, str]]:
     f = record.fields
-    instruction = _text(record, require_field(record, "instruction"), '"instruction"')
+    instruction = text_value(record, require_field(record, "instruction"), '"instruction"')
     extra = f.get("input")
     if extra is not None and not isinstance(extra, str):
         raise record.error(f'"input" must be a string, got {type(extra).__name__}')
     prompt = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
     out = [
         {"role": "user", "content": prompt},
-        {"role": "assistant", "content": _text(record, require_field(record, "output"), '"output"')},
+        {"role": "assistant", "content": text_value(record, require_field(record, "output"), '"output"')},
     ]
     if f.get("system") is not None:
-        out.insert(0, {"role": "system", "content": _text(record, f["system"], '"system"')})
+        out.insert(0, {"role": "system", "content": text_value(record, f["system"], '"system"')})
     return out
 
 
 def _prompt_completion(record: Record) -> list[dict[str, str]]:
     return [
-        {"role": "user", "content": _text(record, require_field(record, "prompt"), '"prompt"')},
-        {"role": "assistant", "content": _text(record, require_field(record, "completion"), '"completion"')},
+        {"role": "user", "content": text_value(record, require_field(record, "prompt"), '"prompt"')},
+        {
+            "role": "assistant",
+            "content": text_value(record, require_field(record, "completion"), '"completion"'),
+        },
     ]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.chat_formats import ROLES
+from tunesmith.data.chat_formats import ROLES, text_value
 from tunesmith.data.readers import FileFormat, OnError, Record, parse_each, read_records, require_field
 from tunesmith.errors import DataError
 
@@ -85,18 +85,10 @@ def read_preferences(
     return parse_each(read_records(path, file_format, on_error), parse, on_error)
 
 
-def _text(record: Record, value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise record.error(f"{where} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise record.error(f"{where} is empty")
-    return value
-
-
 def _messages(record: Record, value: Any, where: str) -> list[dict[str, str]]:
     """A string (one user turn) or a list of {role, content} messages."""
     if isinstance(value, str):
-        return [{"role": "user", "content": _text(record, value, where)}]
+        return [{"role": "user", "content": text_value(record, value, where)}]
     if not isinstance(value, list) or not value:
         raise record.error(f"{where} must be a string or a non-empty list of messages")
     out = []
@@ -105,7 +97,7 @@ def _messages(record: Record, value: Any, where: str) -> list[dict[str, str]]:
         if role not in ROLES:
             raise record.error(f"{where} message {i}: unknown role {role!r} (roles: {', '.join(ROLES)})")
         out.append(
-            {"role": role, "content": _text(record, turn.get("content"), f"{where} message {i} content")}
+            {"role": role, "content": text_value(record, turn.get("content"), f"{where} message {i} content")}
         )
     return out
 
@@ -113,7 +105,7 @@ def _messages(record: Record, value: Any, where: str) -> list[dict[str, str]]:
 def _answer(record: Record, value: Any, where: str) -> str:
     """An answer: a string, or a list holding one assistant message."""
     if isinstance(value, str):
-        return _text(record, value, where)
+        return text_value(record, value, where)
     turns = _messages(record, value, where)
     if len(turns) != 1 or turns[0]["role"] != "assistant":
         raise record.error(f"{where} must be one assistant message (or a string)")
