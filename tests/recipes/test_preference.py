@@ -12,7 +12,7 @@ from rich.console import Console
 
 from tests.conftest import chat_rows
 from tunesmith.config import build_config
-from tunesmith.errors import ConfigError, UserError
+from tunesmith.errors import UserError
 from tunesmith.recipes.finetune import finetune
 
 pytestmark = pytest.mark.slow
@@ -74,11 +74,27 @@ def test_dpo_lora_raises_reward_and_preference_accuracy_on_held_out_pairs(dpo_ru
     assert tuned["reward_accuracy"] == 1.0 > base["reward_accuracy"] and tuned["reward_margin"] > 0
     assert tuned["preference_accuracy"] >= base["preference_accuracy"]
     assert tuned["chosen_logp"] > base["chosen_logp"]  # the chosen answers became more likely
+    assert base["reference_kl"] == 0 < tuned["reference_kl"]
 
 
-def test_a_loss_needing_the_reference_is_refused_up_front_without_an_adapter(tmp_path):
+def test_full_fine_tuning_dpo_scores_against_a_frozen_copy_of_the_base(tmp_path):
     cfg = preference_config(tmp_path, method={"name": "full"})
-    with pytest.raises(ConfigError, match="use an adapter method"):
+    cfg.train.learning_rate, cfg.train.epochs = 2e-5, 1
+    result = finetune(cfg, Console(file=io.StringIO()))
+    events = [json.loads(line) for line in (result.run / "metrics.jsonl").read_text().splitlines()]
+    first = next(e for e in events if e["event"] == "validation")
+    assert first["loss"] == pytest.approx(0.6931, abs=1e-3) and first["reference_kl"] == pytest.approx(
+        0, abs=1e-6
+    )
+    report = json.loads((result.run / "eval.json").read_text())
+    tuned, base = report["tuned"], report["base"]
+    # the tuned whole model is loaded back and scored against the base it left: rewards no longer all 0
+    assert tuned["reward_accuracy"] > base["reward_accuracy"] and tuned["reference_kl"] > 0
+
+
+def test_prompt_tuning_is_refused_up_front_for_a_loss_needing_the_reference(tmp_path):
+    cfg = preference_config(tmp_path, method={"name": "prompt"})
+    with pytest.raises(UserError, match="peft cannot switch virtual tokens off"):
         finetune(cfg, Console(file=io.StringIO()))
 
 

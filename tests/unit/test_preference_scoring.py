@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from tests.conftest import tiny_llama
 from tunesmith.data.chat_encoding import IGNORE, encode_chat
 from tunesmith.tasks.preference import LOSSES
-from tunesmith.tasks.preference.scoring import answer_logps, encode_pair, pair_scores
+from tunesmith.tasks.preference.scoring import answer_logps, batch_scores, padded
 
 PROMPT = [{"role": "user", "content": "Which package holds the ls command?"}]
 CHOSEN, REJECTED = "coreutils.", "I think it might be util-linux, or maybe something else entirely."
@@ -24,7 +24,16 @@ def tokenizer(smollm_dir):
 
 @pytest.fixture(scope="module")
 def pair(tokenizer):
-    return encode_pair(tokenizer, PROMPT, CHOSEN, REJECTED, max_length=256)
+    return tuple(
+        encode_chat(tokenizer, [*PROMPT, {"role": "assistant", "content": answer}], 256)
+        for answer in (CHOSEN, REJECTED)
+    )
+
+
+def pair_scores(model, pairs, pad_id, reference="adapter off", with_kl=False):
+    """Every chosen row, then every rejected row, in one batch, as the task collates them."""
+    rows = [(e.input_ids, e.labels) for e in [p[0] for p in pairs] + [p[1] for p in pairs]]
+    return batch_scores(model, padded(rows, pad_id), True, reference, with_kl)
 
 
 def lora_model(vocab_size: int) -> torch.nn.Module:
@@ -47,13 +56,27 @@ def test_answers_are_masked_exactly_as_chat_masks_them(tokenizer, pair):
     assert chosen.input_ids[:n] == rejected.input_ids[:n]  # one prompt, two answers
 
 
-def test_answer_log_probabilities_count_only_the_supervised_tokens():
-    torch.manual_seed(0)
-    logits = torch.randn(1, 4, 7)
-    labels = torch.tensor([[IGNORE, IGNORE, 3, 5]])
-    summed, count = answer_logps(logits, labels)
-    logp = logits.log_softmax(-1)
-    assert float(summed) == pytest.approx(float(logp[0, 1, 3] + logp[0, 2, 5]), abs=1e-5) and int(count) == 2
+def test_answer_log_probabilities_equal_the_full_log_softmax_over_supervised_tokens_only(
+    tokenizer, pair, monkeypatch
+):
+    model = lora_model(len(tokenizer)).eval()
+    batch = padded([(e.input_ids, e.labels) for e in pair], tokenizer.pad_token_id)
+    with torch.no_grad():
+        summed, count, logits = answer_logps(model, batch)
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp = full[:, :-1].log_softmax(-1)
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE
+    expected = (logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask).sum(-1)
+    assert torch.allclose(summed, expected, atol=1e-4)
+    assert count.tolist() == [e.supervised for e in pair]
+    assert logits.shape[0] == int(mask.sum())  # one vocabulary row per answer token, none for the prompt
+
+    # a model whose head is more than a projection runs its own forward, keeping whole columns: same sums
+    monkeypatch.setattr("tunesmith.tasks.answer_logits.backbone_and_head", lambda model: None)
+    with torch.no_grad():
+        again, _, _ = answer_logps(model, batch)
+    assert torch.allclose(again, expected, atol=1e-4)
 
 
 def test_the_reference_with_the_adapter_off_equals_a_frozen_copy_and_dpo_starts_at_log_two(tokenizer, pair):
@@ -69,8 +92,11 @@ def test_the_reference_with_the_adapter_off_equals_a_frozen_copy_and_dpo_starts_
 
     # with the adapter off the model is its own reference: every DPO log-ratio is 0, the loss log 2
     with model.disable_adapter():
-        start = pair_scores(model, [pair], tokenizer.pad_token_id, reference=model.get_base_model())
+        start = pair_scores(model, [pair], tokenizer.pad_token_id, reference="itself", with_kl=True)
     assert float(LOSSES.get("dpo")()(start).loss.detach()) == pytest.approx(0.6931472, abs=1e-6)
+    assert start.kl.abs().sum() == 0
+    on = pair_scores(model, [pair], tokenizer.pad_token_id, reference=frozen, with_kl=True)
+    assert (on.kl > 0).all()  # the adapter moved every row's next-token distributions away from the base
     loss = LOSSES.get("dpo")()(shared).loss
     loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
@@ -78,6 +104,6 @@ def test_the_reference_with_the_adapter_off_equals_a_frozen_copy_and_dpo_starts_
 
 
 def test_losses_without_a_reference_do_not_compute_one(tokenizer, pair):
-    scores = pair_scores(lora_model(len(tokenizer)), [pair], tokenizer.pad_token_id, with_reference=False)
+    scores = pair_scores(lora_model(len(tokenizer)), [pair], tokenizer.pad_token_id, reference=None)
     assert scores.reference_chosen is None and scores.reference_rejected is None
     assert torch.isfinite(LOSSES.get("simpo")()(scores).loss)

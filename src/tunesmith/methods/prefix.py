@@ -47,7 +47,7 @@ class Prefix(PromptLearning):
                 "transformers' encoder models take no past keys and values to put the prefix in; "
                 "use prompt (for classification) or lora"
             )
-        return None
+        return super().incompatibility(task)
 
     def config(self, model: torch.nn.Module, task_type: str) -> Any:
         from peft import PrefixTuningConfig

@@ -32,7 +32,7 @@ class Prompt(PromptLearning):
     def incompatibility(self, task: Any) -> str | None:
         if task.scores_input_positions:
             return f"the virtual tokens would shift every position the {task.name} head predicts; use lora"
-        return None
+        return super().incompatibility(task)
 
     def config(self, model: torch.nn.Module, task_type: str) -> Any:
         from peft import PromptTuningConfig

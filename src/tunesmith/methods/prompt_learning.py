@@ -33,6 +33,15 @@ class PromptLearning(PeftMethod):
     starts_as_base = False  # the virtual tokens change the output from the start
     params: PromptLearningParams
 
+    def incompatibility(self, task: Any) -> str | None:
+        if task.needs_reference_model:
+            return (
+                f"the {task.name} loss compares the model with its reference, the same model with its adapter "
+                "switched off, and peft cannot switch virtual tokens off for it; use lora, dora or qlora (or "
+                "a loss without a reference: task.loss orpo or simpo)"
+            )
+        return None
+
     def peft_config(self, model: torch.nn.Module, task_type: str | None, total_steps: int | None) -> Any:
         return self.config(model, task_type or _generative_task_type(model))
 

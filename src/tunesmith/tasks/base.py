@@ -97,6 +97,12 @@ class Task(ABC):
         """Called with the model (method applied) before training or inference."""
 
     @property
+    def needs_reference_model(self) -> bool:
+        """True where the loss compares the model with its untouched self (preference tuning's reference),
+        which an adapter method provides by switching its adapter off."""
+        return False
+
+    @property
     def converses(self) -> bool:
         """True where `tunesmith chat` can talk to the model: a decoder writing replies in a chat template."""
         return False

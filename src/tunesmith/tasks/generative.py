@@ -45,10 +45,10 @@ from tunesmith.evaluation.bootstrap import Resampler, mean_resampler
 from tunesmith.evaluation.forgetting import ANSWER_TOKENS, GeneralAbility, decoder_ability
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, TokenObserver, generate
-from tunesmith.methods.prompt_learning import virtual_tokens
 from tunesmith.models.loader import load_pretrained
 from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
+from tunesmith.tasks.answer_logits import answer_logits
 from tunesmith.tasks.base import Evaluation, Task
 
 EXAMPLES_SHOWN = 5
@@ -360,7 +360,7 @@ class GenerativeTask(Task):
             ).logits
             targets = labels
         else:
-            logits, targets = _answer_logits(model, batch)
+            logits, targets = answer_logits(model, batch)
         count = int((targets != IGNORE).sum())
         loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]),
@@ -502,49 +502,6 @@ class GenerativeTask(Task):
         model = self.load_model(resolved)
         features = self.encode(examples, self.tokenizer)
         return self.evaluate(model, features, 16, self.tokenizer.pad_token_id)
-
-
-def _answer_logits(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits at the positions whose next token is a target, and those targets.
-
-    The vocabulary projection is the largest matrix of a small LM (a fifth of SmolLM2-135M) and its output the
-    largest activation, so only the hidden states that predict a target go through it: the decoder stack
-    runs as usual, the hidden states are gathered, then the output layer. Models whose causal-LM head does
-    more than a plain projection (logit soft-capping or scaling) or that a wrapper must drive (prompt
-    learning) go through their own forward instead, keeping only the columns some row needs.
-    """
-    labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    split = _backbone_and_head(model)
-    if split is not None:
-        backbone, head = split
-        hidden = backbone(**inputs, use_cache=False).last_hidden_state
-        wanted = labels[:, 1:] != IGNORE
-        return head(hidden[:, :-1][wanted]), labels[:, 1:][wanted]
-    keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(-1)
-    # prompt tuning puts its virtual tokens in front: the kept positions move right by as many
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep + virtual_tokens(model)).logits
-    return logits, labels[:, keep + 1]
-
-
-def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    peft_config = getattr(model, "peft_config", None)
-    if peft_config and any(c.is_prompt_learning for c in peft_config.values()):
-        return None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = base.config
-    if any(
-        getattr(config, k, None) not in (None, 1, 1.0)
-        for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
-    ):
-        return None
-    backbone = getattr(base, getattr(base, "base_model_prefix", ""), None)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if backbone is None or head is None or backbone is base:
-        return None
-    return backbone, head
 
 
 def _collate_seq2seq(

@@ -32,6 +32,9 @@ class Scores:
     with `reference_mismatched`, the estimate of the KL term (KTO's reference point). None: the batch's own
     completions estimate it."""
     reference_mismatched: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    """Validation only: each row's summed KL(model || reference) over its answer tokens' next-token
+    distributions (paired: every chosen row, then every rejected row)."""
 
     def mean(self, side: str, reference: bool = False) -> torch.Tensor:
         """The per-token mean log-probability of one side ("chosen" or "rejected")."""

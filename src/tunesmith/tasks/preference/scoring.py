@@ -1,38 +1,29 @@
 """From a model to a loss's Scores: each answer's summed log-probability over its supervised tokens (the
 answer and its end-of-turn token, located as chat training locates them: data/chat_encoding.encode_chat), with
-chosen and rejected answers through the model in one concatenated batch, and the reference's log-probabilities
-from the same model with its adapter switched off (peft's disable_adapter: no second copy of the weights)."""
+chosen and rejected answers through the model in one concatenated batch.
+
+Only the positions that predict an answer token go through the output layer (tasks/answer_logits.py), as in
+chat training: the prompt's positions never make a vocabulary-wide row. The reference is whatever the task
+says: the same model with its adapter switched off (peft's disable_adapter: no second copy of the weights), a
+frozen copy of the base (full fine-tuning), the model itself (the untuned base is its own reference: its
+log-probabilities are reused, not computed twice), or none (ORPO, SimPO)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from contextlib import nullcontext
+from typing import Literal
 
 import torch
+from torch.nn import functional as F
 
-from tunesmith.data.chat_encoding import IGNORE, EncodedChat, encode_chat
+from tunesmith.data.chat_encoding import IGNORE
+from tunesmith.tasks.answer_logits import answer_logits
 from tunesmith.tasks.preference.loss import Scores
 
-
-def encode_pair(
-    tokenizer: Any, prompt: Sequence[dict[str, str]], chosen: str, rejected: str, max_length: int
-) -> tuple[EncodedChat, EncodedChat]:
-    """The prompt conversation closed by each answer, encoded and masked exactly as a chat example."""
-    return tuple(  # type: ignore[return-value]
-        encode_chat(tokenizer, [*prompt, {"role": "assistant", "content": answer}], max_length)
-        for answer in (chosen, rejected)
-    )
-
-
-def answer_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed log-probability of each row's supervised tokens, their count): position t's logits predict
-    label t+1. Computed as logit - logsumexp, without a batch x length x vocabulary log-softmax copy."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = labels != IGNORE
-    picked = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    logp = (picked - logits.logsumexp(-1)) * mask
-    return logp.sum(-1), mask.sum(-1)
+Reference = torch.nn.Module | Literal["adapter off", "itself"] | None
+"""Where the reference log-probabilities come from: a frozen model, the model with its adapter switched off,
+the model itself, or nowhere."""
 
 
 def padded(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -47,53 +38,66 @@ def padded(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def adapter_off(model: torch.nn.Module) -> AbstractContextManager[Any]:
-    """The reference model: this one with its adapter disabled (a peft model), or, for a model without
-    one (full fine-tuning keeps a frozen copy instead), refused here."""
-    disable = getattr(model, "disable_adapter", None)
-    if disable is None:
-        raise ValueError("the reference is the model with its adapter disabled; this model has no adapter")
-    return disable()
+def target_logits(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, target, row) of every supervised token of the batch, one row of logits per token."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    logits, targets = answer_logits(model, inputs)
+    labels = batch["labels"]
+    if logits.dim() == 3:  # the model's own forward kept whole columns: drop the rows' unsupervised cells
+        rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(targets)
+        kept = targets != IGNORE
+        return logits[kept], targets[kept], rows[kept]
+    return logits, targets, (labels[:, 1:] != IGNORE).nonzero()[:, 0]
 
 
-def pair_scores(
-    model: torch.nn.Module,
-    pairs: Sequence[tuple[EncodedChat, EncodedChat]],
-    pad_id: int,
-    reference: torch.nn.Module | None = None,
-    with_reference: bool = True,
-) -> Scores:
-    """Scores of a batch of (chosen, rejected) encodings: one forward pass over all chosen rows followed by all
-    rejected rows. The reference log-probabilities (without gradients) come from `reference` when given (a
-    frozen copy), else from `model` with its adapter disabled; `with_reference` False skips them (ORPO, SimPO)."""
-    rows = [(e.input_ids, e.labels) for e in [p[0] for p in pairs] + [p[1] for p in pairs]]
-    batch = padded(rows, pad_id)
-    device = next(model.parameters()).device
-    return batch_scores(model, {k: v.to(device) for k, v in batch.items()}, True, reference, with_reference)
+def answer_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(summed log-probability of each row's supervised tokens, their count, the token logits)."""
+    logits, targets, rows = target_logits(model, batch)
+    token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")
+    n = batch["labels"].shape[0]
+    summed = torch.zeros(n, device=logits.device).index_add(0, rows, token_logps)
+    return summed, torch.bincount(rows, minlength=n), logits
+
+
+def token_kl(policy: torch.Tensor, reference: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Each row's summed KL(policy || reference) over the next-token distributions at its answer positions."""
+    log_p, log_q = policy.detach().float().log_softmax(-1), reference.float().log_softmax(-1)
+    per_token = (log_p.exp() * (log_p - log_q)).sum(-1)
+    return torch.zeros(n, device=policy.device).index_add(0, rows, per_token)
 
 
 def batch_scores(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
     paired: bool,
-    reference: torch.nn.Module | None = None,
-    with_reference: bool = True,
+    reference: Reference,
+    with_kl: bool = False,
 ) -> Scores:
     """Scores of a padded batch (input_ids, attention_mask, labels): paired, its first half the chosen
     answers and its second the rejected ones; else one completion per row (KTO, with `desirable` in the batch
-    when it has it)."""
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
-    labels = batch["labels"]
-    summed, counts = answer_logps(model(**inputs).logits, labels)
-    ref = None
-    if with_reference:
-        context = nullcontext() if reference is not None else adapter_off(model)
+    when it has it). `with_kl` adds each row's KL to the reference (validation only: it keeps both models'
+    logits)."""
+    summed, counts, logits = answer_logps(model, batch)
+    ref, kl = None, None
+    if reference == "itself":
+        ref = summed.detach()
+        kl = torch.zeros_like(ref) if with_kl else None
+    elif reference is not None:
+        context = model.disable_adapter() if reference == "adapter off" else nullcontext()  # type: ignore[operator]
         with torch.no_grad(), context:
-            ref, _ = answer_logps((reference or model)(**inputs).logits, labels)
+            scorer = model if reference == "adapter off" else reference
+            ref, _, ref_logits = answer_logps(scorer, batch)  # type: ignore[arg-type]
+        if with_kl:
+            rows = (batch["labels"][:, 1:] != IGNORE).nonzero()[:, 0]
+            kl = token_kl(logits, ref_logits, rows, summed.shape[0])
     if not paired:
-        return Scores(summed, counts, reference_chosen=ref, desirable=batch.get("desirable"))
+        return Scores(summed, counts, reference_chosen=ref, desirable=batch.get("desirable"), kl=kl)
     n = summed.shape[0] // 2
-    scores = Scores(summed[:n], counts[:n], summed[n:], counts[n:])
+    scores = Scores(summed[:n], counts[:n], summed[n:], counts[n:], kl=kl)
     if ref is not None:
         scores.reference_chosen, scores.reference_rejected = ref[:n], ref[n:]
     return scores

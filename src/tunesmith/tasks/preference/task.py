@@ -3,13 +3,16 @@ an answer is good (KTO), from TRL, OpenAI or KTO files (data/preference_formats.
 
 Every answer is rendered and masked as a chat example (its prompt conversation, then the answer and the end of
 its turn); chosen and rejected answers of a batch go through the model in one pass (scoring.py), and the
-reference log-probabilities come from the same model with its adapter switched off. Validation reports the
-loss, reward accuracy and margin, each side's log-probability, and preference accuracy (the model gives the
-chosen answer the higher likelihood); it also writes answers to the first `eval_generate_examples` prompts and
+reference log-probabilities come from the same model with its adapter switched off (adapter methods) or from a
+frozen copy of the base (full and freeze fine-tuning); prompt and prefix tuning are refused for the losses that
+need a reference. Validation reports the loss, reward accuracy and margin, each side's log-probability, the
+per-token KL to the reference, and preference accuracy (the model gives the chosen answer the higher
+likelihood); it also writes answers to the first `eval_generate_examples` prompts and
 scores them against the chosen answers (ROUGE), as chat does."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,15 +25,16 @@ from tunesmith.data.chat_encoding import encode_chat
 from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.preference_formats import PreferenceExample, read_preferences
 from tunesmith.data.readers import FileFormat, OnError
-from tunesmith.errors import ConfigError, DataError
+from tunesmith.errors import DataError
 from tunesmith.evaluation.bootstrap import Resampler, mean_resampler
 from tunesmith.evaluation.text_metrics import rouge_per_example
+from tunesmith.models.catalog import resolve_model
 from tunesmith.models.running import evaluating, move
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Evaluation
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
 from tunesmith.tasks.preference.loss import LOSSES, PreferenceLoss, Scores
-from tunesmith.tasks.preference.scoring import batch_scores, padded
+from tunesmith.tasks.preference.scoring import Reference, batch_scores, padded
 
 
 class PreferenceParams(GenerativeParams):
@@ -58,7 +62,7 @@ class Preference(GenerativeTask):
     model_kinds = ("causal",)
     params: PreferenceParams
     default_metric = "reward_accuracy"
-    headline = ("loss", "reward_accuracy", "reward_margin", "preference_accuracy", "rougeL")
+    headline = ("loss", "reward_accuracy", "reward_margin", "preference_accuracy", "reference_kl", "rougeL")
 
     def __init__(self, params: Any, model_cfg: Any):
         super().__init__(params, model_cfg)
@@ -72,25 +76,33 @@ class Preference(GenerativeTask):
             return "loss"
         return metric or cls.default_metric
 
+    @property
+    def needs_reference_model(self) -> bool:
+        return self.objective.needs_reference
+
     def prepare_model(self, model: torch.nn.Module) -> None:
-        """A loss that needs the reference takes it from the adapter switched off: refused up front for a
-        model without one (full fine-tuning keeps a frozen copy: not built yet) or with a prompt-learning one
-        (its virtual tokens cannot be switched off that way)."""
+        """A model without an adapter (full or freeze fine-tuning) cannot switch its training off to be its own
+        reference: it is scored against a frozen copy of the base, loaded when first needed (one model more
+        in memory, as TRL's DPO keeps for full fine-tuning)."""
         super().prepare_model(model)
+        if self.objective.needs_reference and not hasattr(model, "disable_adapter"):
+            self._tuned_whole = weakref.ref(model)
+
+    def reference_for(self, model: torch.nn.Module) -> Reference:
+        """The reference `model` is scored against: none when the objective needs none; the model with its
+        adapter off; for a whole model tuned (prepare_model), the frozen base; else the model itself (the
+        untuned base, measured before training, is its own reference)."""
         if not self.objective.needs_reference:
-            return
-        configs = getattr(model, "peft_config", None) or {}
-        if not configs:
-            raise ConfigError(
-                f"task.loss {self.objective.name} compares the model with its reference, which tunesmith takes "
-                "from the same model with its adapter switched off; use an adapter method (lora, dora, qlora) "
-                "or a loss without a reference (orpo, simpo)"
-            )
-        if any(c.is_prompt_learning for c in configs.values()):
-            raise ConfigError(
-                f"task.loss {self.objective.name} needs the reference model, and prompt or prefix tuning cannot "
-                "switch its virtual tokens off for it; use lora, dora or qlora, or task.loss orpo or simpo"
-            )
+            return None
+        if hasattr(model, "disable_adapter"):
+            return "adapter off"
+        tuned = getattr(self, "_tuned_whole", None)
+        if tuned is None or tuned() is not model:
+            return "itself"
+        if getattr(self, "_frozen_base", None) is None:
+            base = self.load_model(resolve_model(str(self.model_cfg.name)))
+            self._frozen_base = base.eval().requires_grad_(False)
+        return self._frozen_base.to(next(model.parameters()).device)
 
     # --- data ---
     def examples(
@@ -181,12 +193,9 @@ class Preference(GenerativeTask):
         return batch
 
     # --- loss ---
-    def scores(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Scores:
-        """The batch's answer log-probabilities, with the reference's where the objective needs them (the
-        untuned base model, which has no adapter, is its own reference)."""
-        needs = self.objective.needs_reference
-        own = None if hasattr(model, "disable_adapter") else model
-        return batch_scores(model, batch, self.objective.paired, own, needs)
+    def scores(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], with_kl: bool = False) -> Scores:
+        """The batch's answer log-probabilities, with the reference's where the objective needs them."""
+        return batch_scores(model, batch, self.objective.paired, self.reference_for(model), with_kl)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         outcome = self.objective(self.scores(model, batch))
@@ -221,7 +230,7 @@ class Preference(GenerativeTask):
         order, losses, parts = [], [], []
         with evaluating(model) as device:
             for idx, chunk in self.length_sorted_batches(features, batch_size):
-                scores = self.scores(model, move(self.collate(chunk, pad_id), device))
+                scores = self.scores(model, move(self.collate(chunk, pad_id), device), with_kl=True)
                 outcome = self.objective(scores)
                 order += idx
                 losses.append(float(outcome.loss) * len(idx))
@@ -232,6 +241,11 @@ class Preference(GenerativeTask):
         metrics: dict[str, Any] = {"loss": sum(losses) / max(len(order), 1)}
         chosen_reward = cat(lambda s, o: o.chosen_rewards)[back]
         metrics["chosen_logp"] = float(cat(lambda s, o: s.chosen).mean())
+        if all(s.kl is not None for s, _ in parts):
+            tokens = cat(lambda s, o: s.chosen_tokens).sum() + (
+                cat(lambda s, o: s.rejected_tokens).sum() if self.objective.paired else 0
+            )
+            metrics["reference_kl"] = float(cat(lambda s, o: s.kl).sum() / tokens.clamp(min=1))
         if not self.objective.paired:
             metrics["reward"] = float(chosen_reward.mean())
             return metrics, {}
