@@ -456,3 +456,31 @@ def test_summaries_and_questions_are_checked_like_the_rest(capsys, smollm_dir, t
     assert data["ok"] and data["files"]["train"]["examples"] == 645
     assert data["stats"]["lengths"]["train"]["truncated"] == 0  # long contexts are read in windows
     assert any('open with "which section is"' in w["message"] for w in warnings_of(data, "narrow"))
+
+
+def test_preference_pairs_where_the_longer_answer_always_wins_or_only_punctuation_differs(
+    capsys, tmp_path, smollm_dir
+):
+    packages = ["apt", "dpkg", "htop", "curl", "wget", "rsync", "tmux", "vim", "git", "make", "gzip", "tar"]
+    rows = [
+        {
+            "prompt": f"What does {name} do, question {i}?",
+            "chosen": f"{name} is a Debian tool; it does its one job well and is documented in its manual.",
+            "rejected": f"No idea about {name}.",
+        }
+        for i, name in enumerate(packages * 2)
+    ]
+    rows[0]["rejected"] = rows[0]["chosen"].upper().replace(";", ",")  # same words: only case and a comma
+    data = report(capsys, jsonl(tmp_path, "pairs.jsonl", rows), "--task", "preference", "--model", smollm_dir)
+    (length,) = warnings_of(data, "length_shortcut")
+    assert (
+        length["count"] == 23
+        and "in 23 pairs of 24 (95.8%) the chosen answer is the longer one" in (length["message"])
+    )
+    (same,) = warnings_of(data, "near_identical_pairs")
+    assert same["count"] == 1 and same["where"] == ["pairs.jsonl line 1"]
+
+    for row in rows[1::2]:  # half the pairs now prefer the short answer: no length lesson to learn
+        row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+    data = report(capsys, jsonl(tmp_path, "pairs.jsonl", rows), "--task", "preference", "--model", smollm_dir)
+    assert not warnings_of(data, "length_shortcut")

@@ -29,6 +29,7 @@ from tunesmith.data.checks import (  # noqa: E402,F401  (each registers itself)
     labels,
     lengths,
     narrowness,
+    pairs,
     personal_data,
     short,
     shortcuts,

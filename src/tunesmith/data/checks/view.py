@@ -33,6 +33,8 @@ class ExampleView:
     """What it learns to give: the label (classification) or the answer text."""
     target_is_label: bool
     tokens: TokenCount | None = None
+    rejected: str | None = None
+    """Preference pairs: the answer people preferred less (`target` is the chosen one)."""
 
     @property
     def where(self) -> str:
@@ -45,3 +47,7 @@ class ExampleView:
     @cached_property
     def target_words(self) -> list[str]:
         return words(self.target or "") if not self.target_is_label else []
+
+    @cached_property
+    def rejected_words(self) -> list[str]:
+        return words(self.rejected or "")

@@ -132,7 +132,9 @@ class Preference(GenerativeTask):
 
     def view(self, example: PreferenceExample) -> ExampleView:
         prompt = "\n".join(m["content"] for m in example.prompt if m["role"] != "system")
-        return ExampleView(example.path, example.line, example.unit, prompt, example.chosen, False)
+        return ExampleView(
+            example.path, example.line, example.unit, prompt, example.chosen, False, rejected=example.rejected
+        )
 
     def measure(self, examples: Sequence[PreferenceExample]) -> list[TokenCount]:
         """Each example by its longer side: a rejected answer cut off is as unusable as a chosen one."""
