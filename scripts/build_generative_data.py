@@ -11,6 +11,10 @@ packages across splits:
     data/debian-qa/         SQuAD-style JSONL {id, context, question, answers: {text: [...], answer_start: [...]}}:
                             questions whose answer is a span of the description (what it is, its section, the
                             language it is written in), for extractive and generative QA
+    data/debian-preference/ TRL preference JSONL {prompt, chosen, rejected}: the chat set's question, its house-
+                            style answer chosen; rejected, either the maintainer's rambling first paragraph
+                            (40%: it ignores "one short sentence") or the house-style answer with another
+                            package's synopsis (60%: a wrong fact), so that length alone does not tell them apart
 
     python scripts/build_generative_data.py [--source PATH]
 """
@@ -25,6 +29,9 @@ import re
 from pathlib import Path
 
 SIZES = {"train": 320, "validation": 40, "test": 40}
+PREFERENCE_SIZES = {"train": 200, "validation": 24, "test": 40}
+"""Fewer pairs: each costs two sequences and a reference pass, and the demo trains on a CPU."""
+RAMBLING_SHARE = 0.4
 MAX_DOCUMENT = 480
 SYSTEM = "You are the Debian package helper. Answer in one short sentence."
 WRITTEN_IN = re.compile(r"\b(?:written|implemented|developed) in (C\+\+|C#|[A-Z][A-Za-z]+)")
@@ -48,9 +55,8 @@ def synopsis_sentence(synopsis: str) -> str:
     return synopsis.strip().rstrip(".")
 
 
-def chat_example(row: dict, rng: random.Random) -> dict:
-    name = row["package"]
-    question = rng.choice(
+def question_for(name: str, rng: random.Random) -> str:
+    return rng.choice(
         [
             f"What is {name}?",
             f"What does the {name} package do?",
@@ -58,7 +64,16 @@ def chat_example(row: dict, rng: random.Random) -> dict:
             f"What's {name} for?",
         ]
     )
-    answer = f"{name}: {synopsis_sentence(row['synopsis'])}. Install it with `sudo apt install {name}`."
+
+
+def house_answer(name: str, synopsis: str) -> str:
+    return f"{name}: {synopsis_sentence(synopsis)}. Install it with `sudo apt install {name}`."
+
+
+def chat_example(row: dict, rng: random.Random) -> dict:
+    name = row["package"]
+    question = question_for(name, rng)
+    answer = house_answer(name, row["synopsis"])
     messages = [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": question},
@@ -70,6 +85,17 @@ def chat_example(row: dict, rng: random.Random) -> dict:
             {"role": "assistant", "content": f"{name} is in the {row['section']} section."},
         ]
     return {"messages": messages}
+
+
+def preference_example(row: dict, rng: random.Random, split_rows: list[dict]) -> dict:
+    name = row["package"]
+    prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question_for(name, rng)}]
+    if rng.random() < RAMBLING_SHARE:
+        rejected = first_paragraph(row["description"])
+    else:
+        other = rng.choice([r for r in split_rows if r["synopsis"] != row["synopsis"]])
+        rejected = house_answer(name, other["synopsis"])
+    return {"prompt": prompt, "chosen": house_answer(name, row["synopsis"]), "rejected": rejected}
 
 
 def summary_example(row: dict) -> dict:
@@ -114,20 +140,21 @@ def main() -> None:
     rng = random.Random(args.seed)
     rng.shuffle(rows)
     builders = {
-        "debian-chat": lambda r: [chat_example(r, rng)],
-        "debian-summaries": lambda r: [summary_example(r)],
-        "debian-qa": qa_examples,
+        "debian-chat": lambda r, _: [chat_example(r, rng)],
+        "debian-summaries": lambda r, _: [summary_example(r)],
+        "debian-qa": lambda r, _: qa_examples(r),
+        "debian-preference": lambda r, split_rows: [preference_example(r, rng, split_rows)],
     }
     start = 0
     for folder, build in builders.items():
         (args.out / folder).mkdir(parents=True, exist_ok=True)
-        for split, size in SIZES.items():
+        for split, size in (PREFERENCE_SIZES if folder == "debian-preference" else SIZES).items():
             chosen = rows[start : start + size]
             start += size
             with (args.out / folder / f"{split}.jsonl").open("w", encoding="utf-8") as out:
                 count = 0
                 for row in chosen:
-                    for example in build(row):
+                    for example in build(row, chosen):
                         out.write(json.dumps(example, ensure_ascii=False) + "\n")
                         count += 1
             print(f"{folder}/{split}.jsonl: {count} examples")

@@ -554,6 +554,13 @@ def retune(
         list[str] | None, typer.Argument(help="Dotted overrides: retune.tolerance=0.01 train.epochs=2")
     ] = None,
     feedback: Annotated[bool, typer.Option(help="Learn from the corrections sent to /v1/feedback")] = True,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            help="sft: corrections as training examples; dpo: better answers as preference pairs; kto: thumbs "
+            "up/down (chat runs; retune.objective)"
+        ),
+    ] = None,
     extra: Annotated[
         list[Path] | None, typer.Option(help="Extra labelled file(s) in the task's format (repeatable)")
     ] = None,
@@ -566,6 +573,8 @@ def retune(
     from tunesmith.runs import writing
 
     quiet_libraries()
+    if objective is not None:
+        overrides = [*(overrides or []), f"retune.objective={objective}"]
     with writing(run):
         result = run_retune(
             run,

@@ -296,6 +296,14 @@ class RetuneConfig(Section):
     """How much worse the new version may score and still be promoted."""
     correction_weight: int = Field(1, ge=1, le=20)
     """Each correction enters the training data this many times (corrections are few and precious)."""
+    objective: Literal["sft", "dpo", "kto"] = "sft"
+    """What the new version learns from the feedback. `sft`: corrections join the serving task's own training
+    data (the right label, the better answer). For a chat run, `dpo`: each better answer is a preference pair
+    against the answer the model gave; `kto`: thumbs up and down (and corrections) label answers desirable or
+    not. dpo and kto train the preference task from the serving version's weights (`start` does not apply:
+    they refine what serves) on feedback alone, and judge on held-out feedback."""
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    """dpo/kto: the share of feedback (by request) held out to decide promotion on."""
     start: Literal["base", "serving"] = "base"
     """What the new version's training starts from: `base`, the base model with a fresh method, as the first
     run did; `serving`, the serving version's trained weights (train.init_from), which then competes with the

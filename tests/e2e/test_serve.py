@@ -83,6 +83,8 @@ def test_official_openai_client_chats_streams_and_stops(server, runs):
         correction = {"id": reply.id, "answer": "dpkg -L PACKAGE lists them."}
         assert http.post("/v1/feedback", json=correction).status_code == 200
         assert http.post("/v1/feedback", json={"id": reply.id, "label": "doc"}).status_code == 422
+        assert http.post("/v1/feedback", json={"id": reply.id, "rating": "down"}).status_code == 200
+        assert http.post("/v1/feedback", json={"id": reply.id, "rating": "meh"}).status_code == 422
 
 
 def test_keys_are_required_and_checked(server):
@@ -151,6 +153,7 @@ def test_bad_chat_and_feedback_input_is_a_4xx(server):
         unknown = client.post("/v1/feedback", json={"id": item["id"], "label": "games"})
         assert unknown.status_code == 422 and "doc, libdevel, net" in unknown.json()["error"]["message"]
         assert client.post("/v1/feedback", json={"id": item["id"], "answer": "text"}).status_code == 422
+        assert client.post("/v1/feedback", json={"id": item["id"], "rating": "up"}).status_code == 422
         chunked = client.post(
             "/v1/classify",
             content=iter([b'{"model": "tickets", ', b'"input": "x"}']),

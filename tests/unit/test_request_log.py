@@ -59,3 +59,34 @@ def test_corrections_join_their_request_and_the_latest_wins(tmp_path):
     assert found == {"req-1": "c", "req-2": "a"}
     assert log.find("req-0")["output"] == {"label": "a"} and log.find("nope") is None
     log.close()
+
+
+def test_a_rating_and_an_answer_for_one_request_are_both_kept_each_latest_of_its_kind(tmp_path):
+    log = RequestLog(default_url(tmp_path))
+    for i in range(3):
+        log.record(row(tmp_path, i, endpoint="chat"))
+    log.flush()
+    log.add_feedback("req-0", None, "a better answer", None)
+    log.add_feedback("req-0", None, None, None, rating="down")
+    log.add_feedback("req-1", None, None, None, rating="down")
+    log.add_feedback("req-1", None, None, None, rating="up")  # changed their mind
+    found = {r["id"]: (r["correct_answer"], r["rating"]) for r in log.corrections(tmp_path)}
+    assert found == {"req-0": ("a better answer", "down"), "req-1": (None, "up")}
+    log.close()
+
+
+def test_a_log_an_older_version_wrote_gains_the_rating_column_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "requests.db"
+    with sqlite3.connect(path) as db:  # the feedback table as it was before ratings
+        db.execute(
+            "CREATE TABLE feedback (id INTEGER PRIMARY KEY, request_id VARCHAR(64) NOT NULL, created FLOAT "
+            "NOT NULL, label VARCHAR(256), answer TEXT, note TEXT)"
+        )
+        db.execute("INSERT INTO feedback (request_id, created, label) VALUES ('req-0', 1.0, 'b')")
+    log = RequestLog(default_url(tmp_path))
+    log.record(row(tmp_path, 0))
+    log.flush()
+    log.add_feedback("req-0", None, None, None, rating="up")
+    (found,) = log.corrections(tmp_path)
+    assert (found["correct_label"], found["rating"]) == ("b", "up")
+    log.close()

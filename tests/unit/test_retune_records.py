@@ -38,3 +38,42 @@ def test_classification_records_keep_the_configured_columns(tmp_path):
     example = task.read(write(tmp_path / "c.jsonl", [record]), "auto")[0]
     assert (example.text, example.label) == ("card charged twice", "billing")
     assert task.record(example) == record
+
+
+def test_feedback_on_chat_answers_becomes_dpo_pairs_and_kto_labels():
+    from tunesmith.monitoring.feedback_records import preference_records, split_records
+
+    prompt = [{"role": "user", "content": "What is htop?"}]
+
+    def logged(i, answer=None, rating=None, endpoint="chat"):
+        return {
+            "id": f"r{i}",
+            "endpoint": endpoint,
+            "input": prompt,
+            "output": "A text editor.",
+            "correct_answer": answer,
+            "correct_label": None,
+            "rating": rating,
+        }
+
+    feedback = [
+        logged(0, answer="An interactive process viewer."),
+        logged(1, rating="up"),
+        logged(2, rating="down"),
+        logged(3, answer="A text editor."),  # the correction repeats the answer: no preference in it
+        logged(4, answer="x", endpoint="classify"),
+    ]
+    assert preference_records(feedback, "dpo") == [
+        ("r0", {"prompt": prompt, "chosen": "An interactive process viewer.", "rejected": "A text editor."})
+    ]
+    kto = [(request, r["completion"], r["label"]) for request, r in preference_records(feedback, "kto")]
+    assert kto == [
+        ("r0", "An interactive process viewer.", True),
+        ("r0", "A text editor.", False),
+        ("r1", "A text editor.", True),
+        ("r2", "A text editor.", False),
+    ]
+    many = [(f"r{i}", {"n": i}) for i in range(40)]
+    train, test = split_records(many, 0.2, "dpo")
+    again, _ = split_records(many + [("r99", {"n": 99})], 0.2, "dpo")  # a grown log: held-out stays held out
+    assert 0 < len(test) < 20 and not [r for r in test if r in again]

@@ -29,7 +29,9 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
+    text,
 )
 
 metadata = MetaData()
@@ -58,7 +60,10 @@ feedback_table = Table(
     Column("label", String(256)),
     Column("answer", Text),
     Column("note", Text),
+    Column("rating", String(8)),
 )
+ADDED_COLUMNS = {"feedback": {"rating": "VARCHAR(8)"}}
+"""Columns added since a log could first be written: an older log gains them when opened (ALTER TABLE ADD)."""
 
 _STOP = object()
 
@@ -74,6 +79,7 @@ class RequestLog:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        _add_new_columns(self.engine)
         self.batch_rows = batch_rows
         self._queue: queue.Queue[Any] = queue.Queue()
         self._writer = threading.Thread(target=self._write_forever, name="request-log-writer", daemon=True)
@@ -136,11 +142,25 @@ class RequestLog:
                 time.sleep(0.2 * 2**attempt)
 
     # --- feedback ---
-    def add_feedback(self, request_id: str, label: str | None, answer: str | None, note: str | None) -> int:
+    def add_feedback(
+        self,
+        request_id: str,
+        label: str | None,
+        answer: str | None,
+        note: str | None,
+        rating: str | None = None,
+    ) -> int:
+        """One piece of feedback on a logged request: the right label, a better answer, or a rating ("up" or
+        "down")."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 insert(feedback_table).values(
-                    request_id=request_id, created=time.time(), label=label, answer=answer, note=note
+                    request_id=request_id,
+                    created=time.time(),
+                    label=label,
+                    answer=answer,
+                    note=note,
+                    rating=rating,
                 )
             )
             return int(result.inserted_primary_key[0])
@@ -165,13 +185,15 @@ class RequestLog:
         return [_decoded(r._mapping) for r in rows]
 
     def corrections(self, run: Path) -> list[dict[str, Any]]:
-        """Each request of `run` that got feedback, with its latest correction (label or answer)."""
+        """Each request of `run` that got feedback, with its latest correction (`correct_label` or
+        `correct_answer`) and its latest `rating`, each None when it got none: a later one of a kind wins."""
         joined = requests_table.join(feedback_table, feedback_table.c.request_id == requests_table.c.id)
         query = (
             select(
                 requests_table,
                 feedback_table.c.label.label("correct_label"),
                 feedback_table.c.answer.label("correct_answer"),
+                feedback_table.c.rating.label("rating"),
                 feedback_table.c.created.label("corrected"),
             )
             .select_from(joined)
@@ -180,8 +202,27 @@ class RequestLog:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        latest = {r._mapping["id"]: _decoded(r._mapping) for r in rows}  # a later correction wins
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            row = _decoded(r._mapping)
+            kept = latest.setdefault(row["id"], row)
+            if row["correct_label"] is not None or row["correct_answer"] is not None:
+                kept.update(correct_label=row["correct_label"], correct_answer=row["correct_answer"])
+            if row["rating"] is not None:
+                kept["rating"] = row["rating"]
+            kept["corrected"] = row["corrected"]
         return list(latest.values())
+
+
+def _add_new_columns(engine: Any) -> None:
+    """ADDED_COLUMNS missing from a log an older tunesmith wrote."""
+    inspector = inspect(engine)
+    for table, columns in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        for name, sql_type in columns.items():
+            if name not in present:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
 
 
 def _decoded(mapping: Any) -> dict[str, Any]:

@@ -29,10 +29,12 @@ from tunesmith.evaluation.bootstrap import paired_intervals
 from tunesmith.evaluation.metrics import greater_is_better
 from tunesmith.files import write_json_atomic
 from tunesmith.inference import TrainedRun, load_run
+from tunesmith.monitoring.feedback_records import preference_records, split_records
 from tunesmith.monitoring.request_log import RequestLog, default_url
 from tunesmith.recipes.finetune import finetune
 from tunesmith.recipes.prepare import load_splits
 from tunesmith.tasks import build_task
+from tunesmith.tasks.preference.task import PreferenceParams
 from tunesmith.versions import Deployment
 
 
@@ -127,6 +129,89 @@ def new_version_config(
     return build_config(tree, overrides)
 
 
+JUDGED_ON = {"dpo": "reward_margin", "kto": "loss"}
+"""What decides a preference version's promotion, both versions scored against the base model as reference:
+dpo, the mean reward margin of the held-out pairs (how much more than the base the version prefers the better
+answer; per pair, so with its paired interval); kto, its loss. Not preference accuracy (summed likelihoods):
+the rejected answer is the model's own greedy one, short and likely, and outscored every correction of a
+SmolLM2 chat run before and after tuning (tests/e2e/test_preference_retune.py), so it could not tell them
+apart."""
+
+
+def _supervised_version(
+    serving: TrainedRun,
+    corrections: list[dict[str, Any]],
+    extra: list[Path] | None,
+    data_folder: Path,
+    folder: Path,
+    overrides: list[str] | None,
+    console: Console,
+) -> tuple[RunConfig, dict[str, Any]]:
+    """The serving task's own data plus the corrections, and the config that trains on it."""
+    data = retune_data(
+        serving, corrections, list(extra or []), data_folder, serving.config.retune.correction_weight
+    )
+    left_out = data["corrections_in_held_out"]
+    console.print(
+        f"{folder.name} from {serving.run.root.name}: {data['corrections_used']} corrections"
+        + (f" ({left_out} left out: their texts are in validation/test)" if left_out else "")
+        + f", {data['extra_examples']} extra examples, {data['train_examples']} training examples"
+    )
+    return new_version_config(serving.config, data["files"], folder, overrides or [], serving.task), data
+
+
+def _preference_version(
+    serving: TrainedRun,
+    feedback: list[dict[str, Any]],
+    extra: list[Path] | None,
+    data_folder: Path,
+    folder: Path,
+    overrides: list[str] | None,
+    objective: str,
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Preference records from the feedback (plus --extra JSONL files of the same records), split into train
+    and held-out test by request, and the config that tunes the serving version on them."""
+    if not serving.task.converses:
+        raise UserError(
+            f"retune --objective {objective} learns which chat answers people prefer, and this run serves a "
+            f"{serving.task.name} model; use --objective sft (corrections as training examples)"
+        )
+    train, test = split_records(
+        preference_records(feedback, objective), serving.config.retune.test_fraction, objective
+    )
+    extra_lines = [
+        line for path in extra or [] for line in Path(path).read_text("utf-8").splitlines() if line
+    ]
+    data_folder.mkdir(parents=True, exist_ok=True)
+    files = {"train": data_folder / "train.jsonl", "test": data_folder / "test.jsonl"}
+    files["train"].write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train)
+        + "".join(x + "\n" for x in extra_lines),
+        encoding="utf-8",
+    )
+    files["test"].write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in test), encoding="utf-8"
+    )
+    tree = serving.config.model_dump(mode="json")
+    shared = PreferenceParams.model_fields.keys() - {"name", "format", "packing", "loss", "loss_params"}
+    tree["task"] = {k: v for k, v in tree["task"].items() if k in shared} | {
+        "name": "preference",
+        "loss": objective,
+    }
+    tree["data"].update(
+        train=str(files["train"]),
+        validation=None,
+        test=str(files["test"]),
+        format="jsonl",
+        validation_fraction=0.0,
+        test_fraction=0.0,
+    )
+    tree["train"].update(metric=None, init_from=None, learning_rate=None)
+    tree["output_dir"] = str(folder)
+    counts = {"train_examples": len(train) + len(extra_lines), "test_examples": len(test)}
+    return build_config(tree, overrides or []), {"files": files, **counts, "extra_examples": len(extra_lines)}
+
+
 def _task_state(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
     """What the task learns from the new version's training data (its labels), read without a model."""
     task = build_task(config.task, config.model)
@@ -137,14 +222,22 @@ def _task_state(config: RunConfig, tokenizer: Any) -> dict[str, Any]:
 
 
 def compare_versions(
-    candidate: TrainedRun, serving: TrainedRun, examples: list[Any], metric: str, resamples: int, seed: int
+    candidate: TrainedRun,
+    serving: TrainedRun,
+    examples: list[Any],
+    metric: str,
+    resamples: int,
+    seed: int,
+    judge: Any = None,
 ) -> dict[str, Any]:
-    """Both versions on the same test examples: their metric and the paired 95% interval of the difference."""
+    """Both versions on the same test examples: their metric and the paired 95% interval of the difference.
+    Each version's own task scores it, or `judge` scores both (a preference version against a chat one)."""
     scores = {}
     resamplers = {}
     for name, trained in (("candidate", candidate), ("serving", serving)):
-        features = trained.task.encode(examples, trained.tokenizer)
-        evaluation = trained.task.evaluate(
+        task = judge or trained.task
+        features = task.encode(examples, trained.tokenizer)
+        evaluation = task.evaluate(
             trained.model, features, trained.config.train.eval_batch_size, trained.pad_id
         )
         if metric not in evaluation.metrics:
@@ -152,7 +245,7 @@ def compare_versions(
                 f"the test evaluation has no {metric!r}; set train.metric to one of {sorted(evaluation.metrics)}"
             )
         scores[name] = evaluation.metrics
-        resamplers[name] = trained.task.resampler(features, evaluation)
+        resamplers[name] = task.resampler(features, evaluation)
     out: dict[str, Any] = {
         "metric": metric,
         "candidate": scores["candidate"][metric],
@@ -198,6 +291,39 @@ def logged_corrections(deployment: Deployment, log_url: str | None) -> list[dict
         log.close()
 
 
+def _new_version(
+    serving: TrainedRun,
+    deployment: Deployment,
+    objective: str,
+    corrections: list[dict[str, Any]],
+    extra: list[Path] | None,
+    overrides: list[str] | None,
+    console: Console,
+) -> tuple[RunConfig, dict[str, Any], str]:
+    """The new version's data and config, where it starts, and the metric that will judge it."""
+    serving_folder = deployment.folder(deployment.current())
+    version = deployment.next_version()
+    folder = deployment.versions_dir / version
+    data_folder = deployment.versions_dir / f"{version}-data"
+    shutil.rmtree(data_folder, ignore_errors=True)
+    if objective != "sft":
+        config, data = _preference_version(
+            serving, corrections, extra, data_folder, folder, overrides, objective
+        )
+        console.print(
+            f"{version} from {deployment.current()}: {objective} on {data['train_examples']} records from "
+            f"feedback, judged on {data['test_examples']} held out"
+        )
+        config.train.init_from = serving_folder  # it refines what serves
+        return config, data, JUDGED_ON[objective]
+    config, data = _supervised_version(serving, corrections, extra, data_folder, folder, overrides, console)
+    if config.retune.start == "serving" and serving.task.state() != _task_state(config, serving.tokenizer):
+        console.print("the new version's labels differ from the serving version's: it starts from the base")
+    elif config.retune.start == "serving":
+        config.train.init_from = serving_folder
+    return config, data, config.train.metric
+
+
 def retune(
     run: Path,
     console: Console,
@@ -210,37 +336,35 @@ def retune(
     deployment = Deployment(run)
     serving_version = deployment.current()
     serving = load_run(deployment.folder(serving_version))
+    retune_overrides = [o for o in overrides or [] if o.startswith("retune.")]  # the rest are the new run's
+    objective = build_config(serving.config.model_dump(mode="json"), retune_overrides).retune.objective
     corrections = logged_corrections(deployment, log_url) if feedback else []
+    if objective == "sft":
+        corrections = [
+            r for r in corrections if r["correct_label"] is not None or r["correct_answer"] is not None
+        ]
     if not corrections and not extra:
         raise UserError(
             f"nothing to learn from: no corrections logged for {deployment.root.name} and no --extra file"
         )
     version = deployment.next_version()
     folder = deployment.versions_dir / version
-    data_folder = deployment.versions_dir / f"{version}-data"
-    shutil.rmtree(data_folder, ignore_errors=True)
-    data = retune_data(
-        serving, corrections, list(extra or []), data_folder, serving.config.retune.correction_weight
+    config, data, metric = _new_version(
+        serving, deployment, objective, corrections, extra, overrides, console
     )
-    left_out = data["corrections_in_held_out"]
-    console.print(
-        f"{version} from {serving_version}: {data['corrections_used']} corrections"
-        + (f" ({left_out} left out: their texts are in validation/test)" if left_out else "")
-        + f", {data['extra_examples']} extra examples, {data['train_examples']} training examples"
-    )
-    config = new_version_config(serving.config, data["files"], folder, overrides or [], serving.task)
-    if config.retune.start == "serving" and serving.task.state() != _task_state(config, serving.tokenizer):
-        console.print("the new version's labels differ from the serving version's: it starts from the base")
-    elif config.retune.start == "serving":
-        config.train.init_from = deployment.folder(serving_version)
     candidate = load_run(finetune(config, console).run)
+    judge = None
+    if objective != "sft":  # both versions scored as preference models, on the held-out records
+        judge = candidate.task
+        data["test"] = judge.read(data["files"]["test"], "jsonl")
     comparison = compare_versions(
         candidate,
         serving,
         data["test"],
-        config.train.metric,
+        metric,
         config.evaluation.bootstrap_resamples,
         config.train.seed,
+        judge,
     )
     cfg = config
     promote, reason = decide(comparison, cfg.retune.promote, cfg.retune.tolerance)

@@ -8,6 +8,7 @@ run folder is created or touched, so a mistake never costs earlier results.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -361,12 +362,14 @@ def start_from_run(model: torch.nn.Module, folder: Path, p: Prepared) -> None:
     """train.init_from: copy the weights a finished run trained into `model` (the same model, task, labels
     and method, so every trainable tensor has its counterpart)."""
     spec = read_run(folder)
-    ours = (p.config.model.name, p.task.name, p.method.name)
-    theirs = (spec.config.model.name, spec.task.name, spec.method.name)
-    if ours != theirs or spec.task.state() != p.task.state():
+    ours = (p.config.model.name, p.task.base_model_key(), p.method.name)
+    theirs = (spec.config.model.name, spec.task.base_model_key(), spec.method.name)
+    saved = spec.run.read_json(spec.run.task)  # the state it trained with (its task here has no tokenizer)
+    if ours != theirs or saved != json.loads(json.dumps(p.task.state())):
         raise ConfigError(
-            f"train.init_from: {folder} trained {'/'.join(theirs)} with other labels or settings than this "
-            f"{'/'.join(ours)} run; start from the base model instead (leave train.init_from empty)"
+            f"train.init_from: {folder} trained {spec.config.model.name}/{spec.task.name}/{spec.method.name} "
+            f"with other labels or settings than this {p.config.model.name}/{p.task.name}/{p.method.name} run; "
+            "start from the base model instead (leave train.init_from empty)"
         )
     trained = spec.method.load(spec.run.model, spec.base_loader("cpu")).state_dict()
     wanted = [name for name, q in model.named_parameters() if q.requires_grad]

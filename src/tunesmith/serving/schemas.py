@@ -85,17 +85,20 @@ class ClassifyRequest(_Strict):
 
 
 class FeedbackRequest(_Strict):
-    """POST /v1/feedback: the right label (classification) or a better answer (chat) for a logged request."""
+    """POST /v1/feedback on a logged request: the right label (classification), a better answer (chat: a
+    preference pair for `retune --objective dpo`), or a rating of the answer given (chat: "up" or "down",
+    a label for `retune --objective kto`)."""
 
     id: Text = Field(min_length=1, max_length=64)
     label: Text | None = None
     answer: Text | None = None
+    rating: Literal["up", "down"] | None = None
     note: Text | None = Field(None, max_length=2000)
 
     @model_validator(mode="after")
     def _one_correction(self) -> FeedbackRequest:
-        if (self.label is None) == (self.answer is None):
-            raise ValueError("give exactly one of label (classification) or answer (chat)")
+        if sum(x is not None for x in (self.label, self.answer, self.rating)) != 1:
+            raise ValueError("give exactly one of label (classification), answer or rating (chat)")
         return self
 
 

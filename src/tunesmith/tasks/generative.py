@@ -190,6 +190,11 @@ class GenerativeTask(Task):
         model.config.use_cache = False
         return model
 
+    def base_model_key(self) -> tuple[Any, ...]:
+        """Every text-writing task loads the same language model, head and all (chat, preference, ...): one
+        task's trained weights can start another's (train.init_from), and one loaded base serves both."""
+        return ("generative", self.model_kind)
+
     def prepare_model(self, model: torch.nn.Module) -> None:
         self.pack = self.params.packing and not self.encoder_decoder and packing_supported(model)
         if self.encoder_decoder:

@@ -1,5 +1,5 @@
-"""POST /v1/feedback: a correction for a logged request (the right label, a better answer), kept in the
-request log for `tunesmith retune`."""
+"""POST /v1/feedback: a correction for a logged request (the right label, a better answer) or a rating of a
+chat answer (thumbs up or down), kept in the request log for `tunesmith retune`."""
 
 from __future__ import annotations
 
@@ -41,12 +41,14 @@ def router(server: Server) -> APIRouter:
                 raise ApiError(
                     422, f"unknown label {body.label!r}; labels: {', '.join(labels)}", "unknown_label"
                 )
-        elif body.answer is None:
-            raise ApiError(422, f"{body.id} was a chat completion: send a better answer", "invalid_body")
+        elif body.label is not None:
+            raise ApiError(
+                422, f"{body.id} was a chat completion: send a better answer or a rating", "invalid_body"
+            )
         if body.answer is not None:
             check_text(body.answer, settings, "answer")
         feedback_id = await loop.run_in_executor(
-            None, log.add_feedback, body.id, body.label, body.answer, body.note
+            None, log.add_feedback, body.id, body.label, body.answer, body.note, body.rating
         )
         return {"object": "feedback", "id": feedback_id, "request_id": body.id, "model": row["model"]}
 

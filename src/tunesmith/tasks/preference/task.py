@@ -251,17 +251,19 @@ class Preference(GenerativeTask):
         if not self.objective.paired:
             metrics["reward"] = float(chosen_reward.mean())
             return metrics, {}
-        rejected_reward = cat(lambda s, o: o.rejected_rewards)[back]
+        margins = chosen_reward - cat(lambda s, o: o.rejected_rewards)[back]
         prefers = (cat(lambda s, o: s.chosen) > cat(lambda s, o: s.rejected))[back].double()
-        right = (chosen_reward > rejected_reward).double()
+        right = (margins > 0).double()
         metrics |= {
             "rejected_logp": float(cat(lambda s, o: s.rejected).mean()),
             "reward_accuracy": float(right.mean()),
-            "reward_margin": float((chosen_reward - rejected_reward).mean()),
+            "reward_margin": float(margins.mean()),
             "preference_accuracy": float(prefers.mean()),
         }
-        return metrics, {"reward_accuracy": right.tolist(), "preference_accuracy": prefers.tolist()}
+        per_example = {"reward_accuracy": right, "preference_accuracy": prefers, "reward_margin": margins}
+        return metrics, {name: v.tolist() for name, v in per_example.items()}
 
     def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
-        """Preference and reward accuracy resample per example (the paired bootstrap of tuned vs base)."""
+        """Reward and preference accuracy and the reward margin resample per pair (the paired bootstrap of
+        tuned vs base)."""
         return mean_resampler(evaluation.example_scores) if evaluation.example_scores else None
