@@ -402,19 +402,31 @@ class GenerativeTask(Task):
             "loss": total / max(count, 1),
             "perplexity": perplexity(total, max(count, 1)),
         }
-        limit = self.params.eval_generate_examples if during_training else len(features)
-        chosen = list(features[:limit])
-        outputs: list[str] = []
-        scores: dict[str, list[float]] = {}
-        if chosen:
-            outputs = self.generate_texts(model, [f["prompt_ids"] for f in chosen], batch_size, pad_id)
-            references = [f["references"] for f in chosen]
-            scores = self.example_scores(outputs, references)
-            metrics.update({name: sum(v) / len(v) for name, v in scores.items()})
-            metrics.update(self.corpus_scores(outputs, references))
+        outputs, scores, text_metrics = self.generated(model, features, batch_size, pad_id, during_training)
+        metrics |= text_metrics
         metrics["examples"] = len(features)
         metrics["generated"] = len(outputs)
         return Evaluation(metrics, outputs, scores)
+
+    def generated(
+        self,
+        model: torch.nn.Module,
+        features: Sequence[dict[str, Any]],
+        batch_size: int,
+        pad_id: int,
+        during_training: bool,
+    ) -> tuple[list[str], dict[str, list[float]], dict[str, float]]:
+        """Answers to the first `eval_generate_examples` prompts (to every prompt after training), each answer's
+        scores against its references, and their means with the corpus-level scores."""
+        limit = self.params.eval_generate_examples if during_training else len(features)
+        chosen = list(features[:limit])
+        if not chosen:
+            return [], {}, {}
+        outputs = self.generate_texts(model, [f["prompt_ids"] for f in chosen], batch_size, pad_id)
+        references = [f["references"] for f in chosen]
+        scores = self.example_scores(outputs, references)
+        metrics = {name: sum(v) / len(v) for name, v in scores.items()}
+        return outputs, scores, metrics | self.corpus_scores(outputs, references)
 
     def shown_examples(
         self, features: Sequence[dict[str, Any]], tuned: Evaluation, base: Evaluation | None

@@ -215,13 +215,10 @@ class Preference(GenerativeTask):
         during_training: bool = False,
     ) -> Evaluation:
         metrics, per_example = self._preference_metrics(model, features, batch_size, pad_id)
-        limit = self.params.eval_generate_examples if during_training else len(features)
-        chosen = list(features[:limit])
-        outputs: list[str] = []
-        if chosen:
-            outputs = self.generate_texts(model, [f["prompt_ids"] for f in chosen], batch_size, pad_id)
-            rouge = self.example_scores(outputs, [f["references"] for f in chosen])
-            metrics.update({name: sum(v) / len(v) for name, v in rouge.items()})
+        outputs, scores, text_metrics = self.generated(model, features, batch_size, pad_id, during_training)
+        if len(outputs) == len(features):  # every example answered: their scores resample with the rest
+            per_example |= scores
+        metrics |= text_metrics
         metrics["examples"], metrics["generated"] = len(features), len(outputs)
         return Evaluation(metrics, outputs, per_example)
 
