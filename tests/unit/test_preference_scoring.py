@@ -107,3 +107,44 @@ def test_losses_without_a_reference_do_not_compute_one(tokenizer, pair):
     scores = pair_scores(lora_model(len(tokenizer)), [pair], tokenizer.pad_token_id, reference=None)
     assert scores.reference_chosen is None and scores.reference_rejected is None
     assert torch.isfinite(LOSSES.get("simpo")()(scores).loss)
+
+
+def test_kto_batches_score_each_prompt_with_the_next_examples_completion_for_the_kl_point(
+    tokenizer, tmp_path
+):
+    import json
+
+    from tunesmith.config import build_config
+    from tunesmith.tasks import build_task
+
+    records = [
+        {"prompt": "Which package holds ls?", "completion": "coreutils.", "label": True},
+        {"prompt": "What is htop?", "completion": "A text editor.", "label": False},
+        {"prompt": "What is apt?", "completion": "The package manager.", "label": True},
+    ]
+    path = tmp_path / "kto.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    config = build_config({"task": {"name": "preference", "loss": "kto"}, "model": {"max_length": 128}})
+    task = build_task(config.task, config.model)
+    task.use_tokenizer(tokenizer)
+    features = task.encode(task.read(path, "auto"), tokenizer)
+    batch = task.collate(features, tokenizer.pad_token_id)
+    model = lora_model(len(tokenizer)).eval()
+    with torch.no_grad():
+        scores = batch_scores(model, batch, False, "adapter off")
+        turns = [
+            {"role": "user", "content": records[0]["prompt"]},
+            {"role": "assistant", "content": "A text editor."},
+        ]
+        alone = encode_chat(tokenizer, turns, 128)
+        expected, _, _ = answer_logps(
+            model, padded([(alone.input_ids, alone.labels)], tokenizer.pad_token_id)
+        )
+    assert scores.mismatched.shape == (3,) and scores.reference_mismatched.shape == (3,)
+    assert float(scores.mismatched[0]) == pytest.approx(
+        float(expected[0]), abs=1e-4
+    )  # ls question, htop answer
+    assert not torch.allclose(
+        scores.mismatched, scores.reference_mismatched
+    )  # the adapter off for the reference
+    assert torch.isfinite(LOSSES.get("kto")()(scores).loss)

@@ -305,6 +305,8 @@ class GenerativeTask(Task):
     def measure(self, examples: Sequence[Any]) -> list[TokenCount]:
         """Batched, and cheaper than `encode` (no labels): the same renders and rule, one tokenization. An
         example whose source text was shortened to fit (`fitted`) counts as cut, with its whole length."""
+        if not examples:
+            return []
         fitted = [self.fitted(ex) for ex in examples]
         counts = self._measure([ex for ex, _ in fitted])
         cut = self.cut_description()
@@ -433,7 +435,11 @@ class GenerativeTask(Task):
     ) -> list[dict[str, Any]]:
         shown = []
         for i, f in enumerate(features[:EXAMPLES_SHOWN]):
-            row = {"prompt": f["question"], "reference": f["references"][0], "tuned": tuned.predictions[i]}
+            row = {
+                "prompt": f["question"],
+                "reference": next(iter(f["references"]), ""),
+                "tuned": tuned.predictions[i],
+            }
             if base is not None and i < len(base.predictions):
                 row["base"] = base.predictions[i]
             shown.append(row)

@@ -70,6 +70,27 @@ def token_kl(policy: torch.Tensor, reference: torch.Tensor, rows: torch.Tensor, 
     return torch.zeros(n, device=policy.device).index_add(0, rows, per_token)
 
 
+def reference_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], reference: Reference, own: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(each row's summed reference log-probability, the reference's token logits where it ran), without
+    gradients; `own` is the model's own sums, which "itself" reuses."""
+    if reference is None:
+        return None, None
+    if reference == "itself":
+        return own.detach(), None
+    context = model.disable_adapter() if reference == "adapter off" else nullcontext()  # type: ignore[operator]
+    with torch.no_grad(), context:
+        scorer = model if reference == "adapter off" else reference
+        summed, _, logits = answer_logps(scorer, batch)  # type: ignore[arg-type]
+    return summed, logits
+
+
+MISMATCHED = "mismatched_"
+"""Prefix of a KTO batch's mismatched rows (each prompt with another example's completion): they estimate
+the KL reference point, without gradients."""
+
+
 def batch_scores(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
@@ -78,24 +99,26 @@ def batch_scores(
     with_kl: bool = False,
 ) -> Scores:
     """Scores of a padded batch (input_ids, attention_mask, labels): paired, its first half the chosen
-    answers and its second the rejected ones; else one completion per row (KTO, with `desirable` in the batch
-    when it has it). `with_kl` adds each row's KL to the reference (validation only: it keeps both models'
-    logits)."""
+    answers and its second the rejected ones; else one completion per row (KTO, with `desirable` and the
+    mismatched rows in the batch when it has them). `with_kl` adds each row's KL to the reference (validation
+    only: it keeps both models' logits)."""
     summed, counts, logits = answer_logps(model, batch)
-    ref, kl = None, None
-    if reference == "itself":
-        ref = summed.detach()
-        kl = torch.zeros_like(ref) if with_kl else None
-    elif reference is not None:
-        context = model.disable_adapter() if reference == "adapter off" else nullcontext()  # type: ignore[operator]
-        with torch.no_grad(), context:
-            scorer = model if reference == "adapter off" else reference
-            ref, _, ref_logits = answer_logps(scorer, batch)  # type: ignore[arg-type]
-        if with_kl:
+    ref, ref_logits = reference_logps(model, batch, reference, summed)
+    kl = None
+    if with_kl and ref is not None:
+        if ref_logits is None:  # the model is its own reference
+            kl = torch.zeros_like(ref)
+        else:
             rows = (batch["labels"][:, 1:] != IGNORE).nonzero()[:, 0]
             kl = token_kl(logits, ref_logits, rows, summed.shape[0])
     if not paired:
-        return Scores(summed, counts, reference_chosen=ref, desirable=batch.get("desirable"), kl=kl)
+        scores = Scores(summed, counts, reference_chosen=ref, desirable=batch.get("desirable"), kl=kl)
+        if MISMATCHED + "labels" in batch and ref is not None:
+            shifted = {k.removeprefix(MISMATCHED): v for k, v in batch.items() if k.startswith(MISMATCHED)}
+            with torch.no_grad():
+                scores.mismatched, _, _ = answer_logps(model, shifted)
+            scores.reference_mismatched, _ = reference_logps(model, shifted, reference, scores.mismatched)
+        return scores
     n = summed.shape[0] // 2
     scores = Scores(summed[:n], counts[:n], summed[n:], counts[n:], kl=kl)
     if ref is not None:

@@ -34,7 +34,7 @@ from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Evaluation
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
 from tunesmith.tasks.preference.loss import LOSSES, PreferenceLoss, Scores
-from tunesmith.tasks.preference.scoring import Reference, batch_scores, padded
+from tunesmith.tasks.preference.scoring import MISMATCHED, Reference, batch_scores, padded
 
 
 class PreferenceParams(GenerativeParams):
@@ -150,10 +150,25 @@ class Preference(GenerativeTask):
     def example_scores(
         self, outputs: Sequence[str], references: Sequence[list[str]]
     ) -> dict[str, list[float]]:
-        return rouge_per_example(outputs, [refs[0] for refs in references])
+        """ROUGE against the chosen answer; KTO: over the desirable completions only (an undesirable one is
+        what the answer should not be)."""
+        kept = [i for i, refs in enumerate(references) if refs]
+        if not kept:
+            return {}
+        return rouge_per_example([outputs[i] for i in kept], [references[i][0] for i in kept])
 
     # --- encoding ---
     def encode(self, examples: Sequence[PreferenceExample], tokenizer: Any) -> list[dict[str, Any]]:
+        features = self._encoded(examples, tokenizer)
+        if not self.objective.paired and len(examples) > 1:
+            for i, feature in enumerate(features):  # KTO: each prompt with the next example's completion
+                other = examples[(i + 1) % len(examples)]
+                turns = [*examples[i].prompt, {"role": "assistant", "content": other.chosen}]
+                shifted = encode_chat(tokenizer, turns, self.model_cfg.max_length)
+                feature["mismatched"] = (shifted.input_ids, shifted.labels)
+        return features
+
+    def _encoded(self, examples: Sequence[PreferenceExample], tokenizer: Any) -> list[dict[str, Any]]:
         features = []
         for ex in examples:
             sides = [ex.chosen] if ex.rejected is None else [ex.chosen, ex.rejected]
@@ -165,7 +180,7 @@ class Preference(GenerativeTask):
                     "length": max(len(e.input_ids) for e in encoded),
                     "prompt_ids": self.prompt_ids(list(ex.prompt)),
                     "question": ex.prompt[-1]["content"],
-                    "references": [ex.chosen],
+                    "references": [] if ex.desirable is False else [ex.chosen],  # not an undesirable one
                 }
             )
         return features
@@ -187,11 +202,16 @@ class Preference(GenerativeTask):
         return encoded
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-        """Paired: every chosen row, then every rejected row, in one padded batch. KTO: one row per answer."""
+        """Paired: every chosen row, then every rejected row, in one padded batch. KTO: one row per answer, and
+        apart, each prompt with another example's completion (the KL reference point, as TRL and the paper
+        estimate it: the completions shifted by one over the data)."""
         rows = [f["rows"][0] for f in features] + [f["rows"][1] for f in features if len(f["rows"]) > 1]
         batch = padded(rows, pad_id)
         if not self.objective.paired:
             batch["desirable"] = torch.tensor([bool(f["desirable"]) for f in features])
+            if all("mismatched" in f for f in features):
+                shifted = padded([f["mismatched"] for f in features], pad_id)
+                batch |= {MISMATCHED + k: v for k, v in shifted.items()}
         return batch
 
     # --- loss ---
@@ -216,7 +236,7 @@ class Preference(GenerativeTask):
     ) -> Evaluation:
         metrics, per_example = self._preference_metrics(model, features, batch_size, pad_id)
         outputs, scores, text_metrics = self.generated(model, features, batch_size, pad_id, during_training)
-        if len(outputs) == len(features):  # every example answered: their scores resample with the rest
+        if self.objective.paired and len(outputs) == len(features):  # every pair answered: resampled alike
             per_example |= scores
         metrics |= text_metrics
         metrics["examples"], metrics["generated"] = len(features), len(outputs)
