@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tunesmith.processes import run_apart
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "debian-preference"
 MODEL = "smollm2-135m-instruct"
@@ -205,12 +207,8 @@ def _child(fn, args: dict, queue: mp.Queue) -> None:
 
 
 def in_child(fn, args: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(fn, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
+    """`fn(args, queue)` in a spawned process of its own (so its peak RSS is its own), its answer back."""
+    result = run_apart(_child, fn, args)
     if "error" in result:
         raise SystemExit(result["error"])
     return result
