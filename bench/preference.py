@@ -243,6 +243,9 @@ def main() -> None:
     parser.add_argument("--train-examples", type=int, default=96)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--sides", nargs="+", choices=list(SIDES), default=list(SIDES), help="run only these (no last line)"
+    )
     a = parser.parse_args()
     import torch
     from transformers import AutoTokenizer
@@ -258,11 +261,12 @@ def main() -> None:
         f"lr 5e-4, {len(test_pairs)} held-out pairs, torch threads {torch.get_num_threads()}",
         flush=True,
     )
-    runs: dict[str, list[dict]] = {name: [] for name in SIDES}
+    runs: dict[str, list[dict]] = {name: [] for name in a.sides}
     print(f"{'':22} {'seed':>4} {'tokens/s':>9} {'train s':>8} {'peak RSS MB':>12} {'reward acc':>11}")
     for seed in a.seeds:
         args = {"seed": seed, "train_pairs": train_pairs, "test_pairs": test_pairs}
-        for name, (fn, extra) in SIDES.items():
+        for name in a.sides:
+            fn, extra = SIDES[name]
             r = in_child(fn, {**args, **extra})
             r["tokens_per_second"] = tokens / r["seconds"]
             runs[name].append(r)
@@ -272,7 +276,8 @@ def main() -> None:
                 flush=True,
             )
     for name in ("TRL DPOTrainer", "TRL, best CPU"):
-        print(f"{name} settings: {runs[name][0]['settings']}")
+        if name in runs:
+            print(f"{name} settings: {runs[name][0]['settings']}")
     summary = summarize(runs)
     for name, m in summary.items():
         print(
@@ -282,6 +287,8 @@ def main() -> None:
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2))
+    if set(a.sides) != set(SIDES):
+        return
     ours = summary["tunesmith"]
     best = max(("TRL DPOTrainer", "TRL, best CPU"), key=lambda n: summary[n]["tokens_per_second"])
     trl = summary[best]

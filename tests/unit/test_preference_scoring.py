@@ -62,7 +62,7 @@ def test_answer_log_probabilities_equal_the_full_log_softmax_over_supervised_tok
     model = lora_model(len(tokenizer)).eval()
     batch = padded([(e.input_ids, e.labels) for e in pair], tokenizer.pad_token_id)
     with torch.no_grad():
-        summed, count, logits = answer_logps(model, batch)
+        summed, count, logits, _ = answer_logps(model, batch)
         full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logp = full[:, :-1].log_softmax(-1)
     labels = batch["labels"][:, 1:]
@@ -75,7 +75,7 @@ def test_answer_log_probabilities_equal_the_full_log_softmax_over_supervised_tok
     # a model whose head is more than a projection runs its own forward, keeping whole columns: same sums
     monkeypatch.setattr("tunesmith.tasks.answer_logits.backbone_and_head", lambda model: None)
     with torch.no_grad():
-        again, _, _ = answer_logps(model, batch)
+        again = answer_logps(model, batch)[0]
     assert torch.allclose(again, expected, atol=1e-4)
 
 
@@ -128,18 +128,23 @@ def test_kto_batches_score_each_prompt_with_the_next_examples_completion_for_the
     task = build_task(config.task, config.model)
     task.use_tokenizer(tokenizer)
     features = task.encode(task.read(path, "auto"), tokenizer)
-    batch = task.collate(features, tokenizer.pad_token_id)
     model = lora_model(len(tokenizer)).eval()
+    task.prepare_model(model)
+    assert task.pack  # packed, each completion's prompt once; the mismatched rows packed apart
+    packed = task.collate(features, tokenizer.pad_token_id)
+    task.pack = False
+    batch = task.collate(features, tokenizer.pad_token_id)
     with torch.no_grad():
         scores = batch_scores(model, batch, False, "adapter off")
+        again = batch_scores(model, packed, False, "adapter off")
         turns = [
             {"role": "user", "content": records[0]["prompt"]},
             {"role": "assistant", "content": "A text editor."},
         ]
         alone = encode_chat(tokenizer, turns, 128)
-        expected, _, _ = answer_logps(
-            model, padded([(alone.input_ids, alone.labels)], tokenizer.pad_token_id)
-        )
+        expected = answer_logps(model, padded([(alone.input_ids, alone.labels)], tokenizer.pad_token_id))[0]
+    for side in ("chosen", "reference_chosen", "mismatched", "reference_mismatched"):
+        assert torch.allclose(getattr(scores, side), getattr(again, side), atol=1e-4), side
     assert scores.mismatched.shape == (3,) and scores.reference_mismatched.shape == (3,)
     assert float(scores.mismatched[0]) == pytest.approx(
         float(expected[0]), abs=1e-4
@@ -148,3 +153,58 @@ def test_kto_batches_score_each_prompt_with_the_next_examples_completion_for_the
         scores.mismatched, scores.reference_mismatched
     )  # the adapter off for the reference
     assert torch.isfinite(LOSSES.get("kto")()(scores).loss)
+
+
+PAIRS = [
+    {"prompt": "Which package holds the ls command?", "chosen": CHOSEN, "rejected": REJECTED},
+    {"prompt": "What is htop?", "chosen": "An interactive process viewer.", "rejected": "An editor."},
+    # answers that start alike: their first tokens are shared too, and still count for both
+    {
+        "prompt": "What does apt do?",
+        "chosen": "It installs packages.",
+        "rejected": "It installs nothing at all.",
+    },
+]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_pairs_packed_with_their_prompt_once_score_and_train_exactly_as_padded_rows(
+    tokenizer, tmp_path, attention
+):
+    import json
+
+    from tunesmith.config import build_config
+    from tunesmith.tasks import build_task
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in PAIRS), encoding="utf-8")
+    config = build_config({"task": {"name": "preference"}, "model": {"max_length": 64}})
+    task = build_task(config.task, config.model)
+    task.use_tokenizer(tokenizer)
+    features = task.encode(task.read(path, "auto"), tokenizer)
+    model = lora_model(len(tokenizer))
+    model.get_base_model().config._attn_implementation = attention
+    task.prepare_model(model)
+    assert task.pack
+    packed = task.collate(features, tokenizer.pad_token_id)
+    padded_rows = sum(len(ids) for f in features for ids, _ in f["rows"])
+    assert packed["input_ids"].shape[0] > 1  # max_length 64: more than one packed row, the last with padding
+    assert int((packed["position_ids"] == 0).sum()) < padded_rows  # fewer tokens: each prompt once
+    task.pack = False
+    batch = task.collate(features, tokenizer.pad_token_id)
+
+    def scored(b):
+        model.zero_grad()
+        scores = batch_scores(model, b, True, "adapter off", with_kl=True)
+        LOSSES.get("dpo")()(scores).loss.backward()
+        grads = [p.grad.clone() for n, p in model.named_parameters() if "lora_" in n]
+        return scores, grads
+
+    (expected, expected_grads), (got, got_grads) = scored(batch), scored(packed)
+    assert int(packed["input_ids"].numel()) < int(batch["input_ids"].numel())
+    for side in ("chosen", "rejected", "reference_chosen", "reference_rejected", "kl"):
+        assert torch.allclose(getattr(expected, side), getattr(got, side), atol=1e-4), side
+    assert torch.equal(expected.chosen_tokens, got.chosen_tokens)
+    assert torch.equal(expected.rejected_tokens, got.rejected_tokens)
+    for a, b in zip(expected_grads, got_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)

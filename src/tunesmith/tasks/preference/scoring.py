@@ -1,6 +1,8 @@
 """From a model to a loss's Scores: each answer's summed log-probability over its supervised tokens (the
 answer and its end-of-turn token, located as chat training locates them: data/chat_encoding.encode_chat), with
-chosen and rejected answers through the model in one concatenated batch.
+chosen and rejected answers through the model in one batch: packed with their prompt once where the model's
+attention takes a custom mask (data/shared_prefix.py), else as padded rows, every chosen row then every
+rejected row.
 
 Only the positions that predict an answer token go through the output layer (tasks/answer_logits.py), as in
 chat training: the prompt's positions never make a vocabulary-wide row. The reference is whatever the task
@@ -18,7 +20,9 @@ import torch
 from torch.nn import functional as F
 
 from tunesmith.data.chat_encoding import IGNORE
-from tunesmith.tasks.answer_logits import answer_logits
+from tunesmith.data.packing import attention_implementation
+from tunesmith.data.shared_prefix import attention_mask
+from tunesmith.tasks.answer_logits import answer_logits, backbone_and_head
 from tunesmith.tasks.preference.loss import Scores
 
 Reference = torch.nn.Module | Literal["adapter off", "itself"] | None
@@ -42,6 +46,8 @@ def target_logits(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits, target, row) of every supervised token of the batch, one row of logits per token."""
+    if "target_index" in batch:
+        return shared_target_logits(model, batch)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
     logits, targets = answer_logits(model, inputs)
     labels = batch["labels"]
@@ -52,15 +58,32 @@ def target_logits(
     return logits, targets, (labels[:, 1:] != IGNORE).nonzero()[:, 0]
 
 
-def answer_logps(
+def shared_target_logits(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(summed log-probability of each row's supervised tokens, their count, the token logits)."""
+    """target_logits of a batch packed with each prompt once (data/shared_prefix.py): the decoder stack over the
+    packed rows under their mask, then the output layer at each target's predicting position only."""
+    split = backbone_and_head(model)
+    if split is None:
+        raise ValueError("a packed preference batch needs a model whose output layer is a plain projection")
+    backbone, head = split
+    mask = attention_mask(batch["allowed"], attention_implementation(model))
+    hidden = backbone(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False
+    ).last_hidden_state
+    return head(hidden.flatten(0, 1)[batch["target_index"]]), batch["target_ids"], batch["target_row"]
+
+
+def answer_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(summed log-probability of each row's supervised tokens, their count, the token logits, each token's
+    row)."""
     logits, targets, rows = target_logits(model, batch)
     token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")
-    n = batch["labels"].shape[0]
+    n = int(batch["score_rows"]) if "score_rows" in batch else batch["labels"].shape[0]
     summed = torch.zeros(n, device=logits.device).index_add(0, rows, token_logps)
-    return summed, torch.bincount(rows, minlength=n), logits
+    return summed, torch.bincount(rows, minlength=n), logits, rows
 
 
 def token_kl(policy: torch.Tensor, reference: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -82,7 +105,7 @@ def reference_logps(
     context = model.disable_adapter() if reference == "adapter off" else nullcontext()  # type: ignore[operator]
     with torch.no_grad(), context:
         scorer = model if reference == "adapter off" else reference
-        summed, _, logits = answer_logps(scorer, batch)  # type: ignore[arg-type]
+        summed, _, logits, _ = answer_logps(scorer, batch)  # type: ignore[arg-type]
     return summed, logits
 
 
@@ -102,21 +125,20 @@ def batch_scores(
     answers and its second the rejected ones; else one completion per row (KTO, with `desirable` and the
     mismatched rows in the batch when it has them). `with_kl` adds each row's KL to the reference (validation
     only: it keeps both models' logits)."""
-    summed, counts, logits = answer_logps(model, batch)
+    summed, counts, logits, rows = answer_logps(model, batch)
     ref, ref_logits = reference_logps(model, batch, reference, summed)
     kl = None
     if with_kl and ref is not None:
         if ref_logits is None:  # the model is its own reference
             kl = torch.zeros_like(ref)
         else:
-            rows = (batch["labels"][:, 1:] != IGNORE).nonzero()[:, 0]
             kl = token_kl(logits, ref_logits, rows, summed.shape[0])
     if not paired:
         scores = Scores(summed, counts, reference_chosen=ref, desirable=batch.get("desirable"), kl=kl)
-        if MISMATCHED + "labels" in batch and ref is not None:
+        if MISMATCHED + "input_ids" in batch and ref is not None:
             shifted = {k.removeprefix(MISMATCHED): v for k, v in batch.items() if k.startswith(MISMATCHED)}
             with torch.no_grad():
-                scores.mismatched, _, _ = answer_logps(model, shifted)
+                scores.mismatched = answer_logps(model, shifted)[0]
             scores.reference_mismatched, _ = reference_logps(model, shifted, reference, scores.mismatched)
         return scores
     n = summed.shape[0] // 2
