@@ -3,7 +3,8 @@
 Model: the packaged SmolLM2-135M-Instruct. Data: data/debian-preference (TRL prompt/chosen/rejected records:
 the Debian helper's house answer chosen over the maintainer's rambling paragraph or over another package's
 synopsis). Every side trains LoRA r=16, alpha 32, dropout 0 on all attention and MLP projections, DPO
-(sigmoid, beta 0.1), batch 8, lr 5e-4, linear decay, no warmup, no weight decay, max_length 256, 1 epoch.
+(sigmoid, beta 0.1), batch 8, lr 5e-4, linear decay, no warmup, no weight decay, max_length 256, 1 epoch
+(--epochs: more).
 
 Sides, each in its own child process (so peak RSS is its own):
 - TRL DPOTrainer with its defaults (bf16=False: TRL's default bf16 refuses a CPU), the reference from the
@@ -12,15 +13,17 @@ Sides, each in its own child process (so peak RSS is its own):
   log-probabilities computed once before training, no reference pass per step) and gradient checkpointing off
   (TRL turns it on by default; it trades speed for memory, and a 135M model needs no memory saved). TRL's
   padding-free batches need FlashAttention, which a CPU has not;
-- tunesmith with its defaults for the preference task (the reference from the adapter switched off, only the
-  answer positions through the output layer; validation skipped, as TRL's default has none).
+- tunesmith with its defaults for the preference task: each pair packed as one segment, its prompt once and
+  both answers after it, several pairs to a row, no padding (data/shared_prefix.py); only the answer
+  positions through the output layer; the reference from the adapter switched off, computed the first time
+  an example trains and stored for later epochs; validation skipped, as TRL's default has none.
 
 Held-out reward accuracy is computed the same way for every trained model: DPO's implicit reward of each
 test pair's chosen and rejected answer (beta x the log-probability ratio of the model to the same model with
 its adapter off, over the answer tokens of the chat-rendered pair), counted right when the chosen one's is
 higher. Tokens/s counts the training tokens (prompt + answer of both sides, no padding) per second of training.
 
-    python bench/preference.py [--train-examples 96] [--seeds 1 2 3] [--json bench/results/preference.json]
+    python bench/preference.py [--train-examples 96] [--epochs 1] [--seeds 1 2 3] [--sides ...] [--json FILE]
 
 Last line: `speedup X.XX memory X.XX reward_acc_delta +X.XXX` (tunesmith / the faster TRL side's mean
 tokens/s, tunesmith / that side's highest peak RSS, tunesmith - that side's mean held-out reward accuracy).
@@ -109,7 +112,7 @@ def run_tunesmith(args: dict, out: mp.Queue) -> None:
                 "data": {"train": str(train), "validation_fraction": 0.0, "test_fraction": 0.0},
                 "method": {"name": "lora", **LORA},
                 "train": {
-                    "epochs": 1,
+                    "epochs": args["epochs"],
                     "batch_size": TRAIN["batch_size"],
                     "learning_rate": TRAIN["learning_rate"],
                     "seed": args["seed"],
@@ -150,7 +153,7 @@ def run_trl(args: dict, out: mp.Queue) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = DPOConfig(
             output_dir=tmp,
-            num_train_epochs=1,
+            num_train_epochs=args["epochs"],
             per_device_train_batch_size=TRAIN["batch_size"],
             learning_rate=TRAIN["learning_rate"],
             lr_scheduler_type="linear",
@@ -241,6 +244,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--train-examples", type=int, default=96)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
@@ -257,18 +261,18 @@ def main() -> None:
     test_pairs = read_pairs(DATA / "test.jsonl")
     tokens = training_tokens(tokenizer, train_pairs)
     print(
-        f"{MODEL} + LoRA r=16, DPO beta 0.1, {len(train_pairs)} pairs ({tokens} tokens) x 1 epoch, batch 8, "
+        f"{MODEL} + LoRA r=16, DPO beta 0.1, {len(train_pairs)} pairs ({tokens} tokens) x {a.epochs} epoch(s), batch 8, "
         f"lr 5e-4, {len(test_pairs)} held-out pairs, torch threads {torch.get_num_threads()}",
         flush=True,
     )
     runs: dict[str, list[dict]] = {name: [] for name in a.sides}
     print(f"{'':22} {'seed':>4} {'tokens/s':>9} {'train s':>8} {'peak RSS MB':>12} {'reward acc':>11}")
     for seed in a.seeds:
-        args = {"seed": seed, "train_pairs": train_pairs, "test_pairs": test_pairs}
+        args = {"seed": seed, "train_pairs": train_pairs, "test_pairs": test_pairs, "epochs": a.epochs}
         for name in a.sides:
             fn, extra = SIDES[name]
             r = in_child(fn, {**args, **extra})
-            r["tokens_per_second"] = tokens / r["seconds"]
+            r["tokens_per_second"] = tokens * a.epochs / r["seconds"]
             runs[name].append(r)
             print(
                 f"{name:22} {seed:4d} {r['tokens_per_second']:9.0f} {r['seconds']:8.1f} {r['peak_rss_mb']:12.0f} "

@@ -208,3 +208,34 @@ def test_pairs_packed_with_their_prompt_once_score_and_train_exactly_as_padded_r
     assert torch.equal(expected.rejected_tokens, got.rejected_tokens)
     for a, b in zip(expected_grads, got_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_the_reference_is_computed_the_first_time_an_example_trains_and_then_read_back(tokenizer, tmp_path):
+    import json
+
+    from tunesmith.config import build_config
+    from tunesmith.tasks import build_task
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in PAIRS), encoding="utf-8")
+    config = build_config({"task": {"name": "preference"}, "model": {"max_length": 64}})
+    task = build_task(config.task, config.model)
+    task.use_tokenizer(tokenizer)
+    features = task.encode(task.read(path, "auto"), tokenizer)
+    model = lora_model(len(tokenizer))
+    task.prepare_model(model)
+    first = task.collate(features, tokenizer.pad_token_id)
+    assert "reference_logps" not in first
+    loss, n = task.loss(model, first)
+    with torch.no_grad():
+        live = batch_scores(model, first, True, "adapter off")
+    again = task.collate(features, tokenizer.pad_token_id)
+    stored = again["reference_logps"]
+    assert torch.allclose(stored, torch.cat([live.reference_chosen, live.reference_rejected]), atol=1e-5)
+
+    def no_reference_pass():
+        raise AssertionError("the stored reference should have been used")
+
+    model.disable_adapter = no_reference_pass  # a tripwire: the second epoch must not switch the adapter off
+    second, _ = task.loss(model, again)
+    assert float(second.detach()) == pytest.approx(float(loss.detach()), abs=1e-4) and n == len(PAIRS)

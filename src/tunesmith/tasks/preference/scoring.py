@@ -25,9 +25,12 @@ from tunesmith.data.shared_prefix import attention_mask
 from tunesmith.tasks.answer_logits import answer_logits, backbone_and_head
 from tunesmith.tasks.preference.loss import Scores
 
-Reference = torch.nn.Module | Literal["adapter off", "itself"] | None
+Reference = torch.nn.Module | torch.Tensor | Literal["adapter off", "itself"] | None
 """Where the reference log-probabilities come from: a frozen model, the model with its adapter switched off,
-the model itself, or nowhere."""
+the model itself, already computed (a tensor of each row's sum, in the batch's row order), or nowhere."""
+
+STORED = "reference_logps"
+"""Key of a batch's stored reference sums (and, with the MISMATCHED prefix, its mismatched rows')."""
 
 
 def padded(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -100,6 +103,8 @@ def reference_logps(
     gradients; `own` is the model's own sums, which "itself" reuses."""
     if reference is None:
         return None, None
+    if isinstance(reference, torch.Tensor):
+        return reference, None
     if reference == "itself":
         return own.detach(), None
     context = model.disable_adapter() if reference == "adapter off" else nullcontext()  # type: ignore[operator]
@@ -139,7 +144,8 @@ def batch_scores(
             shifted = {k.removeprefix(MISMATCHED): v for k, v in batch.items() if k.startswith(MISMATCHED)}
             with torch.no_grad():
                 scores.mismatched = answer_logps(model, shifted)[0]
-            scores.reference_mismatched, _ = reference_logps(model, shifted, reference, scores.mismatched)
+            stored = shifted[STORED] if isinstance(reference, torch.Tensor) else reference
+            scores.reference_mismatched, _ = reference_logps(model, shifted, stored, scores.mismatched)
         return scores
     n = summed.shape[0] // 2
     scores = Scores(summed[:n], counts[:n], summed[n:], counts[n:], kl=kl)

@@ -36,7 +36,7 @@ from tunesmith.tasks.answer_logits import backbone_and_head
 from tunesmith.tasks.base import Evaluation
 from tunesmith.tasks.generative import GenerativeParams, GenerativeTask
 from tunesmith.tasks.preference.loss import LOSSES, PreferenceLoss, Scores
-from tunesmith.tasks.preference.scoring import MISMATCHED, Reference, batch_scores, padded
+from tunesmith.tasks.preference.scoring import MISMATCHED, STORED, Reference, batch_scores, padded
 
 
 class PreferenceParams(GenerativeParams):
@@ -73,6 +73,8 @@ class Preference(GenerativeTask):
         super().__init__(params, model_cfg)
         cls = LOSSES.get(params.loss)
         self.objective: PreferenceLoss = cls(cls.Params(**params.loss_params))
+        self._slotted: list[dict[str, Any]] = []
+        """Examples whose reference sums `loss` stores once computed, by their slot."""
 
     @classmethod
     def metric_for(cls, params: Any, metric: str | None) -> str:
@@ -220,7 +222,24 @@ class Preference(GenerativeTask):
             if all("mismatched" in f for f in features):
                 shifted = self._rows([[f["mismatched"]] for f in features], pad_id)
                 batch |= {MISMATCHED + k: v for k, v in shifted.items()}
-        return batch
+        return batch | self._stored_references(features)
+
+    def _stored_references(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """The reference sums of a batch whose every example has them stored (in the batch's row order), else
+        each example's slot, for `loss` to store them by."""
+        if not self.objective.needs_reference:
+            return {}
+        if all(STORED in f for f in features):
+            rows = len(features[0][STORED])
+            stored = {STORED: torch.tensor([f[STORED][r] for r in range(rows) for f in features])}
+            if MISMATCHED + STORED in features[0]:
+                stored[MISMATCHED + STORED] = torch.tensor([f[MISMATCHED + STORED] for f in features])
+            return stored
+        for f in features:
+            if "slot" not in f:
+                f["slot"] = len(self._slotted)
+                self._slotted.append(f)
+        return {"slot": torch.tensor([f["slot"] for f in features])}
 
     def _rows(self, examples: Sequence[Sequence[Any]], pad_id: int) -> dict[str, torch.Tensor]:
         if self.pack:
@@ -235,9 +254,28 @@ class Preference(GenerativeTask):
         return batch_scores(model, batch, self.objective.paired, self.reference_for(model), with_kl)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        outcome = self.objective(self.scores(model, batch))
+        """The batch's summed loss. The reference's sums are computed the first time an example is trained on
+        and stored with it: later epochs skip the reference pass (the reference never changes)."""
+        reference = self.reference_for(model)
+        stored = STORED in batch and reference is not None and reference != "itself"
+        scores = batch_scores(
+            model, batch, self.objective.paired, batch[STORED] if stored else reference, with_kl=False
+        )
+        if "slot" in batch and scores.reference_chosen is not None:
+            self._store(batch["slot"].tolist(), scores)
+        outcome = self.objective(scores)
         n = outcome.chosen_rewards.shape[0]
         return outcome.loss * n, n
+
+    def _store(self, slots: list[int], scores: Scores) -> None:
+        sides = [scores.reference_chosen, scores.reference_rejected]
+        rows = [s.detach().float().cpu().tolist() for s in sides if s is not None]
+        mismatched = scores.reference_mismatched
+        for i, slot in enumerate(slots):
+            feature = self._slotted[slot]
+            feature[STORED] = [row[i] for row in rows]
+            if mismatched is not None:
+                feature[MISMATCHED + STORED] = float(mismatched[i])
 
     # --- evaluation ---
     def evaluate(
