@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from apart import in_child
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "debian-chat"
 MODEL = "smollm2-135m-instruct"
@@ -180,27 +182,6 @@ def run_trl(args: dict, out: mp.Queue) -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)  # score with the model's own template, like tunesmith
     loss = answer_loss(trained, tokenizer, read_chats(Path(args["validation"])))
     out.put({"seconds": seconds, "eval_loss": loss, "peak_rss_mb": peak_rss_mb(), "settings": settings})
-
-
-def _child(fn, args: dict, queue: mp.Queue) -> None:
-    try:
-        fn(args, queue)
-    except BaseException:
-        import traceback
-
-        queue.put({"error": traceback.format_exc()})
-
-
-def in_child(fn, args: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(fn, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    if "error" in result:
-        raise SystemExit(result["error"])
-    return result
 
 
 def main() -> None:

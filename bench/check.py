@@ -30,6 +30,8 @@ import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
+from apart import in_child
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"classification": "minilm", "chat": "smollm2-135m-instruct"}
 
@@ -108,16 +110,6 @@ def run_baseline(task: str, path: str, out: mp.Queue) -> None:
             data = data.map(encode, batched=True, remove_columns=["messages"])
         rows = len(data)
     out.put({"seconds": time.perf_counter() - start, "examples": rows, "peak_rss_mb": peak_rss_mb()})
-
-
-def in_child(target, *args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
 
 
 def main() -> None:

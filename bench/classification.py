@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from apart import in_child
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "debian-sections"
 
@@ -75,16 +77,6 @@ def run_baseline(args: dict, out: mp.Queue) -> None:
     files = {"train": args["train"], "test": args["test"]}
     result = train_and_test(files, args["lora"], args["epochs"], args["lr"], args["seed"], expert=False)
     out.put({**result, "peak_rss_mb": peak_rss_mb()})
-
-
-def in_child(fn, args: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=fn, args=(args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
 
 
 def main() -> None:

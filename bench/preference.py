@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tunesmith.processes import run_apart
+from apart import in_child
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "debian-preference"
@@ -198,23 +198,6 @@ def run_trl(args: dict, out: mp.Queue) -> None:
     out.put(
         {"seconds": seconds, "reward_accuracy": accuracy, "peak_rss_mb": peak_rss_mb(), "settings": settings}
     )
-
-
-def _child(fn, args: dict, queue: mp.Queue) -> None:
-    try:
-        fn(args, queue)
-    except BaseException:
-        import traceback
-
-        queue.put({"error": traceback.format_exc()})
-
-
-def in_child(fn, args: dict) -> dict:
-    """`fn(args, queue)` in a spawned process of its own (so its peak RSS is its own), its answer back."""
-    result = run_apart(_child, fn, args)
-    if "error" in result:
-        raise SystemExit(result["error"])
-    return result
 
 
 SIDES = {
