@@ -298,7 +298,8 @@ class RetuneConfig(Section):
     """Each correction enters the training data this many times (corrections are few and precious)."""
     objective: Literal["sft", "dpo", "kto"] = "sft"
     """What the new version learns from the feedback. `sft`: corrections join the serving task's own training
-    data (the right label, the better answer). For a chat run, `dpo`: each better answer is a preference pair
+    data (the right label, the better answer; for a preference run, the better answer preferred over the one
+    the model gave). For a chat run, `dpo`: each better answer is a preference pair
     against the answer the model gave; `kto`: thumbs up and down (and corrections) label answers desirable or
     not. dpo and kto train the preference task from the serving version's weights (`start` does not apply:
     they refine what serves) on feedback alone, and judge on held-out feedback."""

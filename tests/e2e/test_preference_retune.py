@@ -9,11 +9,12 @@ import json
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from tests.conftest import chat_rows
-from tests.e2e.served import chat_run
+from tests.e2e.served import API_KEY, Server, assert_answers_as_the_run, chat_run
 from tests.e2e.test_cli import tunesmith
 from tunesmith.inference import load_run
 from tunesmith.monitoring.feedback_records import preference_records, split_records
@@ -108,6 +109,39 @@ def test_corrections_become_dpo_pairs_and_retune_tunes_the_serving_version_on_th
         json.loads(x) for x in (run / "versions" / "v2-data" / "train.jsonl").read_text().splitlines()
     ]
     assert {"prompt", "chosen", "rejected"} == set(train_pairs[0])
+
+    # the promoted preference version serves: the official openai client gets its own greedy answers
+    from openai import OpenAI
+
+    served = Server([f"bot={run}"], tmp_path / "server")
+    try:
+        assert httpx.get(f"{served.url}/health").json()["models"]["bot"]["version"] == "v2"
+        client = OpenAI(base_url=f"{served.url}/v1", api_key=API_KEY)
+        messages = [{"role": "user", "content": "What is htop?"}]
+        assert_answers_as_the_run(client, "bot", messages, run / "versions" / "v2")
+    finally:
+        served.stop()
+
+    # retune --objective sft of the preference version: its own pairs plus the corrections, as pairs
+    proc = tunesmith(
+        "retune",
+        run,
+        "--objective",
+        "sft",
+        "--json",
+        "train.epochs=1",
+        "retune.promote=never",
+        "evaluation.forgetting=false",
+        "task.eval_generate_examples=0",
+    )
+    assert proc.returncode == 0, proc.stderr
+    decision = json.loads(proc.stdout)
+    assert decision["version"] == "v3" and decision["comparison"]["metric"] == "reward_accuracy"
+    assert decision["data"]["corrections_used"] + decision["data"]["corrections_in_held_out"] == 10
+    retrained = [
+        json.loads(x) for x in (run / "versions" / "v3-data" / "train.jsonl").read_text().splitlines()
+    ]
+    assert retrained and all({"prompt", "chosen", "rejected"} == set(r) for r in retrained)
 
 
 def test_a_preference_objective_on_too_little_feedback_is_refused_with_what_to_collect(trained_bot, tmp_path):

@@ -374,3 +374,40 @@ def latest_checkpoint_of(run):
     from tunesmith.training.checkpoint import latest_checkpoint
 
     return latest_checkpoint(run / "checkpoints")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_dpo_in_two_processes_reaches_the_weights_of_one_accumulating_two(tmp_path, strategy):
+    """Preference tuning through the same engine: each pair packed with its prompt once, the reference from
+    the adapter switched off (then stored), 2 processes equal to 1 accumulating 2 micro-batches."""
+    from tests.recipes.test_preference import pairs, write
+
+    data = {
+        split: write(tmp_path / f"{split}.jsonl", pairs(split, n))
+        for split, n in (("train", 16), ("validation", 4), ("test", 4))
+    }
+    settings = (
+        "--task",
+        "preference",
+        "model.max_length=192",
+        "method.rank=4",
+        "method.dropout=0",
+        "train.epochs=2",  # the second epoch reads the stored reference
+        "train.batch_size=4",
+        "train.gradient_accumulation=2",
+        "train.learning_rate=0.001",
+        "train.keep=tuned",
+        "train.estimate=never",
+        "task.eval_generate_examples=0",
+        "evaluation.forgetting=false",
+        f"distributed.strategy={strategy}",
+    )
+    weights = {}
+    for n in (1, 2):
+        run = tmp_path / f"run-{n}"
+        proc = train_cli(run, data, "smollm2-135m-instruct", "lora", "--nproc", str(n), *settings)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        weights[n] = load_file(run / "model" / "adapter_model.safetensors")
+    assert_same_weights(weights[1], weights[2])
+    report = json.loads((tmp_path / "run-2" / "eval.json").read_text())
+    assert report["tuned"]["reward_accuracy"] > report["base"]["reward_accuracy"]

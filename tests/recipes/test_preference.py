@@ -77,6 +77,30 @@ def test_dpo_lora_raises_reward_and_preference_accuracy_on_held_out_pairs(dpo_ru
     assert base["reference_kl"] == 0 < tuned["reference_kl"]
 
 
+def test_a_dpo_run_exports_merged_and_plain_transformers_writes_its_answers(dpo_run, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.inference import load_run
+    from tunesmith.recipes.export import export_run
+    from tunesmith.recipes.predict import generate_answers
+
+    result = export_run(dpo_run.run, tmp_path / "merged", "merged")
+    assert result.comparison.tokens_equal == result.comparison.tokens_total > 0  # the export's own proof
+    tokenizer = AutoTokenizer.from_pretrained(result.folder)
+    model = AutoModelForCausalLM.from_pretrained(result.folder).eval()
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is htop?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=16, do_sample=False)  # the run's own max_new_tokens
+    plain = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    assert plain == generate_answers(load_run(dpo_run.run), ["What is htop?"])[0]
+
+
 def test_full_fine_tuning_dpo_scores_against_a_frozen_copy_of_the_base(tmp_path):
     cfg = preference_config(tmp_path, method={"name": "full"})
     cfg.train.learning_rate, cfg.train.epochs = 2e-5, 1

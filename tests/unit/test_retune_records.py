@@ -1,5 +1,5 @@
 """What retune writes reads back as the same examples, and a logged request plus its correction becomes a
-training example the task accepts (chat and classification)."""
+training example the task accepts (chat, classification and preference)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,23 @@ def test_classification_records_keep_the_configured_columns(tmp_path):
     example = task.read(write(tmp_path / "c.jsonl", [record]), "auto")[0]
     assert (example.text, example.label) == ("card charged twice", "billing")
     assert task.record(example) == record
+
+
+def test_preference_records_round_trip_and_a_correction_is_preferred_over_the_logged_answer(tmp_path):
+    logged = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is apt?"}]
+    task = task_for("preference", **task_for("preference").record_params)
+    assert task.traffic_text(logged) == "What is apt?"
+    pair = task.corrected_record(logged, None, "The Debian package manager.", "A fruit.")
+    assert pair == {"prompt": logged, "chosen": "The Debian package manager.", "rejected": "A fruit."}
+    assert task.corrected_record(logged, None, "A fruit.", " A fruit.") is None  # no better answer: no pair
+    original = task.read(write(tmp_path / "p.jsonl", [pair]), "auto")[0]
+    assert task.record(original) == pair and task.view(original).input == task.traffic_text(logged)
+
+    kto = task_for("preference", loss="kto", **task.record_params)
+    good = kto.corrected_record(logged, None, "The Debian package manager.", "A fruit.")
+    assert good == {"prompt": logged, "completion": "The Debian package manager.", "label": True}
+    again = kto.read(write(tmp_path / "k.jsonl", [good]), "auto")[0]
+    assert again.desirable is True and kto.record(again) == good
 
 
 def test_feedback_on_chat_answers_becomes_dpo_pairs_and_kto_labels():

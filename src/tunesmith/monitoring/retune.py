@@ -74,8 +74,12 @@ def retune_data(
     new_records: dict[str, dict[str, Any]] = {}
     leaked = 0
     for row in corrections:
-        record = task.corrected_record(row["input"], row["correct_label"], row["correct_answer"])
+        record = task.corrected_record(
+            row["input"], row["correct_label"], row["correct_answer"], row.get("output")
+        )
         text = task.traffic_text(row["input"]).strip()
+        if record is None:
+            continue
         if text in held_out:
             leaked += 1
             continue

@@ -265,6 +265,9 @@ class Task(ABC):
         """`example` as a JSONL record this task reads back (`retune` writes its data files with it)."""
         raise UserError(f"retune does not handle the {self.name} task yet (classification and chat do)")
 
-    def corrected_record(self, logged_input: Any, label: str | None, answer: str | None) -> dict[str, Any]:
-        """A training record from a logged request's input and its correction (a label or an answer)."""
+    def corrected_record(
+        self, logged_input: Any, label: str | None, answer: str | None, output: Any = None
+    ) -> dict[str, Any] | None:
+        """A training record from a logged request's input and its correction (a label or an answer), given
+        what the model answered (`output`); None where the correction makes no record."""
         raise UserError(f"retune does not handle the {self.name} task yet (classification and chat do)")

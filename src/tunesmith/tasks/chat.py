@@ -89,5 +89,7 @@ class Chat(GenerativeTask):
     def record(self, example: Conversation) -> dict[str, Any]:
         return {"messages": [dict(m) for m in example.messages]}
 
-    def corrected_record(self, logged_input: Any, label: str | None, answer: str | None) -> dict[str, Any]:
+    def corrected_record(
+        self, logged_input: Any, label: str | None, answer: str | None, output: Any = None
+    ) -> dict[str, Any] | None:
         return {"messages": [*logged_input, {"role": "assistant", "content": answer}]}

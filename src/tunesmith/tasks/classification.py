@@ -305,7 +305,9 @@ class Classification(Task):
     def record(self, example: LabelledText) -> dict[str, Any]:
         return {self.params.text_column: example.text, self.params.label_column: example.label}
 
-    def corrected_record(self, logged_input: Any, label: str | None, answer: str | None) -> dict[str, Any]:
+    def corrected_record(
+        self, logged_input: Any, label: str | None, answer: str | None, output: Any = None
+    ) -> dict[str, Any] | None:
         return {self.params.text_column: logged_input, self.params.label_column: label}
 
     # --- base model: frozen encoder + linear head ---

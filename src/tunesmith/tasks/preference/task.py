@@ -2,10 +2,11 @@
 an answer is good (KTO), from TRL, OpenAI or KTO files (data/preference_formats.py).
 
 Every answer is rendered and masked as a chat example (its prompt conversation, then the answer and the end of
-its turn); chosen and rejected answers of a batch go through the model in one pass (scoring.py), and the
-reference log-probabilities come from the same model with its adapter switched off (adapter methods) or from a
-frozen copy of the base (full and freeze fine-tuning); prompt and prefix tuning are refused for the losses that
-need a reference. Validation reports the loss, reward accuracy and margin, each side's log-probability, the
+its turn); chosen and rejected answers of a batch go through the model in one pass (scoring.py), each pair
+packed with its prompt once where the attention allows (data/shared_prefix.py), and the reference
+log-probabilities come from the same model with its adapter switched off (adapter methods) or from a frozen
+copy of the base (full and freeze fine-tuning), stored with each example once computed (`loss`); prompt and
+prefix tuning are refused for the losses that need a reference. Validation reports the loss, reward accuracy and margin, each side's log-probability, the
 per-token KL to the reference, and preference accuracy (the model gives the chosen answer the higher
 likelihood); it also writes answers to the first `eval_generate_examples` prompts and
 scores them against the chosen answers (ROUGE), as chat does."""
@@ -16,7 +17,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -166,6 +167,38 @@ class Preference(GenerativeTask):
         if not kept:
             return {}
         return rouge_per_example([outputs[i] for i in kept], [references[i][0] for i in kept])
+
+    # --- retune: the serving task's data plus corrections ---
+    record_params: ClassVar[dict[str, Any]] = {"format": "auto"}
+
+    def traffic_text(self, logged_input: Any) -> str:
+        """A logged chat's turns as `view` joins a prompt's (every turn but the system's)."""
+        if not isinstance(logged_input, list):
+            return str(logged_input)
+        return "\n".join(
+            str(m.get("content", ""))
+            for m in logged_input
+            if isinstance(m, dict) and m.get("role") != "system"
+        )
+
+    def record(self, example: PreferenceExample) -> dict[str, Any]:
+        prompt = [dict(m) for m in example.prompt]
+        if example.rejected is None:
+            return {"prompt": prompt, "completion": example.chosen, "label": bool(example.desirable)}
+        return {"prompt": prompt, "chosen": example.chosen, "rejected": example.rejected}
+
+    def corrected_record(
+        self, logged_input: Any, label: str | None, answer: str | None, output: Any = None
+    ) -> dict[str, Any] | None:
+        """A better answer: pairs, preferred over the answer the model gave (none when it gave the same or is
+        unknown); KTO, a desirable completion."""
+        if not answer or not isinstance(logged_input, list):
+            return None
+        if not self.objective.paired:
+            return {"prompt": list(logged_input), "completion": answer, "label": True}
+        if not isinstance(output, str) or output.strip() == answer.strip():
+            return None
+        return {"prompt": list(logged_input), "chosen": answer, "rejected": output}
 
     # --- encoding ---
     def encode(self, examples: Sequence[PreferenceExample], tokenizer: Any) -> list[dict[str, Any]]:
