@@ -376,38 +376,47 @@ def latest_checkpoint_of(run):
     return latest_checkpoint(run / "checkpoints")
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_dpo_in_two_processes_reaches_the_weights_of_one_accumulating_two(tmp_path, strategy):
-    """Preference tuning through the same engine: each pair packed with its prompt once, the reference from
-    the adapter switched off (then stored), 2 processes equal to 1 accumulating 2 micro-batches."""
+DPO_SETTINGS = (
+    "--task",
+    "preference",
+    "model.max_length=192",
+    "method.rank=4",
+    "method.dropout=0",
+    "train.epochs=2",  # the second epoch reads the stored reference
+    "train.batch_size=4",
+    "train.gradient_accumulation=2",
+    "train.learning_rate=0.001",
+    "train.keep=tuned",
+    "train.estimate=never",
+    "task.eval_generate_examples=0",
+    "evaluation.forgetting=false",
+)
+
+
+@pytest.fixture(scope="module")
+def dpo_one(tmp_path_factory):
+    """DPO data and a 1-process run accumulating 2 micro-batches (one process ignores the strategy)."""
     from tests.recipes.test_preference import pairs, write
 
+    tmp = tmp_path_factory.mktemp("dpo")
     data = {
-        split: write(tmp_path / f"{split}.jsonl", pairs(split, n))
-        for split, n in (("train", 16), ("validation", 4), ("test", 4))
+        split: write(tmp / f"{split}.jsonl", pairs(split, n))
+        for split, n in (("train", 16), ("validation", 2), ("test", 4))
     }
-    settings = (
-        "--task",
-        "preference",
-        "model.max_length=192",
-        "method.rank=4",
-        "method.dropout=0",
-        "train.epochs=2",  # the second epoch reads the stored reference
-        "train.batch_size=4",
-        "train.gradient_accumulation=2",
-        "train.learning_rate=0.001",
-        "train.keep=tuned",
-        "train.estimate=never",
-        "task.eval_generate_examples=0",
-        "evaluation.forgetting=false",
-        f"distributed.strategy={strategy}",
-    )
-    weights = {}
-    for n in (1, 2):
-        run = tmp_path / f"run-{n}"
-        proc = train_cli(run, data, "smollm2-135m-instruct", "lora", "--nproc", str(n), *settings)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        weights[n] = load_file(run / "model" / "adapter_model.safetensors")
-    assert_same_weights(weights[1], weights[2])
-    report = json.loads((tmp_path / "run-2" / "eval.json").read_text())
+    proc = train_cli(tmp / "run-1", data, "smollm2-135m-instruct", "lora", "--nproc", "1", *DPO_SETTINGS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return data, load_file(tmp / "run-1" / "model" / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_dpo_in_two_processes_reaches_the_weights_of_one_accumulating_two(dpo_one, tmp_path, strategy):
+    """Preference tuning through the same engine: each pair packed with its prompt once, the reference from
+    the adapter switched off (then stored), 2 processes equal to 1 accumulating 2 micro-batches."""
+    data, one = dpo_one
+    run = tmp_path / "run-2"
+    more = (*DPO_SETTINGS, f"distributed.strategy={strategy}")
+    proc = train_cli(run, data, "smollm2-135m-instruct", "lora", "--nproc", "2", *more)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_weights(one, load_file(run / "model" / "adapter_model.safetensors"))
+    report = json.loads((run / "eval.json").read_text())
     assert report["tuned"]["reward_accuracy"] > report["base"]["reward_accuracy"]
