@@ -167,10 +167,8 @@ PAIRS = [
 ]
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_pairs_packed_with_their_prompt_once_score_and_train_exactly_as_padded_rows(
-    tokenizer, tmp_path, attention
-):
+def pair_task(tokenizer, tmp_path):
+    """A DPO task (max_length 64) and its features of PAIRS, read from a file as training reads them."""
     import json
 
     from tunesmith.config import build_config
@@ -181,7 +179,14 @@ def test_pairs_packed_with_their_prompt_once_score_and_train_exactly_as_padded_r
     config = build_config({"task": {"name": "preference"}, "model": {"max_length": 64}})
     task = build_task(config.task, config.model)
     task.use_tokenizer(tokenizer)
-    features = task.encode(task.read(path, "auto"), tokenizer)
+    return task, task.encode(task.read(path, "auto"), tokenizer)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_pairs_packed_with_their_prompt_once_score_and_train_exactly_as_padded_rows(
+    tokenizer, tmp_path, attention
+):
+    task, features = pair_task(tokenizer, tmp_path)
     model = lora_model(len(tokenizer))
     model.get_base_model().config._attn_implementation = attention
     task.prepare_model(model)
@@ -211,17 +216,7 @@ def test_pairs_packed_with_their_prompt_once_score_and_train_exactly_as_padded_r
 
 
 def test_the_reference_is_computed_the_first_time_an_example_trains_and_then_read_back(tokenizer, tmp_path):
-    import json
-
-    from tunesmith.config import build_config
-    from tunesmith.tasks import build_task
-
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in PAIRS), encoding="utf-8")
-    config = build_config({"task": {"name": "preference"}, "model": {"max_length": 64}})
-    task = build_task(config.task, config.model)
-    task.use_tokenizer(tokenizer)
-    features = task.encode(task.read(path, "auto"), tokenizer)
+    task, features = pair_task(tokenizer, tmp_path)
     model = lora_model(len(tokenizer))
     task.prepare_model(model)
     first = task.collate(features, tokenizer.pad_token_id)

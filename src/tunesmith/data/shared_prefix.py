@@ -26,9 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tunesmith.data.chat_encoding import IGNORE
 from tunesmith.data.packing import attention_implementation, packing_supported, rows_first_fit
-
-IGNORE = -100
 
 Row = tuple[Sequence[int], Sequence[int]]
 """One row as encoded: (input ids, labels)."""
