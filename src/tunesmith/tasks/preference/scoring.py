@@ -133,11 +133,10 @@ def batch_scores(
     summed, counts, logits, rows = answer_logps(model, batch)
     ref, ref_logits = reference_logps(model, batch, reference, summed)
     kl = None
-    if with_kl and ref is not None:
-        if ref_logits is None:  # the model is its own reference
-            kl = torch.zeros_like(ref)
-        else:
-            kl = token_kl(logits, ref_logits, rows, summed.shape[0])
+    if with_kl and isinstance(reference, str) and reference == "itself":
+        kl = torch.zeros_like(summed)
+    elif with_kl and ref_logits is not None:
+        kl = token_kl(logits, ref_logits, rows, summed.shape[0])
     if not paired:
         scores = Scores(summed, counts, reference_chosen=ref, desirable=batch.get("desirable"), kl=kl)
         if MISMATCHED + "input_ids" in batch and ref is not None:
