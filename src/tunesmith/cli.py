@@ -70,13 +70,16 @@ Overrides = Annotated[
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")]
 TaskName = Annotated[
-    str | None, typer.Option(help="classification, chat, summarization or qa [default: classification]")
+    str | None,
+    typer.Option(
+        help="classification, chat, summarization, qa, preference or embedding [default: classification]"
+    ),
 ]
 ModelName = Annotated[
     str | None,
     typer.Option(
         help="Catalog name (see `tunesmith models`), local folder or hub id [default: the task's own: minilm "
-        "for classification and qa, smollm2-135m-instruct for chat and summarization]"
+        "for classification, qa and embedding, smollm2-135m-instruct for chat, summarization and preference]"
     ),
 ]
 TrainFile = Annotated[Path | None, typer.Option(help="Training file: CSV, JSONL or Parquet")]
@@ -115,7 +118,9 @@ def check(
         list[str] | None, typer.Argument(help="Dotted overrides: check.min_words=3 model.max_length=256")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
-    task: Annotated[str | None, typer.Option(help="classification, chat, summarization or qa")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="classification, chat, summarization, qa, preference or embedding")
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model whose tokenizer and max_length to measure with")
     ] = None,

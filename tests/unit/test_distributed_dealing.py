@@ -8,8 +8,8 @@ import signal
 import pytest
 
 from tunesmith.config import build_config
+from tunesmith.data.batch_order import epoch_batches
 from tunesmith.errors import ConfigError
-from tunesmith.training.batching import epoch_batches
 from tunesmith.training.distributed import check_strategy, deal, micro_batch_seed
 from tunesmith.training.launch import stopped_code, without_launch_options
 

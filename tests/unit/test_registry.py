@@ -28,5 +28,7 @@ def test_unknown_name_lists_valid_ones():
         match="unknown method 'qlora2'; valid methods: adalora, adapter, dora, freeze, full, ia3, loha, lokr, lora, prefix, prompt, qlora",
     ):
         METHODS.get("qlora2")
-    with pytest.raises(ConfigError, match="valid tasks: chat, classification, preference, qa, summarization"):
+    with pytest.raises(
+        ConfigError, match="valid tasks: chat, classification, embedding, preference, qa, summarization"
+    ):
         TASKS.get("nope")

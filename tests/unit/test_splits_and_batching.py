@@ -1,7 +1,7 @@
 from collections import Counter
 
+from tunesmith.data.batch_order import epoch_batches
 from tunesmith.data.splits import stratified_split
-from tunesmith.training.batching import epoch_batches
 
 
 def test_stratified_split_keeps_label_shares_and_is_seeded():

@@ -43,7 +43,6 @@ from tunesmith.planning.memory import (
 )
 from tunesmith.sections import TrainConfig
 from tunesmith.tasks.base import Task
-from tunesmith.training.batching import epoch_batches
 from tunesmith.training.loop import build_optimizer
 from tunesmith.units import human
 
@@ -190,7 +189,7 @@ def estimate(
     def collate(rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {k: v.to(device) for k, v in task.collate(list(rows), pad_id).items()}
 
-    batches, epoch_tokens, longest = _epoch_shape(features, cfg, collate)
+    batches, epoch_tokens, longest = _epoch_shape(task, features, cfg, collate)
     was_training = model.training
     try:
         with _random_state_kept():
@@ -228,16 +227,16 @@ def estimate(
 
 
 def _epoch_shape(
+    task: Task,
     features: Sequence[dict[str, Any]],
     cfg: TrainConfig,
     collate: Callable[[Sequence[dict[str, Any]]], dict[str, torch.Tensor]],
 ) -> tuple[list[list[int]], float, dict[str, torch.Tensor]]:
     """The first epoch's batches as training will draw them, its padded tokens (counted on up to
     MAX_COUNTED_BATCHES of them), and its longest batch, collated."""
-    lengths = [f["length"] for f in features]
-    batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, bool(cfg.group_by_length))
+    batches = task.epoch_batches(features, cfg.batch_size, cfg.seed, 0, bool(cfg.group_by_length))
     counted = batches if len(batches) <= MAX_COUNTED_BATCHES else batches[:: len(batches) // 1000]
-    tokens = [int(collate([features[j] for j in b])["input_ids"].numel()) for b in counted]
+    tokens = [task.batch_tokens(collate([features[j] for j in b])) for b in counted]
     longest = collate([features[j] for j in counted[max(range(len(counted)), key=lambda i: tokens[i])]])
     return batches, sum(tokens) * len(batches) / len(counted), longest
 
@@ -287,7 +286,7 @@ def _timed_steps(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             _sync(device)
-            return int(batch["input_ids"].numel()), middle - start, time.perf_counter() - middle
+            return task.batch_tokens(batch), middle - start, time.perf_counter() - middle
 
         order = [batches[i % len(batches)] for i in range(WARMUP_STEPS + TIMED_STEPS)]
         # the moments, kernels, the allocator's pools settle; the rise over these steps also holds what

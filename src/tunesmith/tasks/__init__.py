@@ -10,7 +10,14 @@ from tunesmith.tasks.base import Task
 
 TASKS: Registry[type[Task]] = Registry("task")
 
-from tunesmith.tasks import chat, classification, preference, qa, summarization  # noqa: E402,F401  (each registers itself)
+from tunesmith.tasks import (  # noqa: E402,F401  (each registers itself)
+    chat,
+    classification,
+    embedding,
+    preference,
+    qa,
+    summarization,
+)
 
 
 def build_task(params: PluginParams, model_cfg: ModelConfig) -> Task:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal, TextIO
 
 import torch
 
+from tunesmith.data.batch_order import epoch_batches
 from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.inputs import read_texts
 from tunesmith.data.readers import NO_ROWS, FileFormat, OnError
@@ -229,6 +230,28 @@ class Task(ABC):
         """Weights (by `model`'s parameter names, after the method applied) that training starts the head from
         once step 0 has validated the model `init_head` made; None: training starts from that model."""
         return None
+
+    couples_batch: ClassVar[bool] = False
+    """True where an example's loss depends on the other examples of its batch (in-batch negatives): a batch
+    is then never split into several passes (train.max_batch_tokens), which would change the loss."""
+
+    def epoch_batches(
+        self,
+        features: Sequence[dict[str, Any]],
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        group_by_length: bool,
+    ) -> list[list[int]]:
+        """The training batches of one epoch (indices into `features`), a pure function of seed and epoch so a
+        resumed run sees the same order: by default shuffled, grouped by length when asked
+        (data/batch_order.py)."""
+        lengths = [f["length"] for f in features]
+        return epoch_batches(lengths, batch_size, seed, epoch, group_by_length)
+
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Padded tokens of a collated batch: what the time of a training step grows with (the planner)."""
+        return int(batch["input_ids"].numel())
 
     def length_sorted_batches(
         self, features: Sequence[dict[str, Any]], batch_size: int

@@ -26,7 +26,6 @@ from tunesmith.methods.base import Method
 from tunesmith.sections import TrainConfig
 from tunesmith.tasks.base import Evaluation, Task
 from tunesmith.training import sharding
-from tunesmith.training.batching import epoch_batches
 from tunesmith.training.checkpoint import (
     LoopState,
     latest_checkpoint,
@@ -166,8 +165,8 @@ class TrainLoop:
                 )  # into plain or sharded parameters
                 set_model_state_dict(self.trained_model, self.restart, options=whole)
             for epoch in range(state.epoch, self.cfg.epochs):
-                batches = epoch_batches(
-                    self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, self.cfg.group_by_length
+                batches = self.task.epoch_batches(
+                    self.train_features, self.cfg.batch_size, self.cfg.seed, epoch, self.cfg.group_by_length
                 )
                 accum = self.cfg.gradient_accumulation
                 for start in range(state.batches_done, len(batches), accum):
@@ -292,7 +291,8 @@ class TrainLoop:
         process must run the same passes (each one gathers the weights), so micro-batches stay whole."""
         cap = self.cfg.max_batch_tokens
         lengths = [self.lengths[j] for j in indices]
-        if cap is None or not self.strategy.splits_micro_batches or len(indices) * max(lengths) <= cap:
+        whole = self.task.couples_batch or not self.strategy.splits_micro_batches
+        if cap is None or whole or len(indices) * max(lengths) <= cap:
             return [indices]
         return [[indices[j] for j in part] for part in token_capped_batches(lengths, len(indices), cap)]
 

@@ -1,0 +1,428 @@
+"""Embedding fine-tuning: an encoder learns to put a query near the texts that answer it (retrieval), or two
+texts as near as their similarity score says.
+
+Data: `anchor` and `positive` columns (a query and a text that answers it), optionally `negative` (a text
+that looks relevant but is not: a hard negative, e.g. from `tunesmith mine`), or `score` (a similarity label
+per pair, for the scored losses). The model is the pretrained encoder itself, pooled the way it was trained
+(models/sentence_pooling.py); there is no head, so the untouched model is the base it is compared with,
+and training's step 0 validates it (it is kept if no checkpoint beats it).
+
+Validation and test are retrieval over the split: each example's anchor is a query, the split's positives
+(and negatives) are the corpus, and its relevant documents are the positives of that anchor
+(evaluation/retrieval.py: NDCG@10, MRR@10, MAP@100, Recall@1/10/100, a score per query for the paired
+bootstrap). Scored data is judged as sentence-transformers judges it: the Spearman correlation of the
+pairs' cosines with their scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch.utils.checkpoint import checkpoint
+
+from tunesmith.data.batch_order import no_duplicate_batches
+from tunesmith.data.checks.view import ExampleView, TokenCount
+from tunesmith.data.padding import pad
+from tunesmith.data.readers import (
+    FileFormat,
+    OnError,
+    Record,
+    parse_each,
+    read_records,
+    require_columns,
+    require_field,
+)
+from tunesmith.data.token_batches import token_capped_batches
+from tunesmith.errors import DataError
+from tunesmith.evaluation.bootstrap import Resampler, mean_resampler
+from tunesmith.evaluation.correlation import correlation_resampler, correlations
+from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
+from tunesmith.evaluation.retrieval import METRICS, retrieval_scores
+from tunesmith.models.catalog import resolve_model
+from tunesmith.models.loader import load_pretrained
+from tunesmith.models.running import evaluating, move
+from tunesmith.models.sentence_pooling import POOLING_MODES, SentencePooling, pool, read_pooling
+from tunesmith.plugin import PluginParams
+from tunesmith.tasks import TASKS
+from tunesmith.tasks.base import Evaluation, Task
+from tunesmith.tasks.embedding.loss import LOSSES, Embedded, EmbeddingLoss, matryoshka
+
+ROLES = ("anchor", "positive", "negative")
+
+
+class EmbeddingParams(PluginParams):
+    name: Literal["embedding"] = "embedding"
+    anchor_column: str = "anchor"
+    """Column or field with the query (a question, a ticket, a title)."""
+    positive_column: str = "positive"
+    """Column or field with the text that answers the anchor (the FAQ entry, the precedent, the document)."""
+    negative_column: str = "negative"
+    """Optional column or field with a text that must rank below the positive (a hard negative)."""
+    score_column: str = "score"
+    """Column or field with the pair's similarity label (a number), read by the scored losses only."""
+    loss: str = "mnrl"
+    """The objective: `mnrl` (rank each anchor's positive first among the batch's positives and negatives),
+    or for pairs with a score, `cosent` (order the cosines as the scores) or `cosine` (regress the cosine on
+    the score)."""
+    loss_params: dict[str, Any] = Field(default_factory=dict)
+    """The objective's own keys (mnrl, cosent: scale), checked against it (tasks/embedding/)."""
+    pooling: Literal["auto", "mean", "cls", "max", "lasttoken"] = "auto"
+    """How token vectors become one vector: `auto` reads the model's sentence-transformers modules.json
+    (all-MiniLM-L6-v2: mean) and takes the mean where there is none."""
+    mini_batch_size: int = Field(32, ge=1)
+    """Texts encoded per forward pass: a batch's anchors, positives and negatives together, sorted by length
+    so each pass pads little. The loss still sees the whole batch at once."""
+    cached: bool = False
+    """Gradient caching (GradCache, Gao et al. 2021; sentence-transformers' Cached* losses): each forward pass
+    keeps no activations and runs again during backward, one pass at a time, so memory holds one mini-batch
+    however large the batch (more in-batch negatives) for about one forward pass more of time. The gradients
+    are the same as without it (tests/unit/test_embedding_losses.py)."""
+    matryoshka_dims: list[int] = Field(default_factory=list)
+    """Also train each of these leading slices of the vector (e.g. [256, 128, 64]) to embed on its own, each
+    weighted as the full vector (Matryoshka; /v1/embeddings' `dimensions` then cuts vectors to them)."""
+
+    @model_validator(mode="after")
+    def _known_loss(self) -> EmbeddingParams:
+        LOSSES.get(self.loss).Params(**self.loss_params)  # an unknown loss or key is refused here
+        if any(d < 1 for d in self.matryoshka_dims):
+            raise ValueError("matryoshka_dims must be positive numbers of dimensions")
+        return self
+
+
+@dataclass(frozen=True)
+class TextPair:
+    anchor: str
+    positive: str
+    negative: str | None
+    score: float | None
+    path: Path
+    line: int
+    unit: str = "line"
+
+
+@TASKS.register("embedding")
+class Embedding(Task):
+    name = "embedding"
+    Params = EmbeddingParams
+    model_kinds = ("encoder",)
+    default_metric = "ndcg@10"
+    default_model = "minilm"
+    default_max_length = None  # from the data (recipes/check.py)
+    default_group_by_length = False
+    """Batches of random texts: grouped by length, a batch's negatives would differ from its positives by
+    length alone, and in-batch negatives need no padding savings (each mini-batch is length-sorted)."""
+    default_attention_dropout = 0.0
+    """As for classification on the same encoders (tasks/classification.py): PyTorch's fused attention runs
+    on CPU only without dropout."""
+    headline = ("ndcg@10", "mrr@10", "map@100", "recall@1", "recall@10", "recall@100")
+    peft_task_type = "FEATURE_EXTRACTION"
+    couples_batch = True
+    params: EmbeddingParams
+
+    def __init__(self, params: PluginParams, model_cfg: Any):
+        super().__init__(params, model_cfg)
+        cls = LOSSES.get(self.params.loss)
+        self.objective: EmbeddingLoss = cls(cls.Params(**self.params.loss_params))
+        self.pooling: SentencePooling | None = None
+        self.negatives = False
+        """Whether the training data has a negative per pair (then every pair has one)."""
+
+    @classmethod
+    def metric_for(cls, params: PluginParams, metric: str | None) -> str:
+        """Scored data is judged by the Spearman correlation of cosines and scores; pairs by retrieval."""
+        if metric is None and LOSSES.get(params.loss).scored:  # type: ignore[attr-defined]
+            return "spearman"
+        return metric or cls.default_metric
+
+    @property
+    def scored(self) -> bool:
+        return self.objective.scored
+
+    # --- data ---
+    def _columns(self) -> dict[str, str]:
+        columns = {
+            "task.anchor_column": self.params.anchor_column,
+            "task.positive_column": self.params.positive_column,
+        }
+        if self.scored:
+            columns["task.score_column"] = self.params.score_column
+        return columns
+
+    def examples(
+        self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
+    ) -> Iterator[TextPair]:
+        records = require_columns(read_records(path, fmt, on_error), self._columns())
+        return parse_each(records, self._example, on_error)
+
+    def _text(self, record: Record, column: str, required: bool = True) -> str | None:
+        if not required and record.fields.get(column) in (None, ""):
+            return None
+        value = require_field(record, column)
+        if not isinstance(value, str):
+            raise record.error(f'"{column}" is not a string (got {type(value).__name__})', "empty")
+        if not value.strip():
+            raise record.error(f'empty text in "{column}"', "empty")
+        return value
+
+    def _example(self, record: Record) -> TextPair:
+        p = self.params
+        anchor, positive = self._text(record, p.anchor_column), self._text(record, p.positive_column)
+        negative = self._text(record, p.negative_column, required=False)
+        score = None
+        if self.scored:
+            value = require_field(record, p.score_column)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+                raise record.error(f'score in "{p.score_column}" must be a number, got {value!r}')
+            score = float(value)
+        elif record.fields.get(p.score_column) not in (None, ""):
+            raise record.error(
+                f'this pair has a score ("{p.score_column}"), which task.loss={p.loss} does not read: '
+                "set task.loss=cosent to learn from scores, or task.score_column to another name to ignore it",
+                "column",
+            )
+        return TextPair(anchor, positive, negative, score, record.path, record.line, record.unit)  # type: ignore[arg-type]
+
+    def view(self, example: TextPair) -> ExampleView:
+        return ExampleView(example.path, example.line, example.unit, example.anchor, example.positive, False)
+
+    def measure(self, examples: Sequence[TextPair]) -> list[TokenCount]:
+        limit = self.model_cfg.max_length
+        texts = [t for ex in examples for t in self._texts(ex)]
+        lengths = iter(len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"])
+        counts = []
+        for ex in examples:
+            longest = max(next(lengths) for _ in self._texts(ex))
+            counts.append(TokenCount(longest, longest > limit))
+        return counts
+
+    @staticmethod
+    def _texts(example: TextPair) -> list[str]:
+        return [t for t in (example.anchor, example.positive, example.negative) if t is not None]
+
+    def fit(self, train: list[TextPair], others: dict[str, list[TextPair]]) -> None:
+        self.negatives = train[0].negative is not None
+        self.pooling = self.declared_pooling()
+        for examples in [train, *others.values()]:
+            self.check(examples)
+
+    def check(self, examples: Sequence[TextPair]) -> None:
+        """Every pair of a file has a negative, or none has (the loss takes one per anchor or none)."""
+        for ex in examples:
+            if (ex.negative is not None) != self.negatives:
+                has = "has no" if self.negatives else "has a"
+                raise DataError(
+                    ex.path,
+                    ex.line,
+                    f'this pair {has} "{self.params.negative_column}" where the training data\'s first pair '
+                    f"{'has one' if self.negatives else 'has none'}: give every pair a negative, or none",
+                    ex.unit,
+                    "column",
+                )
+
+    def declared_pooling(self) -> SentencePooling:
+        declared = SentencePooling("mean", False, "default")
+        resolved = resolve_model(str(self.model_cfg.name))
+        if resolved.is_local:
+            declared = read_pooling(Path(resolved.source))
+        if self.params.pooling != "auto":
+            return SentencePooling(self.params.pooling, declared.normalize, "task.pooling")  # type: ignore[arg-type]
+        return declared
+
+    def state(self) -> dict[str, Any]:
+        pooling = self.pooling or self.declared_pooling()
+        return {
+            "pooling": pooling.mode,
+            "normalize": pooling.normalize,
+            "pooling_source": pooling.source,
+            "negatives": self.negatives,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        mode = state["pooling"]
+        if mode not in POOLING_MODES:
+            raise DataError(Path("task.json"), None, f"unknown pooling {mode!r}")
+        self.pooling = SentencePooling(mode, bool(state["normalize"]), state.get("pooling_source", ""))
+        self.negatives = bool(state.get("negatives", False))
+
+    # --- model ---
+    def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
+        from transformers import AutoModel
+
+        return load_pretrained(AutoModel, resolved, self.model_cfg, **load_kwargs)
+
+    def base_model_key(self) -> tuple[Any, ...]:
+        return (*super().base_model_key(), (self.pooling or self.declared_pooling()).mode)
+
+    def init_head(self, model: torch.nn.Module, baseline_path: Path | None) -> bool:
+        """No head: the model before training is the base model, which step 0 validates."""
+        return True
+
+    def vectors(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors (not unit length) of a padded batch of token ids."""
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        mode = (self.pooling or self.declared_pooling()).mode
+        return pool(hidden, mask, mode)
+
+    def encode(self, examples: Sequence[TextPair], tokenizer: Any) -> list[dict[str, Any]]:
+        roles = ROLES if self.negatives else ROLES[:2]
+        texts = [getattr(ex, role) or "" for ex in examples for role in roles]
+        ids = iter(tokenizer(texts, truncation=True, max_length=self.model_cfg.max_length)["input_ids"])
+        features = []
+        for ex in examples:
+            feature: dict[str, Any] = {role: next(ids) for role in roles}
+            feature["length"] = sum(len(feature[role]) for role in roles)
+            if ex.score is not None:
+                feature["score"] = ex.score
+            features.append(feature)
+        return features
+
+    def epoch_batches(
+        self,
+        features: Sequence[dict[str, Any]],
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        group_by_length: bool,
+    ) -> list[list[int]]:
+        """Scored pairs batch as any task's; ranked ones never hold a text twice in a batch (its copy would be
+        one of its own negatives)."""
+        if self.scored:
+            return super().epoch_batches(features, batch_size, seed, epoch, group_by_length)
+        roles = [r for r in ROLES if r in features[0]] if features else []
+        keys = [[tuple(f[r]) for r in roles] for f in features]
+        return no_duplicate_batches(keys, batch_size, seed, epoch)
+
+    def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+        """The batch's texts (every anchor, then every positive, then every negative) sorted by length and cut
+        into mini-batches of task.mini_batch_size (`ids_k`, `mask_k`), and `order`: (roles x examples) the row
+        of each text among the mini-batches' vectors, concatenated."""
+        roles = [r for r in ROLES if r in features[0]]
+        texts = [f[r] for r in roles for f in features]
+        batch: dict[str, torch.Tensor] = {}
+        order = torch.empty(len(texts), dtype=torch.long)
+        row = 0
+        lengths = [len(t) for t in texts]
+        for k, chunk in enumerate(token_capped_batches(lengths, self.params.mini_batch_size, None)):
+            batch[f"ids_{k}"], batch[f"mask_{k}"] = pad([texts[i] for i in chunk], pad_id)
+            order[chunk] = torch.arange(row, row + len(chunk))
+            row += len(chunk)
+        batch["order"] = order.view(len(roles), len(features))
+        if "score" in features[0]:
+            batch["scores"] = torch.tensor([f["score"] for f in features], dtype=torch.float32)
+        return batch
+
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        return sum(int(v.numel()) for k, v in batch.items() if k.startswith("ids_"))
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        chunks = []
+        for k in range(sum(1 for key in batch if key.startswith("ids_"))):
+            ids, mask = batch[f"ids_{k}"], batch[f"mask_{k}"]
+            if self.params.cached and torch.is_grad_enabled():
+                chunks.append(checkpoint(self.vectors, model, ids, mask, use_reentrant=False))
+            else:
+                chunks.append(self.vectors(model, ids, mask))
+        rows = torch.cat(chunks)[batch["order"]]  # roles x examples x width
+        embedded = Embedded(rows[0], rows[1], rows[2] if rows.shape[0] > 2 else None, batch.get("scores"))
+        count = rows.shape[1]
+        return matryoshka(self.objective, embedded, self.params.matryoshka_dims) * count, count
+
+    # --- evaluation ---
+    def embed_rows(
+        self, model: torch.nn.Module, rows: Sequence[Sequence[int]], batch_size: int, pad_id: int
+    ) -> torch.Tensor:
+        """Unit-length vectors of token-id rows, in length-sorted batches of at most `batch_size` rows and
+        model.inference_batch_tokens padded tokens."""
+        out = torch.empty((len(rows), 0))
+        with evaluating(model) as device:
+            lengths = [len(r) for r in rows]
+            for idx in token_capped_batches(lengths, batch_size, self.model_cfg.inference_batch_tokens):
+                ids, mask = pad([rows[i] for i in idx], pad_id)
+                batch = move({"ids": ids, "mask": mask}, device)
+                vectors = self.vectors(model, batch["ids"], batch["mask"]).float().cpu()
+                if out.shape[1] == 0:
+                    out = torch.empty((len(rows), vectors.shape[1]))
+                out[idx] = torch.nn.functional.normalize(vectors, dim=-1)
+        return out
+
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        features: Sequence[dict[str, Any]],
+        batch_size: int,
+        pad_id: int,
+        *,
+        during_training: bool = False,
+    ) -> Evaluation:
+        if self.scored:
+            return self._evaluate_scored(model, features, batch_size, pad_id)
+        anchors, anchor_of = _unique([f["anchor"] for f in features])
+        documents, document_of = _unique([f[r] for f in features for r in ("positive", "negative") if r in f])
+        relevant_by_anchor: dict[int, set[int]] = {}
+        for f in features:
+            relevant_by_anchor.setdefault(anchor_of[tuple(f["anchor"])], set()).add(
+                document_of[tuple(f["positive"])]
+            )
+        queries = self.embed_rows(model, anchors, batch_size, pad_id)
+        corpus = self.embed_rows(model, documents, batch_size, pad_id)
+        index = [anchor_of[tuple(f["anchor"])] for f in features]
+        scores = retrieval_scores(queries[index], corpus, [relevant_by_anchor[i] for i in index])
+        metrics: dict[str, Any] = {name: float(np.mean(values)) for name, values in scores.items()}
+        metrics["examples"], metrics["corpus_size"] = len(features), len(documents)
+        per_query = [dict(zip(scores, values, strict=True)) for values in zip(*scores.values(), strict=True)]
+        return Evaluation(metrics, per_query, example_scores=scores)
+
+    def _evaluate_scored(
+        self, model: torch.nn.Module, features: Sequence[dict[str, Any]], batch_size: int, pad_id: int
+    ) -> Evaluation:
+        first = self.embed_rows(model, [f["anchor"] for f in features], batch_size, pad_id)
+        second = self.embed_rows(model, [f["positive"] for f in features], batch_size, pad_id)
+        cosines = (first * second).sum(-1).tolist()
+        metrics: dict[str, Any] = correlations(cosines, [f["score"] for f in features])
+        metrics["examples"] = len(features)
+        return Evaluation(metrics, cosines)
+
+    def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
+        if len(evaluation.predictions) != len(features):
+            return None
+        if self.scored:
+            return correlation_resampler(evaluation.predictions, [f["score"] for f in features])
+        return mean_resampler({k: [query[k] for query in evaluation.predictions] for k in METRICS})
+
+    def evaluate_baseline(self, resolved: Any, examples: Sequence[TextPair], path: Path) -> Evaluation | None:
+        """The untouched encoder, pooled as it was trained, on the same queries and corpus."""
+        model = self.load_model(resolved)
+        return self.evaluate(
+            model, self.encode(examples, self.tokenizer), 64, self.tokenizer.pad_token_id or 0
+        )
+
+    baseline_description = "base = the pretrained encoder as it ships, pooled the way it was trained"
+
+    def general_ability(self, model: torch.nn.Module) -> GeneralAbility | None:
+        return encoder_ability(model, self.tokenizer, self.model_cfg.max_length)
+
+    # --- predict ---
+    def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
+        rows = self.tokenizer(list(inputs), truncation=True, max_length=self.model_cfg.max_length)[
+            "input_ids"
+        ]
+        vectors = self.embed_rows(model, rows, 64, pad_id)
+        return [{"text": t, "embedding": v.tolist()} for t, v in zip(inputs, vectors, strict=True)]
+
+    def prediction_line(self, row: dict[str, Any], top: int) -> str:
+        shown = " ".join(f"{x:+.4f}" for x in row["embedding"][:4])
+        return f"[{shown} ... ({len(row['embedding'])} dims)]\t{row['text']}"
+
+
+def _unique(rows: Sequence[Sequence[int]]) -> tuple[list[list[int]], dict[tuple[int, ...], int]]:
+    """The distinct token-id rows in first-seen order, and each one's index."""
+    index: dict[tuple[int, ...], int] = {}
+    for row in rows:
+        index.setdefault(tuple(row), len(index))
+    return [list(k) for k in index], index

@@ -1,0 +1,166 @@
+"""The embedding task's parts: batches without a repeated text, gradient caching that changes memory and not
+gradients, the pooling a model folder declares, and pair files whose every error names file and line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.embedding_support import embedding_task, pairs_of
+from tunesmith.data.batch_order import no_duplicate_batches
+from tunesmith.errors import DataError, UserError
+from tunesmith.models.sentence_pooling import pool, read_pooling
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    texts=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=80),
+    batch_size=st.integers(2, 9),
+    seed=st.integers(0, 5),
+)
+def test_no_batch_holds_a_text_twice_and_every_example_fits_where_it_can(
+    texts: list[tuple[int, int]], batch_size: int, seed: int
+) -> None:
+    keys = [[("a", a), ("p", p)] for a, p in texts]
+    batches = no_duplicate_batches(keys, batch_size, seed, epoch=0)
+    assert len(batches) <= -(-len(keys) // batch_size)  # what the schedule counted, never more
+    seen = [i for b in batches for i in b]
+    assert len(seen) == len(set(seen))
+    for batch in batches:
+        assert 0 < len(batch) <= batch_size
+        texts_in = [k for i in batch for k in keys[i]]
+        assert len(texts_in) == len(set(texts_in))
+    # an example left out clashes with every batch that has room
+    for i in set(range(len(keys))) - set(seen):
+        for batch in batches:
+            if len(batch) < batch_size:
+                assert any(set(keys[i]) & set(keys[j]) for j in batch)
+    assert no_duplicate_batches(keys, batch_size, seed, epoch=0) == batches  # a pure function of seed, epoch
+
+
+def test_without_repeated_texts_every_example_is_in_one_full_batch() -> None:
+    keys = [[("a", i), ("p", i)] for i in range(50)]
+    batches = no_duplicate_batches(keys, 8, seed=3, epoch=1)
+    assert sorted(i for b in batches for i in b) == list(range(50))
+    assert [len(b) for b in batches] == [8] * 6 + [2]
+    assert batches != no_duplicate_batches(keys, 8, seed=3, epoch=2)  # every epoch shuffles anew
+
+
+def _lora_grads(cached: bool) -> dict[str, torch.Tensor]:
+    from peft import LoraConfig, get_peft_model
+
+    task, model = embedding_task(cached=cached, mini_batch_size=3)
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False))
+    model.train()  # dropout on: the cached pass must replay the same masks
+    lines = (ROOT / "data/debian-summaries/train.jsonl").read_text().splitlines()[:8]
+    rows = [json.loads(line) for line in lines]
+    pairs = pairs_of([(r["summary"], r["document"]) for r in rows])
+    batch = task.collate(task.encode(pairs, task.tokenizer), task.tokenizer.pad_token_id)
+    assert sum(k.startswith("ids_") for k in batch) == 6  # 16 texts, 3 to a pass
+    torch.manual_seed(1)
+    loss, count = task.loss(model, batch)
+    loss.backward()
+    assert count == 8
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_cached_loss_gives_the_gradients_of_the_plain_one() -> None:
+    plain, cached = _lora_grads(cached=False), _lora_grads(cached=True)
+    assert plain.keys() == cached.keys() and plain
+    for name in plain:
+        assert torch.allclose(plain[name], cached[name], atol=1e-6, rtol=1e-4), name
+    assert any(g.abs().sum() > 0 for g in plain.values())
+
+
+def test_pooling_is_read_from_the_sentence_transformers_folder(minilm_dir: Path, tmp_path: Path) -> None:
+    declared = read_pooling(minilm_dir)
+    assert (declared.mode, declared.normalize) == ("mean", True)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert read_pooling(plain).mode == "mean" and not read_pooling(plain).normalize
+    folder = tmp_path / "cls"
+    shutil.copytree(minilm_dir / "1_Pooling", folder / "1_Pooling")
+    modules = json.loads((minilm_dir / "modules.json").read_text())
+    (folder / "modules.json").write_text(json.dumps(modules[:2]))
+    config = json.loads((folder / "1_Pooling/config.json").read_text())
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    (folder / "1_Pooling/config.json").write_text(json.dumps(config))
+    assert (read_pooling(folder).mode, read_pooling(folder).normalize) == ("cls", False)
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                *modules,
+                {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"},
+            ]
+        )
+    )
+    with pytest.raises(UserError, match="Dense"):
+        read_pooling(folder)
+
+
+def test_pool_modes_read_only_the_kept_positions() -> None:
+    hidden = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [-1.0], [5.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert pool(hidden, mask, "mean").flatten().tolist() == [2.0, 2.0]
+    assert pool(hidden, mask, "max").flatten().tolist() == [3.0, 5.0]
+    assert pool(hidden, mask, "cls").flatten().tolist() == [1.0, 2.0]
+    assert pool(hidden, mask, "lasttoken").flatten().tolist() == [3.0, 5.0]
+
+
+BAD_FILES = {
+    "missing positive": (
+        '{"anchor": "a", "positive": "b"}\n{"anchor": "c"}\n',
+        2,
+        'missing field "positive"',
+    ),
+    "empty anchor": ('{"anchor": "  ", "positive": "b"}\n', 1, 'empty text in "anchor"'),
+    "number as text": (
+        '{"anchor": "a", "positive": "b"}\n{"anchor": "a", "positive": 3}\n',
+        2,
+        "not a string",
+    ),
+    "score without a scored loss": (
+        '{"anchor": "a", "positive": "b", "score": 0.5}\n',
+        1,
+        "task.loss=cosent",
+    ),
+    "negative on some pairs only": (
+        '{"anchor": "a", "positive": "b", "negative": "c"}\n{"anchor": "d", "positive": "e"}\n',
+        2,
+        "give every pair a negative, or none",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_malformed_pair_files_end_with_file_and_line(case: str, tmp_path: Path) -> None:
+    text, line, message = BAD_FILES[case]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(text)
+    task, _ = embedding_task()
+    with pytest.raises(DataError) as caught:
+        task.fit(task.read(path, "auto"), {})
+    assert f"pairs.jsonl line {line}" in str(caught.value) and message in str(caught.value)
+
+
+def test_scored_pairs_need_a_numeric_score_and_csv_columns_are_checked_once(tmp_path: Path) -> None:
+    task, _ = embedding_task(loss="cosent")
+    path = tmp_path / "scored.jsonl"
+    path.write_text(
+        '{"anchor": "a", "positive": "b", "score": 1}\n{"anchor": "a", "positive": "c", "score": "high"}\n'
+    )
+    with pytest.raises(DataError, match="scored.jsonl line 2: .*must be a number"):
+        task.read(path, "auto")
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("query,answer\nq,a\n")
+    with pytest.raises(DataError, match="task.anchor_column"):
+        task.read(csv, "auto")
