@@ -57,7 +57,7 @@ def test_without_repeated_texts_every_example_is_in_one_full_batch() -> None:
 def _lora_grads(cached: bool) -> dict[str, torch.Tensor]:
     from peft import LoraConfig, get_peft_model
 
-    task, model = embedding_task(cached=cached, mini_batch_size=3)
+    task, model = embedding_task(cached=cached, mini_batch_tokens=300)
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False))
     model.train()  # dropout on: the cached pass must replay the same masks
@@ -65,7 +65,7 @@ def _lora_grads(cached: bool) -> dict[str, torch.Tensor]:
     rows = [json.loads(line) for line in lines]
     pairs = pairs_of([(r["summary"], r["document"]) for r in rows])
     batch = task.collate(task.encode(pairs, task.tokenizer), task.tokenizer.pad_token_id)
-    assert sum(k.startswith("ids_") for k in batch) == 6  # 16 texts, 3 to a pass
+    assert sum(k.startswith("ids_") for k in batch) >= 3  # 16 texts, several passes
     torch.manual_seed(1)
     loss, count = task.loss(model, batch)
     loss.backward()

@@ -75,13 +75,16 @@ class EmbeddingParams(PluginParams):
     pooling: Literal["auto", "mean", "cls", "max", "lasttoken"] = "auto"
     """How token vectors become one vector: `auto` reads the model's sentence-transformers modules.json
     (all-MiniLM-L6-v2: mean) and takes the mean where there is none."""
-    mini_batch_size: int = Field(32, ge=1)
-    """Texts encoded per forward pass: a batch's anchors, positives and negatives together, sorted by length
-    so each pass pads little. The loss still sees the whole batch at once."""
+    mini_batch_tokens: int = Field(512, ge=1)
+    """Padded tokens per forward pass: a batch's anchors, positives and negatives together are sorted by
+    length and cut into passes of at most this many tokens (a longer text gets a pass of its own), so each
+    pass pads little; the loss still sees the whole batch at once. 512 measured fastest on a 2-core CPU
+    (bench/embedding.py's pairs, LoRA: 384 to 512 tokens about 1.5x the speed of 32 texts a pass, 1,536
+    tokens 1.2x); not yet measured on a GPU, where larger passes may pay."""
     cached: bool = False
     """Gradient caching (GradCache, Gao et al. 2021; sentence-transformers' Cached* losses): each forward pass
-    keeps no activations and runs again during backward, one pass at a time, so memory holds one mini-batch
-    however large the batch (more in-batch negatives) for about one forward pass more of time. The gradients
+    keeps no activations and runs again during backward, one pass at a time, so memory holds one pass
+    (mini_batch_tokens) however large the batch (more in-batch negatives) for about one forward pass more of time. The gradients
     are the same as without it (tests/unit/test_embedding_losses.py)."""
     matryoshka_dims: list[int] = Field(default_factory=list)
     """Also train each of these leading slices of the vector (e.g. [256, 128, 64]) to embed on its own, each
@@ -300,7 +303,7 @@ class Embedding(Task):
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
         """The batch's texts (every anchor, then every positive, then every negative) sorted by length and cut
-        into mini-batches of task.mini_batch_size (`ids_k`, `mask_k`), and `order`: (roles x examples) the row
+        into passes of at most task.mini_batch_tokens padded tokens (`ids_k`, `mask_k`), and `order`: (roles x examples) the row
         of each text among the mini-batches' vectors, concatenated."""
         roles = [r for r in ROLES if r in features[0]]
         texts = [f[r] for r in roles for f in features]
@@ -308,7 +311,7 @@ class Embedding(Task):
         order = torch.empty(len(texts), dtype=torch.long)
         row = 0
         lengths = [len(t) for t in texts]
-        for k, chunk in enumerate(token_capped_batches(lengths, self.params.mini_batch_size, None)):
+        for k, chunk in enumerate(token_capped_batches(lengths, len(texts), self.params.mini_batch_tokens)):
             batch[f"ids_{k}"], batch[f"mask_{k}"] = pad([texts[i] for i in chunk], pad_id)
             order[chunk] = torch.arange(row, row + len(chunk))
             row += len(chunk)
