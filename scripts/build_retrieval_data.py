@@ -11,7 +11,7 @@ package's maintainers (DFSG-free); read from ../shared/data/debian-packages.json
         {id, text}: the first paragraph of every usable package (the package name as id), the test split's
         documents among them: the corpus `tunesmith eval --corpus` searches
 
-Packages whose synopsis another package shares ("transitional package", "documentation for ...") are left
+A package listed twice keeps its first entry. Packages whose synopsis another package shares ("transitional package", "documentation for ...") are left
 out: a query with several right answers that the data does not list would count a right answer as a miss.
 
     python scripts/build_retrieval_data.py [--source PATH] [--seed 13]
@@ -42,6 +42,9 @@ def main() -> None:
     with gzip.open(args.source, "rt", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     rows = [r for r in rows if usable(r)]
+    rows = list({r["package"]: r for r in reversed(rows)}.values())[
+        ::-1
+    ]  # a package listed twice: its first entry
     synopses = Counter(r["synopsis"].strip().lower() for r in rows)
     documents = Counter(first_paragraph(r["description"]) for r in rows)
     rows = [

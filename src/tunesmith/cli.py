@@ -250,6 +250,13 @@ def _print_trained(result: Any, as_json: bool) -> None:
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder")],
     data: Annotated[Path, typer.Option(help="Labelled test file (same columns as training)")],
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            help="Embedding runs: documents (id, text) each query searches; --data then holds pairs, or "
+            "queries with the ids of their relevant documents (query, relevant)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
 ) -> None:
     """Evaluate a run on a labelled file: the tuned model and the base model side by side."""
@@ -260,6 +267,8 @@ def evaluate(
 
     quiet_libraries()
     trained = load_run(run)
+    if corpus is not None:
+        trained.task.use_corpus(corpus)
     examples = trained.task.read(data, FileFormat(trained.config.data.format, trained.config.data.delimiter))
     trained.task.check(examples)
     report = evaluate_examples(trained, examples)
@@ -320,15 +329,23 @@ def predict(
         Path | None,
         typer.Option(help="A .txt file (one text per line) or CSV/JSONL/Parquet with the text column"),
     ] = None,
-    top: Annotated[int, typer.Option(help="Probabilities to show per text")] = 3,
+    top: Annotated[
+        int, typer.Option(help="Probabilities (or documents, with --corpus) to show per text")
+    ] = 3,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Embedding runs: the documents (id, text) to search for each text")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
-    """Predict labels (classification) or generate answers (chat, summarization, QA), batched."""
+    """Predict labels (classification), generate answers (chat, summarization, QA) or embed texts and find
+    their nearest documents (embedding), batched."""
     from tunesmith.inference import load_run
     from tunesmith.recipes.predict import predictions
 
     quiet_libraries()
     trained = load_run(run)
+    if corpus is not None:
+        trained.task.use_corpus(corpus)
     for row in predictions(trained, texts, file, sys.stdin):
         print(json.dumps(row) if as_json else trained.task.prediction_line(row, top))
 
@@ -631,7 +648,8 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="merged (plain transformers model), adapter (peft), onnx or gguf (llama.cpp, Ollama)",
+            help="merged (plain transformers model), adapter (peft), onnx, gguf (llama.cpp, Ollama) or "
+            "sentence-transformers (embedding runs)",
         ),
     ] = "merged",
     quant: Annotated[

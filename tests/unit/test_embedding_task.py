@@ -164,3 +164,85 @@ def test_scored_pairs_need_a_numeric_score_and_csv_columns_are_checked_once(tmp_
     csv.write_text("query,answer\nq,a\n")
     with pytest.raises(DataError, match="task.anchor_column"):
         task.read(csv, "auto")
+
+
+def _corpus(tmp_path: Path, rows: list[tuple[str, str]], name: str = "corpus.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in rows))
+    return path
+
+
+DOCS = [
+    ("dnsmasq", "A lightweight DNS forwarder and DHCP server for small networks."),
+    ("libxml2", "The XML C parser and toolkit developed for the GNOME project."),
+    ("gimp", "The GNU Image Manipulation Program, for photo retouching and image composition."),
+    ("vim", "Vim is an almost compatible version of the UNIX editor Vi, with many new features."),
+]
+
+
+def test_a_corpus_is_searched_for_pairs_and_for_queries_with_relevant_ids(tmp_path: Path) -> None:
+    task, model = embedding_task()
+    task.use_corpus(_corpus(tmp_path, DOCS))
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(
+        json.dumps({"query": "image editing program", "relevant": ["gimp"]})
+        + "\n"
+        + json.dumps({"query": "text editor", "relevant": "vim"})
+        + "\n"
+    )
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        json.dumps({"anchor": "image editing program", "positive": DOCS[2][1]})
+        + "\n"
+        + json.dumps({"anchor": "text editor", "positive": DOCS[3][1]})
+        + "\n"
+    )
+    results = []
+    for path in (queries, pairs):
+        examples = task.read(path, "auto")
+        task.check(examples)
+        evaluation = task.evaluate(model, task.encode(examples, task.tokenizer), 8, 0)
+        results.append(evaluation.metrics)
+    assert results[0] == results[1]  # a pair's positive is found in the corpus by its text
+    assert results[0]["corpus_size"] == 4 and results[0]["recall@10"] == 1.0
+
+
+def test_predict_with_a_corpus_returns_its_nearest_documents(tmp_path: Path) -> None:
+    task, model = embedding_task()
+    task.use_corpus(_corpus(tmp_path, DOCS))
+    [row] = task.predict(model, [DOCS[1][1]], 0)
+    assert row["hits"][0]["id"] == "libxml2" and row["hits"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert [h["score"] for h in row["hits"]] == sorted((h["score"] for h in row["hits"]), reverse=True)
+    assert "libxml2" in task.prediction_line(row, top=2).splitlines()[1]
+
+
+def test_corpus_and_query_errors_name_their_line(tmp_path: Path) -> None:
+    task, _ = embedding_task()
+    with pytest.raises(DataError, match=r"corpus.jsonl line 3: document id 'a' was given already \(line 1\)"):
+        task.use_corpus(_corpus(tmp_path, [("a", "x"), ("b", "y"), ("a", "z")]))
+    with pytest.raises(DataError, match="corpus.jsonl line 2: document 'b' has no text"):
+        task.use_corpus(_corpus(tmp_path, [("a", "x"), ("b", " ")]))
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"query": "q", "relevant": ["zz"]}) + "\n")
+    with pytest.raises(DataError, match="needs the corpus: give --corpus"):
+        task.check(task.read(queries, "auto"))
+    task.use_corpus(_corpus(tmp_path, DOCS))
+    with pytest.raises(DataError, match="queries.jsonl line 1: relevant id 'zz' is not in the corpus"):
+        task.check(task.read(queries, "auto"))
+    with pytest.raises(DataError, match="queries.jsonl line 1: a retrieval query .* training"):
+        task.fit(task.read(queries, "auto"), {})
+
+
+def test_a_gzipped_file_reads_as_the_plain_one(tmp_path: Path) -> None:
+    import gzip
+
+    from tunesmith.data.corpus import read_corpus
+
+    plain = _corpus(tmp_path, DOCS)
+    packed = tmp_path / "corpus.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_corpus(packed) == read_corpus(plain)
+    broken = tmp_path / "cut.jsonl.gz"
+    broken.write_bytes(gzip.compress(plain.read_bytes())[:40])
+    with pytest.raises(DataError, match="cut.jsonl.gz: cannot be unpacked"):
+        read_corpus(broken)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import gzip
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -72,10 +73,24 @@ class Record:
         return DataError(self.path, self.line, message, self.unit, kind)
 
 
+GZIPPED = ".gz"
+"""A text format (CSV, TSV, JSON lines) compressed with gzip: `data.jsonl.gz` reads as `data.jsonl`."""
+
+
+def open_bytes(path: Path) -> Any:
+    """The file's bytes, unpacked on the fly where it is gzipped."""
+    return gzip.open(path, "rb") if path.suffix.lower() == GZIPPED else path.open("rb")
+
+
 def detect_format(path: Path, fmt: str = "auto") -> str:
     if fmt != "auto":
         return fmt
-    found = FORMATS.get(path.suffix.lower())
+    suffix = path.suffix.lower()
+    if suffix == GZIPPED:
+        suffix = Path(path.stem).suffix.lower()
+        if FORMATS.get(suffix) == "parquet":
+            suffix = ".parquet.gz"  # Parquet compresses inside the file
+    found = FORMATS.get(suffix)
     if found is None:
         known = ", ".join(sorted(FORMATS))
         raise DataError(
@@ -114,7 +129,7 @@ def csv_delimiter(path: Path, fmt: str | FileFormat = "auto") -> str:
         return fmt.delimiter
     default = "\t" if detect_format(path, fmt.kind) == "tsv" else ","
     try:
-        with path.open("rb") as handle:
+        with open_bytes(path) as handle:
             head = [raw.decode("utf-8", errors="replace") for raw in islice(handle, SNIFF_LINES)]
     except OSError:
         return default  # reading reports it
@@ -174,11 +189,11 @@ def text_lines(path: Path, on_error: OnError = _raise) -> Iterator[str]:
     encoding (after reporting it to `on_error`, the line is read with the bad bytes replaced or dropped)."""
     line_no = 0
     try:
-        handle = path.open("rb")
+        handle = open_bytes(path)
     except OSError as exc:
         raise DataError(path, None, f"cannot be read ({exc.strerror})", kind="unreadable") from None
     with handle:
-        for raw in handle:
+        for raw in _lines_of(handle, path):
             line_no += 1
             try:
                 text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
@@ -191,6 +206,14 @@ def text_lines(path: Path, on_error: OnError = _raise) -> Iterator[str]:
                 on_error(DataError(path, line_no, problem, kind="encoding"))
                 text = text.replace("\x00", "")
             yield text
+
+
+def _lines_of(handle: Any, path: Path) -> Iterator[bytes]:
+    """The handle's lines; a gzip file cut short or not gzip at all is an error about the file."""
+    try:
+        yield from handle
+    except (OSError, EOFError) as exc:
+        raise DataError(path, None, f"cannot be unpacked ({exc})", kind="unreadable") from None
 
 
 def _encoding_problem(raw: bytes, exc: UnicodeDecodeError) -> str:

@@ -58,12 +58,6 @@ def encoder_batch(task: Any, tokenizer: Any) -> dict[str, torch.Tensor]:
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
-def encoder_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        out = model(**batch)
-    return {k: out[k].float() for k in ("logits", "start_logits", "end_logits") if k in out}
-
-
 def conversations(task: Any) -> list[list[dict[str, str]]]:
     """The fixed conversations a text-writing export is checked on."""
     return task.sample_messages(TEXTS, QUESTIONS)
@@ -116,7 +110,7 @@ def outputs_of(task: Any, tokenizer: Any, model: torch.nn.Module, pad_id: int) -
     model.eval()
     if writes_text(task):
         return Outputs({}, greedy_tokens(task, model, pad_id))
-    return Outputs(encoder_outputs(model, encoder_batch(task, tokenizer)), [])
+    return Outputs(task.export_scores(model, encoder_batch(task, tokenizer)), [])
 
 
 @dataclass

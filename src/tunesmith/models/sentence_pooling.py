@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -84,3 +84,32 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
         return hidden.masked_fill(~kept, torch.finfo(hidden.dtype).min).amax(1)
     last = attention_mask.sum(1).clamp_min(1) - 1
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def save_sentence_encoder(
+    encoder: torch.nn.Module, tokenizer: Any, folder: Path, max_length: int, pooling: SentencePooling
+) -> None:
+    """Write a plain transformers encoder as a sentence-transformers folder: the encoder at the top (a plain
+    transformers folder too: `AutoModel` loads it), then its Pooling module and, if it had one, Normalize:
+    `SentenceTransformer(folder).encode(texts)` pools as the run did."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    encoder.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    modules = [
+        Transformer(str(folder), max_seq_length=max_length),
+        Pooling(encoder.config.hidden_size, pooling_mode=pooling.mode),
+    ]
+    if pooling.normalize:
+        modules.append(Normalize())
+    SentenceTransformer(modules=modules, device="cpu").save(str(folder), create_model_card=False)
+
+
+def sentence_encoder_vectors(folder: Path, texts: list[str]) -> torch.Tensor:
+    """Unit-length vectors of `texts` from a sentence-transformers folder, computed by that library itself."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    vectors = model.encode(texts, convert_to_tensor=True, batch_size=len(texts), normalize_embeddings=True)
+    return vectors.float().cpu()

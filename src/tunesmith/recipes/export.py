@@ -6,7 +6,12 @@ merged   a plain Hugging Face model folder (safetensors, tokenizer with its chat
          the class logits (models/pooled.py): transformers has no class for that head.
 adapter  the bare trained weights on top of the base: a peft adapter folder (`PeftModel.from_pretrained`), or
          for bottleneck adapters our own safetensors file.
-onnx     an encoder model (classifier, span QA) as `model.onnx` with its tokenizer and label config.
+onnx     an encoder model (classifier, span QA, sentence encoder) as `model.onnx` with its tokenizer and label
+         config; a sentence encoder's graph outputs its unit-length sentence vectors (`embeddings`).
+sentence-transformers
+         an embedding run (or a mean-pooled classifier) merged as a sentence-transformers folder:
+         `SentenceTransformer(path).encode(texts)` gives the run's vectors (for an embedding run, merged is
+         the same folder).
 gguf     a decoder model merged, as one `model.gguf` for llama.cpp, Ollama and LM Studio (export/gguf_writer.py):
          f16 by default, or f32, written here; q8_0, q4_k_m, q5_k_m, q6_k by llama.cpp's own quantizer. Checked
          by llama.cpp itself (export/llama_reader.py): the prompts its chat template renders, its greedy answers
@@ -38,11 +43,10 @@ from tunesmith.export.probe import TEXTS, Comparison, Outputs, Plan, compare, en
 from tunesmith.files import write_json_atomic
 from tunesmith.inference import RunSpec, load_run, read_run
 from tunesmith.models.catalog import ResolvedModel
-from tunesmith.models.pooled import save_sentence_transformer, sentence_transformer_logits
 from tunesmith.recipes.prepare import load_splits
 
-Format = Literal["merged", "adapter", "onnx", "gguf"]
-FORMATS: tuple[Format, ...] = ("merged", "adapter", "onnx", "gguf")
+Format = Literal["merged", "adapter", "onnx", "gguf", "sentence-transformers"]
+FORMATS: tuple[Format, ...] = ("merged", "adapter", "onnx", "gguf", "sentence-transformers")
 
 ADAPTER_TOLERANCE = 1e-5
 """The same weights loaded the same way: any difference at all would be a bug."""
@@ -71,7 +75,12 @@ def refusal(spec: RunSpec, fmt: Format, quant: str | None = None) -> str | None:
         return f"--quant is for --format gguf, not {fmt}"
     if fmt == "gguf":
         return gguf_refusal(spec, quant)
-    if fmt == "merged" and method.cannot_merge:
+    if fmt == "sentence-transformers" and task.merged_layout != "sentence-transformers":
+        return (
+            f"a {task.name} run is not a sentence-transformers model (embedding runs and mean-pooled "
+            "classifiers are): use --format merged"
+        )
+    if fmt in ("merged", "sentence-transformers") and method.cannot_merge:
         return f"the {method.name} run cannot be exported merged: {method.cannot_merge}"
     if fmt == "adapter" and method.saves_full_model:
         return f"the {method.name} run trained the whole model, so there is no adapter: use --format merged"
@@ -152,7 +161,7 @@ def _merged(spec: RunSpec, quant: str | None) -> Plan:
     def write(trained: Any, folder: Path) -> None:
         model = spec.method.merged(spec.run.model, spec.base_loader("cpu"))
         if sentence_transformer:
-            save_sentence_transformer(model, trained.tokenizer, folder, spec.config.model.max_length)
+            trained.task.save_sentence_transformer(model, folder)
             return
         if hasattr(model.config, "use_cache") and spec.task.model_kind != "encoder":
             model.config.use_cache = True  # training turns the cache off; generation wants it back
@@ -161,7 +170,7 @@ def _merged(spec: RunSpec, quant: str | None) -> Plan:
 
     def check(trained: Any, folder: Path, reference: Outputs) -> Outputs:
         if sentence_transformer:  # read by the sentence-transformers library itself
-            return Outputs({"logits": sentence_transformer_logits(folder, list(TEXTS))}, [])
+            return Outputs(trained.task.sentence_transformer_scores(folder, list(TEXTS)), [])
         model = spec.task.load_model(ResolvedModel(str(folder), True))  # plain transformers Auto* class
         return outputs_of(trained.task, trained.tokenizer, model.eval(), trained.pad_id)
 
@@ -183,14 +192,15 @@ def _adapter(spec: RunSpec, quant: str | None) -> Plan:
 
 # --- onnx ---
 class _ScoresOnly(torch.nn.Module):
-    """The model's score tensors as a tuple, the shape torch.onnx.export wants."""
+    """The task's export scores of the model (Task.export_scores: class or span logits, sentence vectors) as
+    a tuple, the shape torch.onnx.export wants."""
 
-    def __init__(self, model: torch.nn.Module, names: list[str]):
+    def __init__(self, task: Any, model: torch.nn.Module, names: list[str]):
         super().__init__()
-        self.model, self.names = model, names
+        self.task, self.model, self.names = task, model, names
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        out = self.task.export_scores(self.model, {"input_ids": input_ids, "attention_mask": attention_mask})
         return tuple(out[n] for n in self.names)
 
 
@@ -208,13 +218,12 @@ def _onnx(spec: RunSpec, quant: str | None) -> Plan:
         full = encoder_batch(trained.task, trained.tokenizer)
         length = int(full["attention_mask"][:2].sum(dim=1).max())
         batch = {k: v[:2, :length] for k, v in full.items()}
-        with torch.no_grad():
-            names.extend(k for k in ("logits", "start_logits", "end_logits") if k in model(**batch))
+        names.extend(trained.task.export_scores(model, batch))
         dynamic = {0: "batch", 1: "sequence"}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on Python control flow: the check below decides
             torch.onnx.export(
-                _ScoresOnly(model, names),
+                _ScoresOnly(trained.task, model, names),
                 (batch["input_ids"], batch["attention_mask"]),
                 str(folder / "model.onnx"),
                 input_names=["input_ids", "attention_mask"],
@@ -256,4 +265,5 @@ WRITERS: dict[Format, Callable[[RunSpec, str | None], Plan]] = {
     "adapter": _adapter,
     "onnx": _onnx,
     "gguf": _gguf,
+    "sentence-transformers": _merged,  # what merged writes for a task whose merged layout it is
 }

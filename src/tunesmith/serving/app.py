@@ -5,6 +5,7 @@
                                        the run holds its fine-tuned model or the base model, `holds`)
     POST /v1/chat/completions          OpenAI-compatible chat, streaming by server-sent events
     POST /v1/classify                  labels with probabilities for one text or a list
+    POST /v1/embeddings                OpenAI-compatible sentence vectors for one text or a list
     POST /v1/feedback                  a correction for a logged request (right label / better answer)
     GET  /metrics                      Prometheus text format
     GET  /v1/admin/models/{name}/versions, POST /v1/admin/models/{name}/version, POST /v1/admin/reload
@@ -25,7 +26,7 @@ from fastapi import FastAPI
 
 from tunesmith.serving.guard import Guard, install_error_handlers
 from tunesmith.serving.pool import ModelPool
-from tunesmith.serving.routes import admin, classify, feedback, openai
+from tunesmith.serving.routes import admin, classify, embeddings, feedback, openai
 from tunesmith.serving.settings import ServeSettings
 from tunesmith.serving.state import Server
 
@@ -48,7 +49,7 @@ def build_app(pool: ModelPool, settings: ServeSettings) -> Guard:
     app = FastAPI(title="tunesmith", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
     install_error_handlers(app, settings)
-    for family in (admin, openai, classify, feedback):
+    for family in (admin, openai, classify, embeddings, feedback):
         app.include_router(family.router(server))
     return Guard(app, settings, server.metrics)
 

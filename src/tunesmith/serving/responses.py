@@ -79,4 +79,6 @@ def model_card(pool: ModelPool, name: str) -> dict[str, Any]:
         card["labels"] = list(served.trained.task.labels)
     if served.endpoint == "chat":
         card["engine"] = served.engine.label
+    if served.endpoint == "embeddings":
+        card["dimensions"] = served.trained.task.dimensions(served.trained.model)
     return card

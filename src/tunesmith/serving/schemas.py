@@ -84,6 +84,22 @@ class ClassifyRequest(_Strict):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
+class EmbeddingsRequest(BaseModel):
+    """POST /v1/embeddings, the OpenAI shape: one text or a list; `dimensions` keeps the leading ones (what a
+    Matryoshka-trained run is trained for), re-normalised; `encoding_format` float or base64 (little-endian
+    float32 bytes, what the official clients ask for by default). Token-id input is refused: the run's own
+    tokenizer reads text. Fields we do not use (`user`) are ignored, as OpenAI clients send them."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    model: Text | None = None
+    input: Text | list[Text]
+    dimensions: int | None = Field(None, ge=1)
+    encoding_format: Literal["float", "base64"] = "float"
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
 class FeedbackRequest(_Strict):
     """POST /v1/feedback on a logged request: the right label (classification), a better answer (chat: a
     preference pair for `retune --objective dpo`), or a rating of the answer given (chat: "up" or "down",

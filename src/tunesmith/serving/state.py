@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tunesmith.monitoring.request_log import default_url, encode_row, open_logs
-from tunesmith.recipes.predict import predict_texts
+from tunesmith.recipes.predict import embed_texts, predict_texts
 from tunesmith.serving.batcher import Batcher
 from tunesmith.serving.errors import ApiError
 from tunesmith.serving.metrics import Metrics
@@ -19,6 +19,7 @@ from tunesmith.serving.settings import ServeSettings
 ENDPOINTS = {
     "classify": "POST /v1/classify",
     "chat": "POST /v1/chat/completions",
+    "embeddings": "POST /v1/embeddings",
     "none": "no endpoint here",
 }
 """What a model of each Task.endpoint answers, as a message and the model card say it."""
@@ -37,7 +38,7 @@ class Server:
         self.metrics = Metrics(self.state)
         self.batchers = {
             name: Batcher(
-                self._classify_batch,
+                self._model_batch,
                 self.executor,
                 max_batch=settings.batch_size,
                 wait_s=settings.batch_wait_ms / 1000,
@@ -104,7 +105,9 @@ class Server:
 
     # --- model work (on the worker thread) ---
     @staticmethod
-    def _classify_batch(items: list[tuple[ServedModel, str]]) -> list[list[tuple[str, float]]]:
+    def _model_batch(items: list[tuple[ServedModel, str]]) -> list[Any]:
+        """One batch of texts through their models: ranked labels (classify) or sentence vectors
+        (embeddings), one per text."""
         out: list[Any] = [None] * len(items)
         groups: dict[int, list[int]] = {}
         for i, (served, _) in enumerate(items):
@@ -112,8 +115,12 @@ class Server:
         for idx in groups.values():
             served = items[idx[0]][0]
             served.activate()
-            ranked = predict_texts(served.trained, [items[i][1] for i in idx], batch_size=len(idx))
-            for i, result in zip(idx, ranked, strict=True):
+            texts = [items[i][1] for i in idx]
+            if served.endpoint == "embeddings":
+                results: list[Any] = list(embed_texts(served.trained, texts, batch_size=len(idx)))
+            else:
+                results = predict_texts(served.trained, texts, batch_size=len(idx))
+            for i, result in zip(idx, results, strict=True):
                 out[i] = result
         return out
 

@@ -116,6 +116,10 @@ class Task(ABC):
         or stdin, or per record's text column."""
         return read_texts(texts, file, stdin, text_column=getattr(self.params, "text_column", "text"))
 
+    def use_corpus(self, path: Path, fmt: str | FileFormat = "auto") -> None:
+        """Search the documents of `path` in evaluation and prediction (retrieval tasks); others refuse."""
+        raise UserError(f"--corpus is for embedding runs; this is a {self.name} run")
+
     def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
         """One JSON-ready row per input: what `tunesmith predict --json` prints."""
         raise UserError(f"`tunesmith predict` has nothing to do for a {self.name} run")
@@ -212,7 +216,26 @@ class Task(ABC):
 
     merged_layout: str = "transformers"
     """How `export --format merged` writes the model: `transformers` (a plain Auto* folder) or
-    `sentence-transformers` (a head transformers has no class for; models/pooled.py)."""
+    `sentence-transformers` (save_sentence_transformer: a pooled head transformers has no class for, or a
+    sentence encoder)."""
+
+    def save_sentence_transformer(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write `model` (merged, plain) as a sentence-transformers folder; only where merged_layout says so."""
+        raise UserError(f"a {self.name} run has no sentence-transformers layout")
+
+    def sentence_transformer_scores(self, folder: Path, texts: list[str]) -> dict[str, torch.Tensor]:
+        """What the folder save_sentence_transformer wrote gives for `texts`, computed by the
+        sentence-transformers library itself, under the keys of `export_scores`."""
+        raise UserError(f"a {self.name} run has no sentence-transformers layout")
+
+    def export_scores(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """What an export of this task's model must reproduce on a padded batch of texts (export/probe.py):
+        by default the scores it outputs (class logits, span logits)."""
+        with torch.no_grad():
+            out = model(**batch)
+        return {k: out[k].float() for k in ("logits", "start_logits", "end_logits") if k in out}
 
     def base_model_key(self) -> tuple[Any, ...]:
         """What the model `load_model` builds depends on besides the weights' source: runs with equal keys

@@ -28,7 +28,11 @@ from tunesmith.evaluation.bootstrap import Resampler, classification_resampler
 from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
 from tunesmith.evaluation.metrics import HEADLINE, classification_metrics
 from tunesmith.models.loader import load_pretrained, load_tokenizer
-from tunesmith.models.pooled import PooledClassifierLoader
+from tunesmith.models.pooled import (
+    PooledClassifierLoader,
+    save_sentence_transformer,
+    sentence_transformer_logits,
+)
 from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
@@ -221,6 +225,12 @@ class Classification(Task):
     @property
     def merged_layout(self) -> str:  # type: ignore[override]
         return "sentence-transformers" if self.params.pooling == "mean" else "transformers"
+
+    def save_sentence_transformer(self, model: torch.nn.Module, folder: Path) -> None:
+        save_sentence_transformer(model, self.tokenizer, folder, self.model_cfg.max_length)
+
+    def sentence_transformer_scores(self, folder: Path, texts: list[str]) -> dict[str, torch.Tensor]:
+        return {"logits": sentence_transformer_logits(folder, texts)}
 
     def encode(self, examples: Sequence[LabelledText], tokenizer: Any) -> list[dict[str, Any]]:
         encoded = tokenizer(

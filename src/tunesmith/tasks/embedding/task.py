@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from tunesmith.data.batch_order import no_duplicate_batches
 from tunesmith.data.checks.view import ExampleView, TokenCount
+from tunesmith.data.corpus import Document, read_corpus
 from tunesmith.data.padding import pad
 from tunesmith.data.readers import (
     FileFormat,
@@ -43,17 +44,28 @@ from tunesmith.errors import DataError
 from tunesmith.evaluation.bootstrap import Resampler, mean_resampler
 from tunesmith.evaluation.correlation import correlation_resampler, correlations
 from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
-from tunesmith.evaluation.retrieval import METRICS, retrieval_scores
+from tunesmith.evaluation.retrieval import METRICS, retrieval_scores, top_documents
 from tunesmith.models.catalog import resolve_model
 from tunesmith.models.loader import load_pretrained
 from tunesmith.models.running import evaluating, move
-from tunesmith.models.sentence_pooling import POOLING_MODES, SentencePooling, pool, read_pooling
+from tunesmith.models.sentence_pooling import (
+    POOLING_MODES,
+    SentencePooling,
+    pool,
+    read_pooling,
+    save_sentence_encoder,
+    sentence_encoder_vectors,
+)
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Evaluation, Task
 from tunesmith.tasks.embedding.loss import LOSSES, Embedded, EmbeddingLoss, matryoshka
 
 ROLES = ("anchor", "positive", "negative")
+RELEVANT = "relevant"
+"""The field of a retrieval query (for `eval --corpus`) that lists its relevant corpus ids."""
+HITS = 10
+"""Documents `predict --corpus` returns per text (`--top` shows fewer)."""
 
 
 class EmbeddingParams(PluginParams):
@@ -100,13 +112,17 @@ class EmbeddingParams(PluginParams):
 
 @dataclass(frozen=True)
 class TextPair:
+    """A training pair (anchor, positive, optional negative or score), or, for `eval --corpus`, a retrieval
+    query: its text as `anchor`, no positive, and the ids of its relevant corpus documents."""
+
     anchor: str
-    positive: str
+    positive: str | None
     negative: str | None
     score: float | None
     path: Path
     line: int
     unit: str = "line"
+    relevant: tuple[str, ...] | None = None
 
 
 @TASKS.register("embedding")
@@ -135,6 +151,26 @@ class Embedding(Task):
         self.pooling: SentencePooling | None = None
         self.negatives = False
         """Whether the training data has a negative per pair (then every pair has one)."""
+        self.corpus: list[Document] = []
+        """Documents evaluation and prediction search (use_corpus); none: each split's own documents."""
+        self._corpus_index: dict[str, int] = {}
+        self._corpus_rows: list[list[int]] | None = None
+
+    def use_corpus(self, path: Path, fmt: str | FileFormat = "auto") -> None:
+        """Search this corpus (`id`, `text` records) from now on: `eval` ranks it for each query, `predict`
+        returns its best documents."""
+        self.corpus = read_corpus(path, fmt)
+        self._corpus_index = {doc.id: i for i, doc in enumerate(self.corpus)}
+        self._corpus_rows = None
+
+    def corpus_rows(self) -> list[list[int]]:
+        """The corpus documents' token ids (tokenized once)."""
+        if self._corpus_rows is None:
+            texts = [doc.text for doc in self.corpus]
+            self._corpus_rows = self.tokenizer(texts, truncation=True, max_length=self.model_cfg.max_length)[
+                "input_ids"
+            ]
+        return self._corpus_rows
 
     @classmethod
     def metric_for(cls, params: PluginParams, metric: str | None) -> str:
@@ -175,6 +211,8 @@ class Embedding(Task):
 
     def _example(self, record: Record) -> TextPair:
         p = self.params
+        if RELEVANT in record.fields:
+            return self._query(record)
         anchor, positive = self._text(record, p.anchor_column), self._text(record, p.positive_column)
         negative = self._text(record, p.negative_column, required=False)
         score = None
@@ -191,8 +229,25 @@ class Embedding(Task):
             )
         return TextPair(anchor, positive, negative, score, record.path, record.line, record.unit)  # type: ignore[arg-type]
 
+    def _query(self, record: Record) -> TextPair:
+        """A retrieval query: its text (the anchor column, or `query`) and `relevant`, corpus ids."""
+        column = self.params.anchor_column if self.params.anchor_column in record.fields else "query"
+        text = self._text(record, column)
+        ids = record.fields[RELEVANT]
+        ids = [ids] if isinstance(ids, str | int) and not isinstance(ids, bool) else ids
+        if (
+            not isinstance(ids, list)
+            or not ids
+            or any(isinstance(i, bool) or not isinstance(i, str | int) for i in ids)
+        ):
+            raise record.error(f'"{RELEVANT}" must be a corpus id or a non-empty list of them, got {ids!r}')
+        return TextPair(
+            text, None, None, None, record.path, record.line, record.unit, tuple(str(i) for i in ids)
+        )  # type: ignore[arg-type]
+
     def view(self, example: TextPair) -> ExampleView:
-        return ExampleView(example.path, example.line, example.unit, example.anchor, example.positive, False)
+        target = example.positive if example.relevant is None else " ".join(example.relevant)
+        return ExampleView(example.path, example.line, example.unit, example.anchor, target, False)
 
     def measure(self, examples: Sequence[TextPair]) -> list[TokenCount]:
         limit = self.model_cfg.max_length
@@ -209,14 +264,23 @@ class Embedding(Task):
         return [t for t in (example.anchor, example.positive, example.negative) if t is not None]
 
     def fit(self, train: list[TextPair], others: dict[str, list[TextPair]]) -> None:
+        """Every training pair has a negative, or none has (the loss takes one per anchor or none); the
+        splits are pairs, not queries (those are for `eval --corpus`)."""
         self.negatives = train[0].negative is not None
         self.pooling = self.declared_pooling()
         for examples in [train, *others.values()]:
-            self.check(examples)
-
-    def check(self, examples: Sequence[TextPair]) -> None:
-        """Every pair of a file has a negative, or none has (the loss takes one per anchor or none)."""
-        for ex in examples:
+            for ex in examples:
+                if ex.relevant is not None:
+                    raise DataError(
+                        ex.path,
+                        ex.line,
+                        f'a retrieval query ("{RELEVANT}": corpus ids): training and its splits need '
+                        f"{self.params.anchor_column}/{self.params.positive_column} pairs; queries are for "
+                        "`tunesmith eval RUN --data QUERIES --corpus CORPUS`",
+                        ex.unit,
+                        "column",
+                    )
+        for ex in train:
             if (ex.negative is not None) != self.negatives:
                 has = "has no" if self.negatives else "has a"
                 raise DataError(
@@ -226,6 +290,23 @@ class Embedding(Task):
                     f"{'has one' if self.negatives else 'has none'}: give every pair a negative, or none",
                     ex.unit,
                     "column",
+                )
+
+    def check(self, examples: Sequence[TextPair]) -> None:
+        """With a corpus in use: every relevant id of a query names one of its documents."""
+        for ex in examples:
+            if ex.relevant is not None and not self.corpus:
+                raise DataError(
+                    ex.path,
+                    ex.line,
+                    f'a retrieval query ("{RELEVANT}": corpus ids) needs the corpus: give --corpus FILE',
+                    ex.unit,
+                    "column",
+                )
+            missing = [i for i in ex.relevant or () if i not in self._corpus_index]
+            if missing:
+                raise DataError(
+                    ex.path, ex.line, f"relevant id {missing[0]!r} is not in the corpus", ex.unit, "labels"
                 )
 
     def declared_pooling(self) -> SentencePooling:
@@ -262,6 +343,23 @@ class Embedding(Task):
     def base_model_key(self) -> tuple[Any, ...]:
         return (*super().base_model_key(), (self.pooling or self.declared_pooling()).mode)
 
+    merged_layout = "sentence-transformers"
+
+    def save_sentence_transformer(self, model: torch.nn.Module, folder: Path) -> None:
+        pooling = self.pooling or self.declared_pooling()
+        save_sentence_encoder(model, self.tokenizer, folder, self.model_cfg.max_length, pooling)
+
+    def sentence_transformer_scores(self, folder: Path, texts: list[str]) -> dict[str, torch.Tensor]:
+        return {"embeddings": sentence_encoder_vectors(folder, texts)}
+
+    def export_scores(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The unit-length sentence vectors: what a search compares."""
+        with torch.no_grad():
+            vectors = self.vectors(model, batch["input_ids"], batch["attention_mask"])
+        return {"embeddings": torch.nn.functional.normalize(vectors.float(), dim=-1)}
+
     def init_head(self, model: torch.nn.Module, baseline_path: Path | None) -> bool:
         """No head: the model before training is the base model, which step 0 validates."""
         return True
@@ -273,15 +371,19 @@ class Embedding(Task):
         return pool(hidden, mask, mode)
 
     def encode(self, examples: Sequence[TextPair], tokenizer: Any) -> list[dict[str, Any]]:
-        roles = ROLES if self.negatives else ROLES[:2]
-        texts = [getattr(ex, role) or "" for ex in examples for role in roles]
+        """Each example's texts as token ids by role (anchor, positive, negative where it has them); a query
+        keeps its relevant documents as corpus indices."""
+        texts = [t for ex in examples for t in self._texts(ex)]
         ids = iter(tokenizer(texts, truncation=True, max_length=self.model_cfg.max_length)["input_ids"])
         features = []
         for ex in examples:
+            roles = [r for r in ROLES if getattr(ex, r) is not None]
             feature: dict[str, Any] = {role: next(ids) for role in roles}
             feature["length"] = sum(len(feature[role]) for role in roles)
             if ex.score is not None:
                 feature["score"] = ex.score
+            if ex.relevant is not None:
+                feature["relevant"] = [self._corpus_index[i] for i in ex.relevant]
             features.append(feature)
         return features
 
@@ -366,12 +468,16 @@ class Embedding(Task):
         if self.scored:
             return self._evaluate_scored(model, features, batch_size, pad_id)
         anchors, anchor_of = _unique([f["anchor"] for f in features])
-        documents, document_of = _unique([f[r] for f in features for r in ("positive", "negative") if r in f])
+        corpus = self.corpus_rows() if self.corpus else []
+        documents, document_of = _unique(
+            [*corpus, *(f[r] for f in features for r in ("positive", "negative") if r in f)]
+        )
         relevant_by_anchor: dict[int, set[int]] = {}
         for f in features:
-            relevant_by_anchor.setdefault(anchor_of[tuple(f["anchor"])], set()).add(
-                document_of[tuple(f["positive"])]
-            )
+            found = relevant_by_anchor.setdefault(anchor_of[tuple(f["anchor"])], set())
+            found.update(document_of[tuple(corpus[i])] for i in f.get("relevant", []))
+            if "positive" in f:
+                found.add(document_of[tuple(f["positive"])])
         queries = self.embed_rows(model, anchors, batch_size, pad_id)
         corpus = self.embed_rows(model, documents, batch_size, pad_id)
         index = [anchor_of[tuple(f["anchor"])] for f in features]
@@ -411,14 +517,41 @@ class Embedding(Task):
         return encoder_ability(model, self.tokenizer, self.model_cfg.max_length)
 
     # --- predict ---
+    endpoint = "embeddings"
+
+    def embed_texts(
+        self, model: torch.nn.Module, texts: Sequence[str], pad_id: int, batch_size: int = 64
+    ) -> torch.Tensor:
+        """Unit-length vectors of `texts` (each cut at model.max_length tokens), texts x dimensions."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.model_cfg.max_length)["input_ids"]
+        return self.embed_rows(model, ids, batch_size, pad_id)
+
+    def dimensions(self, model: torch.nn.Module) -> int:
+        """The width of the model's vectors."""
+        return int(model.config.hidden_size)
+
     def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
-        rows = self.tokenizer(list(inputs), truncation=True, max_length=self.model_cfg.max_length)[
-            "input_ids"
-        ]
-        vectors = self.embed_rows(model, rows, 64, pad_id)
-        return [{"text": t, "embedding": v.tolist()} for t, v in zip(inputs, vectors, strict=True)]
+        """Each text's vector; with a corpus in use, its HITS most similar documents instead (id, cosine,
+        text)."""
+        vectors = self.embed_texts(model, inputs, pad_id)
+        if not self.corpus:
+            return [{"text": t, "embedding": v.tolist()} for t, v in zip(inputs, vectors, strict=True)]
+        documents = self.embed_rows(model, self.corpus_rows(), 64, pad_id)
+        ranked = top_documents(vectors, documents, HITS)
+        rows = []
+        for text, vector, order in zip(inputs, vectors, ranked.tolist(), strict=True):
+            scores = (documents[order] @ vector).tolist()
+            hits = [
+                {"id": self.corpus[i].id, "score": score, "text": self.corpus[i].text}
+                for i, score in zip(order, scores, strict=True)
+            ]
+            rows.append({"text": text, "hits": hits})
+        return rows
 
     def prediction_line(self, row: dict[str, Any], top: int) -> str:
+        if "hits" in row:
+            shown = [f"  {h['score']:.3f}  {h['id']}  {h['text'][:90]}" for h in row["hits"][:top]]
+            return "\n".join([row["text"], *shown])
         shown = " ".join(f"{x:+.4f}" for x in row["embedding"][:4])
         return f"[{shown} ... ({len(row['embedding'])} dims)]\t{row['text']}"
 
