@@ -246,6 +246,43 @@ def _print_trained(result: Any, as_json: bool) -> None:
     )
 
 
+@app.command()
+def mine(
+    file: Annotated[Path, typer.Argument(help="Retrieval pairs (anchor, positive)")],
+    out: Annotated[Path, typer.Option(help="Triplets file to write (JSONL: anchor, positive, negative)")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted overrides: task.anchor_column=question")
+    ] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Documents (id, text) to find negatives in (default: the pairs' positives)"),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="The base model that ranks the documents [default: minilm]")
+    ] = None,
+    margin: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Skip documents scoring above (1 - margin) x the positive's own similarity: likely right "
+            "answers too",
+        ),
+    ] = 0.05,
+) -> None:
+    """Find a hard negative for each retrieval pair with the base model, and write triplets for `train`."""
+    from tunesmith.recipes.mine import mine as mine_pairs
+
+    quiet_libraries()
+    config = _config_from({}, overrides, {"task": "embedding"}, {"model.name": model, "data.train": file})
+    mined = mine_pairs(config, out, corpus, margin)
+    console.print(
+        f"{out}: {mined.written} triplets; mean similarity to the anchor: positive {mined.positive_similarity:.3f}, "
+        f"negative {mined.negative_similarity:.3f}; {mined.skipped_close} documents skipped as likely right "
+        f"answers (margin {margin}); {mined.without_negative} pairs without a negative, left out"
+    )
+
+
 @app.command("eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder")],

@@ -171,7 +171,8 @@ CASES = [
     Hostile("NUL in a path", method="GET", path="/v1/models/%00", expected=frozenset({404})),
     Hostile("an 8,000-character path", method="GET", path="/" + "a" * 8000, expected=frozenset({404})),
     Hostile("trailing slash", _classify("x"), path="/v1/classify/", expected=frozenset({307, 404})),
-    Hostile("unknown endpoint", _classify("x"), path="/v1/embeddings", expected=frozenset({404})),
+    Hostile("unknown endpoint", _classify("x"), path="/v1/audio/speech", expected=frozenset({404})),
+    Hostile("embeddings of a classifier", _classify("x"), path="/v1/embeddings", expected=frozenset({400})),
     # headers
     Hostile("no Authorization", _classify("x"), headers={"Authorization": None}, expected=frozenset({401})),
     Hostile("empty bearer", _classify("x"), headers={"Authorization": b"Bearer "}, expected=frozenset({401})),

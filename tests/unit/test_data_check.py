@@ -484,3 +484,25 @@ def test_preference_pairs_where_the_longer_answer_always_wins_or_only_punctuatio
         row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
     data = report(capsys, jsonl(tmp_path, "pairs.jsonl", rows), "--task", "preference", "--model", smollm_dir)
     assert not warnings_of(data, "length_shortcut")
+
+
+def test_retrieval_pairs_that_teach_nothing_or_leak_are_reported(capsys, tmp_path, tiny_bert_dir):
+    rows = [
+        {"anchor": f"question {i} about item {i}", "positive": f"the answer for item {i} is here"}
+        for i in range(30)
+    ]
+    rows += [{"anchor": "Same Text here", "positive": "same text, here"}]  # its own positive
+    rows += [
+        {"anchor": f"how do I pay {i}", "positive": "Payments: see the billing page."} for i in range(12)
+    ]
+    train = jsonl(tmp_path, "train.jsonl", rows)
+    test = jsonl(
+        tmp_path, "test.jsonl", [{"anchor": "new question", "positive": "the answer for item 3 is here"}]
+    )
+    data = report(capsys, train, "--task", "embedding", "--model", tiny_bert_dir, "--test", test)
+    (same,) = warnings_of(data, "anchor_is_positive")
+    assert same["count"] == 1 and same["where"] == ["train.jsonl line 31"]
+    (shared,) = warnings_of(data, "shared_positive")
+    assert shared["count"] == 12 and "Payments" in shared["message"]
+    (leaked,) = warnings_of(data, "positive_leakage")
+    assert leaked["count"] == 1 and leaked["where"] == ["test.jsonl line 1"]

@@ -31,6 +31,7 @@ from tunesmith.data.checks import (  # noqa: E402,F401  (each registers itself)
     narrowness,
     pairs,
     personal_data,
+    retrieval,
     short,
     shortcuts,
 )

@@ -35,6 +35,8 @@ class ExampleView:
     tokens: TokenCount | None = None
     rejected: str | None = None
     """Preference pairs: the answer people preferred less (`target` is the chosen one)."""
+    retrieval: bool = False
+    """Retrieval pairs: `input` is the query (anchor), `target` the document that answers it (positive)."""
 
     @property
     def where(self) -> str:

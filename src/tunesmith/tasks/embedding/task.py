@@ -247,7 +247,15 @@ class Embedding(Task):
 
     def view(self, example: TextPair) -> ExampleView:
         target = example.positive if example.relevant is None else " ".join(example.relevant)
-        return ExampleView(example.path, example.line, example.unit, example.anchor, target, False)
+        return ExampleView(
+            example.path,
+            example.line,
+            example.unit,
+            example.anchor,
+            target,
+            False,
+            retrieval=example.relevant is None,
+        )
 
     def measure(self, examples: Sequence[TextPair]) -> list[TokenCount]:
         limit = self.model_cfg.max_length
