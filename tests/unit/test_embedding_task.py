@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -246,3 +247,29 @@ def test_a_gzipped_file_reads_as_the_plain_one(tmp_path: Path) -> None:
     broken.write_bytes(gzip.compress(plain.read_bytes())[:40])
     with pytest.raises(DataError, match="cut.jsonl.gz: cannot be unpacked"):
         read_corpus(broken)
+
+
+def test_scored_pairs_are_judged_by_rank_correlation_with_a_bootstrap(tmp_path: Path) -> None:
+    task, model = embedding_task(loss="cosent")
+    assert task.metric_for(task.params, None) == "spearman"
+    path = tmp_path / "scored.jsonl"
+    rows = [
+        ("a DNS forwarder", "a lightweight DNS forwarder and DHCP server", 1.0),
+        ("a DNS forwarder", "a DHCP and DNS server for small networks", 0.8),
+        ("a DNS forwarder", "an XML parsing library", 0.1),
+        ("an image editor", "the GNU Image Manipulation Program", 0.9),
+        ("an image editor", "a text editor for the terminal", 0.3),
+        ("an image editor", "a library of compression routines", 0.0),
+    ]
+    path.write_text("".join(json.dumps({"anchor": a, "positive": p, "score": s}) + "\n" for a, p, s in rows))
+    examples = task.read(path, "auto")
+    task.fit(examples, {})
+    features = task.encode(examples, task.tokenizer)
+    evaluation = task.evaluate(model, features, 8, 0)
+    assert evaluation.metrics["spearman"] > 0.5 and evaluation.metrics["examples"] == 6
+    resample = task.resampler(features, evaluation)
+    indices = np.tile(np.arange(6), (3, 1))
+    assert resample(indices)["spearman"] == pytest.approx([evaluation.metrics["spearman"]] * 3)
+    batch = task.collate(features, 0)
+    loss, count = task.loss(model, batch)
+    assert count == 6 and loss.item() > 0
