@@ -8,6 +8,8 @@ import base64
 import io
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from rich.console import Console
 
 from tests.e2e.served import API_KEY, FAST_EVALUATION, Server
 from tunesmith.config import build_config
+from tunesmith.evaluation.forgetting import reference_sentences
 from tunesmith.inference import load_run
 from tunesmith.recipes.export import export_run
 from tunesmith.recipes.finetune import finetune
@@ -116,8 +119,16 @@ def test_openai_client_gets_the_runs_vectors_in_both_encodings_and_matryoshka_di
             assert wrong.status_code == 400 and "/v1/embeddings" in wrong.json()["error"]["message"]
             card = http.get("/v1/models").json()["data"][0]
             assert card["endpoint"] == "POST /v1/embeddings" and card["dimensions"] == 384
+            client.embeddings.create(model="faq", input=reference_sentences()[:40])  # everyday English
     finally:
         served.stop()
     with sqlite3.connect(run / "requests.db") as db:  # every text logged, for drift monitoring
-        rows = db.execute("SELECT endpoint, input FROM requests").fetchall()
-    assert len(rows) == 3 + 1 + 1 + 1 and {r[0] for r in rows} == {"embeddings"}
+        rows = db.execute("SELECT endpoint FROM requests").fetchall()
+    assert len(rows) == 3 + 1 + 1 + 1 + 40 and {r[0] for r in rows} == {"embeddings"}
+    # queries about bread and trains against a model tuned on package searches: the monitor sees the shift
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunesmith", "monitor", str(run), "--json"], capture_output=True, text=True
+    )
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and report["status"] == "drift", proc.stderr[-2000:]
+    assert report["requests"] == 46 and report["detectors"]["domain_classifier_auc"]["alert"]
