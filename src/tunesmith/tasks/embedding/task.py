@@ -375,6 +375,8 @@ class Embedding(Task):
     def vectors(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pooled vectors (not unit length) of a padded batch of token ids."""
         hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        if hidden.shape[1] > mask.shape[1]:  # prompt tuning's virtual tokens, put before the text: not pooled
+            hidden = hidden[:, hidden.shape[1] - mask.shape[1] :]
         mode = (self.pooling or self.declared_pooling()).mode
         return pool(hidden, mask, mode)
 
