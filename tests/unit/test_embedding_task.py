@@ -273,3 +273,15 @@ def test_scored_pairs_are_judged_by_rank_correlation_with_a_bootstrap(tmp_path: 
     batch = task.collate(features, 0)
     loss, count = task.loss(model, batch)
     assert count == 6 and loss.item() > 0
+
+
+def test_the_share_of_pairs_the_base_model_already_gets_right_is_said(tmp_path: Path) -> None:
+    from tunesmith.models.catalog import resolve_model
+
+    task, _ = embedding_task()
+    pairs = pairs_of(
+        [(query, text) for query, text in [("dns server", DOCS[0][1]), ("xml parser", DOCS[1][1])]]
+    )
+    pairs += pairs_of([("photo retouching", DOCS[2][1]), ("photo retouching tool", DOCS[3][1])])  # one wrong
+    said = task.fit_baseline(resolve_model("minilm"), pairs, tmp_path / "probe", seed=0)
+    assert said is not None and "among 4 training positives for 3 of 4 training pairs (75.0%)" in said

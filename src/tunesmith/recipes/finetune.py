@@ -152,7 +152,9 @@ def fit_base(p: Prepared, run: RunFolder, resume: bool, console: Console) -> Pat
     seed = p.config.train.seed
     probe = Path(tempfile.mkdtemp(prefix="tunesmith-probe-")) / run.probe.name
     with console.status("fitting the base-model baseline"):
-        p.task.fit_baseline(p.resolved, p.splits.train, probe, seed)
+        said = p.task.fit_baseline(p.resolved, p.splits.train, probe, seed)
+    if said:
+        console.print(said)
     set_seed(seed)  # the training starts from the same random state with or without it
     return probe
 

@@ -203,8 +203,10 @@ class Task(ABC):
     # --- the base model, for "tuned vs base" ---
     baseline_description: ClassVar[str] = ""
 
-    def fit_baseline(self, resolved: Any, train: Sequence[Any], path: Path, seed: int) -> None:
-        """Prepare what scoring the untuned base model needs (saved at `path`); nothing by default."""
+    def fit_baseline(self, resolved: Any, train: Sequence[Any], path: Path, seed: int) -> str | None:
+        """Prepare what scoring the untuned base model needs (saved at `path`); nothing by default. Returns a
+        line for the user about the base model on the training data, if the task has one to say."""
+        return None
 
     def length_score(
         self, resolved: Any, train: Sequence[Any], validation: Sequence[Any], max_length: int, seed: int

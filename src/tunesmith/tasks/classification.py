@@ -343,8 +343,9 @@ class Classification(Task):
         labels = [self.label_id(ex.label) for ex in train]
         return baseline.LinearProbe.fit(features, labels, seed, weights)
 
-    def fit_baseline(self, resolved: Any, train: Sequence[LabelledText], path: Path, seed: int) -> None:
+    def fit_baseline(self, resolved: Any, train: Sequence[LabelledText], path: Path, seed: int) -> str | None:
         self._fit_probe(self._base_embeddings(resolved, train), train, seed).save(path)
+        return None
 
     def length_score(
         self,

@@ -66,6 +66,9 @@ RELEVANT = "relevant"
 """The field of a retrieval query (for `eval --corpus`) that lists its relevant corpus ids."""
 HITS = 10
 """Documents `predict --corpus` returns per text (`--top` shows fewer)."""
+RANKED_SAMPLE = 2000
+"""Training pairs at most that fit_baseline ranks with the base model (a sample past this: 2,000 pairs take
+about 30 s to embed on 2 CPU cores)."""
 
 
 class EmbeddingParams(PluginParams):
@@ -96,8 +99,8 @@ class EmbeddingParams(PluginParams):
     cached: bool = False
     """Gradient caching (GradCache, Gao et al. 2021; sentence-transformers' Cached* losses): each forward pass
     keeps no activations and runs again during backward, one pass at a time, so memory holds one pass
-    (mini_batch_tokens) however large the batch (more in-batch negatives) for about one forward pass more of time. The gradients
-    are the same as without it (tests/unit/test_embedding_losses.py)."""
+    (mini_batch_tokens) however large the batch (more in-batch negatives), for about one forward pass more
+    of time. The gradients are the same as without it (tests/unit/test_embedding_task.py)."""
     matryoshka_dims: list[int] = Field(default_factory=list)
     """Also train each of these leading slices of the vector (e.g. [256, 128, 64]) to embed on its own, each
     weighted as the full vector (Matryoshka; /v1/embeddings' `dimensions` then cuts vectors to them)."""
@@ -415,8 +418,8 @@ class Embedding(Task):
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
         """The batch's texts (every anchor, then every positive, then every negative) sorted by length and cut
-        into passes of at most task.mini_batch_tokens padded tokens (`ids_k`, `mask_k`), and `order`: (roles x examples) the row
-        of each text among the mini-batches' vectors, concatenated."""
+        into passes of at most task.mini_batch_tokens padded tokens (`ids_k`, `mask_k`), and `order`: (roles x
+        examples) the row of each text among the passes' vectors, concatenated."""
         roles = [r for r in ROLES if r in features[0]]
         texts = [f[r] for r in roles for f in features]
         batch: dict[str, torch.Tensor] = {}
@@ -513,6 +516,31 @@ class Embedding(Task):
         if self.scored:
             return correlation_resampler(evaluation.predictions, [f["score"] for f in features])
         return mean_resampler({k: [query[k] for query in evaluation.predictions] for k in METRICS})
+
+    def fit_baseline(self, resolved: Any, train: Sequence[TextPair], path: Path, seed: int) -> str | None:
+        """How many training pairs the base model already gets right: their positive ranked first among all
+        the training positives for their anchor (on a sample of RANKED_SAMPLE pairs when there are more).
+        Such pairs add little to the loss (their positive already wins), so a high share means the data
+        teaches little that the base does not know; hard negatives (`tunesmith mine`) make them count."""
+        pairs = [ex for ex in train if ex.positive is not None]
+        if len(pairs) < 2:
+            return None
+        if len(pairs) > RANKED_SAMPLE:
+            picked = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:RANKED_SAMPLE]
+            pairs = [pairs[i] for i in sorted(picked.tolist())]
+        model = self.load_model(resolved)
+        pad_id = self.tokenizer.pad_token_id or 0
+        positives = list(dict.fromkeys(ex.positive for ex in pairs))
+        own = torch.tensor([positives.index(ex.positive) for ex in pairs])
+        queries = self.embed_texts(model, [ex.anchor for ex in pairs], pad_id)
+        documents = self.embed_texts(model, positives, pad_id)
+        first = int((top_documents(queries, documents, 1)[:, 0] == own).sum())
+        of = f"{len(pairs):,} training pairs" + (" (a sample)" if len(train) > RANKED_SAMPLE else "")
+        return (
+            f"the base model already ranks the positive first among {len(positives):,} training positives for "
+            f"{first:,} of {of} ({100 * first / len(pairs):.1f}%): those teach little; hard negatives "
+            "(tunesmith mine) make them count"
+        )
 
     def evaluate_baseline(self, resolved: Any, examples: Sequence[TextPair], path: Path) -> Evaluation | None:
         """The untouched encoder, pooled as it was trained, on the same queries and corpus."""
