@@ -25,6 +25,18 @@ def check_text(text: str, settings: ServeSettings, where: str) -> None:
         raise ApiError(422, f"{where} is empty", "invalid_body")
 
 
+def check_inputs(texts: list[str], settings: ServeSettings) -> None:
+    """A request's list of texts: not empty, at most --max-inputs, each one passing check_text."""
+    if not texts:
+        raise ApiError(422, "input is an empty list", "invalid_body")
+    if len(texts) > settings.max_inputs:
+        raise ApiError(
+            413, f"{len(texts)} inputs; at most {settings.max_inputs} per request", "too_many_inputs"
+        )
+    for i, text in enumerate(texts):
+        check_text(text, settings, f"input[{i}]")
+
+
 def log_fault(error_id: str, path: str, exc: BaseException) -> None:
     """A server fault, on stderr with its traceback and the id its 500 answer carries."""
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)

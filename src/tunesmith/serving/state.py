@@ -4,13 +4,14 @@ worker thread that runs the models."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tunesmith.monitoring.request_log import default_url, encode_row, open_logs
 from tunesmith.recipes.predict import embed_texts, predict_texts
-from tunesmith.serving.batcher import Batcher
+from tunesmith.serving.batcher import Batcher, Overloaded
 from tunesmith.serving.errors import ApiError
 from tunesmith.serving.metrics import Metrics
 from tunesmith.serving.pool import ModelPool, ServedModel
@@ -75,6 +76,18 @@ class Server:
                 "wrong_endpoint",
             )
         return served
+
+    async def batched(self, served: ServedModel, texts: list[str], endpoint: str) -> tuple[list[Any], float]:
+        """`texts` through the model's batcher (with other requests' texts): one output per text, and the
+        seconds it took, queueing included (also observed in the metrics); a full queue is a 503."""
+        started = time.perf_counter()
+        try:
+            outputs = await self.batchers[served.name].submit([(served, t) for t in texts])
+        except Overloaded as exc:
+            raise ApiError(503, f"model {served.name} is busy ({exc}); retry shortly", "overloaded") from None
+        seconds = time.perf_counter() - started
+        self.metrics.inference_seconds.labels(served.name, endpoint).observe(seconds)
+        return outputs, seconds
 
     def log_row(self, served: ServedModel, **row: Any) -> None:
         self.logs[served.name].record(

@@ -4,15 +4,13 @@ requests' texts; each text is logged with its own id (for drift monitoring and /
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 from typing import Any
 
 import torch
 from fastapi import APIRouter, Request
 
-from tunesmith.serving.batcher import Overloaded
-from tunesmith.serving.errors import ApiError, check_text
+from tunesmith.serving.errors import ApiError, check_inputs
 from tunesmith.serving.guard import require_key
 from tunesmith.serving.schemas import EmbeddingsRequest
 from tunesmith.serving.state import Server
@@ -34,26 +32,13 @@ def router(server: Server) -> APIRouter:
         require_key(request, settings)
         served = server.model(body.model, "embeddings")
         texts = body.texts()
-        if not texts:
-            raise ApiError(422, "input is an empty list", "invalid_body")
-        if len(texts) > settings.max_inputs:
-            raise ApiError(
-                413, f"{len(texts)} inputs; at most {settings.max_inputs} per request", "too_many_inputs"
-            )
-        for i, text in enumerate(texts):
-            check_text(text, settings, f"input[{i}]")
+        check_inputs(texts, settings)
         width = served.trained.task.dimensions(served.trained.model)
         if body.dimensions is not None and body.dimensions > width:
             raise ApiError(
                 422, f"dimensions {body.dimensions}: the model's vectors have {width}", "invalid_body"
             )
-        started = time.perf_counter()
-        try:
-            vectors = await server.batchers[served.name].submit([(served, t) for t in texts])
-        except Overloaded as exc:
-            raise ApiError(503, f"model {served.name} is busy ({exc}); retry shortly", "overloaded") from None
-        seconds = time.perf_counter() - started
-        server.metrics.inference_seconds.labels(served.name, "embeddings").observe(seconds)
+        vectors, seconds = await server.batched(served, texts, "embeddings")
         tokens = sum(len(ids) for ids in served.trained.tokenizer(texts)["input_ids"])
         data = []
         for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
