@@ -11,8 +11,9 @@ Sides, each in its own child process (so peak RSS is its own):
   sampler (a text twice in a batch would be its own negative), the LoRA adapter put on its transformer module
   with peft, the model as it ships (attention dropout 0.1), fp32 (no bf16 on a CPU run);
 - tunesmith with its defaults for the embedding task: batches without a repeated text, each batch's texts
-  sorted by length into mini-batches of 32 (little padding), attention dropout 0 (PyTorch's fused attention
-  runs on a CPU only without it), its fused LoRA layers; no validation split, as the other side has none.
+  sorted by length into forward passes of at most 512 padded tokens (little padding), attention dropout 0
+  (PyTorch's fused attention runs on a CPU only without it), its fused LoRA layers; no validation split, as
+  the other side has none.
 
 NDCG@10 on held-out queries is computed the same way for every trained model (evaluation/retrieval.py, equal
 to sentence-transformers' InformationRetrievalEvaluator to 1e-6: tests/unit/test_retrieval_metrics.py):
@@ -63,9 +64,10 @@ def read_pairs(path: Path, limit: int | None = None) -> list[dict]:
 def ndcg_at_10(encode, pairs: list[dict]) -> float:
     """Mean NDCG@10 of each pair's anchor searching every pair's positive; `encode(texts)` -> unit rows."""
     from tunesmith.evaluation.retrieval import retrieval_scores
+    from tunesmith.evaluation.vector_search import CorpusIndex
 
     queries = encode([p["anchor"] for p in pairs])
-    corpus = encode([p["positive"] for p in pairs])
+    corpus = CorpusIndex(encode([p["positive"] for p in pairs]))
     scores = retrieval_scores(queries, corpus, [{i} for i in range(len(pairs))])
     return statistics.mean(scores["ndcg@10"])
 

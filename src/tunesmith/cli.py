@@ -304,8 +304,8 @@ def evaluate(
 
     quiet_libraries()
     trained = load_run(run)
-    if corpus is not None:
-        trained.task.use_corpus(corpus)
+    if corpus is not None and (note := trained.task.use_corpus(corpus)):
+        make_console(stderr=True).print(f"note: {note}")
     examples = trained.task.read(data, FileFormat(trained.config.data.format, trained.config.data.delimiter))
     trained.task.check(examples)
     report = evaluate_examples(trained, examples)
@@ -381,8 +381,8 @@ def predict(
 
     quiet_libraries()
     trained = load_run(run)
-    if corpus is not None:
-        trained.task.use_corpus(corpus)
+    if corpus is not None and (note := trained.task.use_corpus(corpus)):
+        make_console(stderr=True).print(f"note: {note}")
     for row in predictions(trained, texts, file, sys.stdin):
         print(json.dumps(row) if as_json else trained.task.prediction_line(row, top))
 

@@ -21,7 +21,6 @@ def embedding_task(max_length: int = 256, **params: Any) -> tuple[Embedding, tor
     task = build_task(EmbeddingParams(**params), cfg)
     resolved = resolve_model("minilm")
     task.use_tokenizer(load_tokenizer(resolved, cfg))
-    task.pooling = task.declared_pooling()
     return task, task.load_model(resolved)  # type: ignore[return-value]
 
 

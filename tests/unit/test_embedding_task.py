@@ -285,3 +285,31 @@ def test_the_share_of_pairs_the_base_model_already_gets_right_is_said(tmp_path: 
     pairs += pairs_of([("photo retouching", DOCS[2][1]), ("photo retouching tool", DOCS[3][1])])  # one wrong
     said = task.fit_baseline(resolve_model("minilm"), pairs, tmp_path / "probe", seed=0)
     assert said is not None and "among 4 training positives for 3 of 4 training pairs (75.0%)" in said
+
+
+def test_a_corpus_above_the_exact_search_limit_is_searched_approximately_with_the_same_results(
+    tmp_path: Path,
+) -> None:
+    """Real Debian pairs and documents: with task.exact_search_max_documents below the corpus, use_corpus says
+    the search is approximate, and evaluation and predict (through the faiss index) agree with exact search."""
+    pytest.importorskip("faiss")
+    import gzip
+
+    root = Path(__file__).resolve().parents[2] / "data/debian-retrieval"
+    with gzip.open(root / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        docs = [(r["id"], r["text"]) for r in map(json.loads, [next(f) for _ in range(200)])]
+    corpus = _corpus(tmp_path, docs)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join((root / "test.jsonl").read_text(encoding="utf-8").splitlines(True)[:30]))
+    metrics, top = {}, {}
+    for limit in (None, 100):
+        task, model = embedding_task(max_length=96, exact_search_max_documents=limit)
+        note = task.use_corpus(corpus)
+        assert (note is None) == (limit is None)
+        examples = task.read(pairs, "auto")
+        metrics[limit] = task.evaluate(model, task.encode(examples, task.tokenizer), 16, 0).metrics
+        top[limit] = [h["id"] for h in task.predict(model, [docs[7][1]], 0)[0]["hits"]]
+    assert "200 documents searched approximate: faiss IVF56,SQ8" in note
+    assert metrics[100]["corpus_size"] == metrics[None]["corpus_size"] == 230
+    assert metrics[100]["ndcg@10"] == pytest.approx(metrics[None]["ndcg@10"], abs=0.02)
+    assert top[100][0] == top[None][0] == docs[7][0]

@@ -10,8 +10,7 @@ the lower corpus index), so numbers compare with what its users report:
 Every metric is a mean of per-query scores, so the paired bootstrap resamples queries
 (evaluation/bootstrap.py: mean_resampler).
 
-Search is exact: the similarity of every query to every document, a block of queries at a time (a corpus of
-N documents costs a block x N matrix, not queries x N), keeping only each query's top max(k) documents.
+The search itself (exact, or approximate above a corpus size) is evaluation/vector_search.py's.
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from tunesmith.evaluation.vector_search import CorpusIndex
 
 METRICS: dict[str, tuple[str, int]] = {
     "mrr@10": ("mrr", 10),
@@ -30,24 +31,6 @@ METRICS: dict[str, tuple[str, int]] = {
     "recall@100": ("recall", 100),
 }
 """The metrics an embedding run reports, by name: (kind, cut-off)."""
-
-QUERY_BLOCK = 256
-"""Queries scored against the whole corpus at once (memory: QUERY_BLOCK x corpus floats)."""
-
-
-def top_documents(
-    queries: torch.Tensor, corpus: torch.Tensor, k: int, block: int = QUERY_BLOCK
-) -> torch.Tensor:
-    """Indices of each query's `k` most similar corpus rows (dot product: unit rows give the cosine), best
-    first, ties to the lower index."""
-    k = min(k, corpus.shape[0])
-    out = torch.empty((queries.shape[0], k), dtype=torch.long)
-    for start in range(0, queries.shape[0], block):
-        scores = queries[start : start + block] @ corpus.T
-        # a stable sort of the negated scores puts equal scores in index order, as the evaluator does
-        order = torch.sort(-scores, dim=1, stable=True).indices[:, :k]
-        out[start : start + block] = order.cpu()
-    return out
 
 
 def query_scores(
@@ -79,8 +62,8 @@ def _score(kind: str, hits: np.ndarray, relevant: int, k: int) -> float:
 
 
 def retrieval_scores(
-    queries: torch.Tensor, corpus: torch.Tensor, relevant: Sequence[set[int]]
+    queries: torch.Tensor, corpus: CorpusIndex, relevant: Sequence[set[int]]
 ) -> dict[str, list[float]]:
-    """Every metric of METRICS per query, searching `corpus` (unit rows) with `queries` (unit rows)."""
+    """Every metric of METRICS per query, searching `corpus` with `queries` (unit rows)."""
     deepest = max(k for _, k in METRICS.values())
-    return query_scores(top_documents(queries, corpus, deepest), relevant)
+    return query_scores(corpus.search(queries, deepest)[1], relevant)

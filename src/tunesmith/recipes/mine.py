@@ -24,7 +24,6 @@ import torch
 from tunesmith.config import RunConfig
 from tunesmith.data.readers import FileFormat
 from tunesmith.errors import DataError
-from tunesmith.evaluation.retrieval import top_documents
 from tunesmith.files import write_text_atomic
 from tunesmith.models.catalog import resolve_model
 from tunesmith.models.loader import load_tokenizer
@@ -60,23 +59,24 @@ def mine(config: RunConfig, out: Path, corpus: Path | None, margin: float, depth
         documents = list(dict.fromkeys(p.positive for p in pairs))
     if len(documents) < 2:
         raise DataError(Path(config.data.train), None, "mining needs at least 2 documents to choose from")
-    task.pooling = task.declared_pooling()  # type: ignore[attr-defined]
     model = task.load_model(resolved).to("cuda" if torch.cuda.is_available() else "cpu")
     pad = task.tokenizer.pad_token_id or 0
     anchors = task.embed_texts(model, [p.anchor for p in pairs], pad)  # type: ignore[attr-defined]
     positives = task.embed_texts(model, [p.positive for p in pairs], pad)  # type: ignore[attr-defined]
-    corpus_vectors = task.embed_texts(model, documents, pad)  # type: ignore[attr-defined]
-    ranked = top_documents(anchors, corpus_vectors, depth + 1)
+    rows = task.tokenizer(documents, truncation=True, max_length=task.model_cfg.max_length)["input_ids"]
+    index = task.corpus_index(model, rows, 64, pad)  # type: ignore[attr-defined]
+    found, ranked = index.search(anchors, depth + 1)
     lines: list[str] = []
     skipped, kept_positive, kept_negative = 0, [], []
     columns = task.params
-    for pair, anchor, positive, order in zip(pairs, anchors, positives, ranked.tolist(), strict=True):
+    for pair, anchor, positive, scores, order in zip(
+        pairs, anchors, positives, found.tolist(), ranked.tolist(), strict=True
+    ):
         own = float(anchor @ positive)
         chosen = None
-        for i in order:
-            if documents[i] in (pair.positive, pair.anchor):
-                continue
-            score = float(anchor @ corpus_vectors[i])
+        for i, score in zip(order, scores, strict=True):
+            if i < 0 or documents[i] in (pair.positive, pair.anchor):
+                continue  # faiss pads a short list of results with -1
             if score > (1 - margin) * own:
                 skipped += 1
                 continue

@@ -72,7 +72,17 @@ class ChatRequest(BaseModel):
         return [s for s in stops if s]
 
 
-class ClassifyRequest(_Strict):
+class _TextsInput:
+    """A request whose `input` is one text or a list of them."""
+
+    input: str | list[str]
+
+    def texts(self) -> list[str]:
+        """The input as a list of texts."""
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class ClassifyRequest(_TextsInput, _Strict):
     """POST /v1/classify: one text or a list; `top_k` labels per text (all by default)."""
 
     model: Text | None = None
@@ -80,11 +90,8 @@ class ClassifyRequest(_Strict):
     input: Text | list[Text]
     top_k: int | None = Field(None, ge=1)
 
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
 
-
-class EmbeddingsRequest(BaseModel):
+class EmbeddingsRequest(_TextsInput, BaseModel):
     """POST /v1/embeddings, the OpenAI shape: one text or a list; `dimensions` keeps the leading ones (what a
     Matryoshka-trained run is trained for), re-normalised; `encoding_format` float or base64 (little-endian
     float32 bytes, what the official clients ask for by default). Token-id input is refused: the run's own
@@ -95,9 +102,6 @@ class EmbeddingsRequest(BaseModel):
     input: Text | list[Text]
     dimensions: int | None = Field(None, ge=1)
     encoding_format: Literal["float", "base64"] = "float"
-
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
 class FeedbackRequest(_Strict):

@@ -116,8 +116,9 @@ class Task(ABC):
         or stdin, or per record's text column."""
         return read_texts(texts, file, stdin, text_column=getattr(self.params, "text_column", "text"))
 
-    def use_corpus(self, path: Path, fmt: str | FileFormat = "auto") -> None:
-        """Search the documents of `path` in evaluation and prediction (retrieval tasks); others refuse."""
+    def use_corpus(self, path: Path, fmt: str | FileFormat = "auto") -> str | None:
+        """Search the documents of `path` in evaluation and prediction (retrieval tasks); others refuse. May
+        return a line for the user about how the corpus will be searched."""
         raise UserError(f"--corpus is for embedding runs; this is a {self.name} run")
 
     def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:

@@ -44,7 +44,8 @@ from tunesmith.errors import DataError
 from tunesmith.evaluation.bootstrap import Resampler, mean_resampler
 from tunesmith.evaluation.correlation import correlation_resampler, correlations
 from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
-from tunesmith.evaluation.retrieval import METRICS, retrieval_scores, top_documents
+from tunesmith.evaluation.retrieval import METRICS, retrieval_scores
+from tunesmith.evaluation.vector_search import CorpusIndex, build_index, search_kind, top_documents
 from tunesmith.models.catalog import resolve_model
 from tunesmith.models.loader import load_pretrained
 from tunesmith.models.running import evaluating, move
@@ -101,6 +102,12 @@ class EmbeddingParams(PluginParams):
     keeps no activations and runs again during backward, one pass at a time, so memory holds one pass
     (mini_batch_tokens) however large the batch (more in-batch negatives), for about one forward pass more
     of time. The gradients are the same as without it (tests/unit/test_embedding_task.py)."""
+    exact_search_max_documents: int | None = Field(4_000_000, ge=0)
+    """`eval --corpus`, `predict --corpus` and `mine --corpus` search a corpus of up to this many documents
+    exactly (its float vectors in memory: 4M x 384 dimensions is 6 GB), a larger one approximately with a
+    faiss IVF-SQ8 index filled as the corpus is embedded (a quarter of the memory; needs the `index` extra);
+    null: always exact. Exact search takes about 8 ms a query per million documents on 2 CPU cores, far
+    less than embedding the corpus (bench/vector_search.py; evaluation/vector_search.py)."""
     matryoshka_dims: list[int] = Field(default_factory=list)
     """Also train each of these leading slices of the vector (e.g. [256, 128, 64]) to embed on its own, each
     weighted as the full vector (Matryoshka; /v1/embeddings' `dimensions` then cuts vectors to them)."""
@@ -151,7 +158,7 @@ class Embedding(Task):
         super().__init__(params, model_cfg)
         cls = LOSSES.get(self.params.loss)
         self.objective: EmbeddingLoss = cls(cls.Params(**self.params.loss_params))
-        self.pooling: SentencePooling | None = None
+        self._pooling: SentencePooling | None = None
         self.negatives = False
         """Whether the training data has a negative per pair (then every pair has one)."""
         self.corpus: list[Document] = []
@@ -159,12 +166,23 @@ class Embedding(Task):
         self._corpus_index: dict[str, int] = {}
         self._corpus_rows: list[list[int]] | None = None
 
-    def use_corpus(self, path: Path, fmt: str | FileFormat = "auto") -> None:
+    def use_corpus(self, path: Path, fmt: str | FileFormat = "auto") -> str | None:
         """Search this corpus (`id`, `text` records) from now on: `eval` ranks it for each query, `predict`
-        returns its best documents."""
+        returns its best documents. Returns a line for the user when the search will be approximate."""
         self.corpus = read_corpus(path, fmt)
         self._corpus_index = {doc.id: i for i, doc in enumerate(self.corpus)}
         self._corpus_rows = None
+        kind = search_kind(len(self.corpus), self.params.exact_search_max_documents)
+        if kind == "exact":
+            return None
+        return f"{len(self.corpus):,} documents searched {kind}: retrieval metrics are lower bounds"
+
+    def corpus_index(
+        self, model: torch.nn.Module, rows: Sequence[Sequence[int]], batch_size: int, pad_id: int
+    ) -> CorpusIndex:
+        """The documents (token-id rows) embedded and indexed: exact up to task.exact_search_max_documents."""
+        embed = lambda picked: self.embed_rows(model, [rows[i] for i in picked], batch_size, pad_id)  # noqa: E731
+        return build_index(len(rows), embed, self.params.exact_search_max_documents)
 
     def corpus_rows(self) -> list[list[int]]:
         """The corpus documents' token ids (tokenized once)."""
@@ -320,7 +338,19 @@ class Embedding(Task):
                     ex.path, ex.line, f"relevant id {missing[0]!r} is not in the corpus", ex.unit, "labels"
                 )
 
+    @property
+    def pooling(self) -> SentencePooling:
+        """How this run pools: what fit() or restore() set, else the model's declared pooling."""
+        if self._pooling is None:
+            self._pooling = self.declared_pooling()
+        return self._pooling
+
+    @pooling.setter
+    def pooling(self, pooling: SentencePooling) -> None:
+        self._pooling = pooling
+
     def declared_pooling(self) -> SentencePooling:
+        """The model folder's sentence-transformers pooling (mean where it declares none), or task.pooling."""
         declared = SentencePooling("mean", False, "default")
         resolved = resolve_model(str(self.model_cfg.name))
         if resolved.is_local:
@@ -330,7 +360,7 @@ class Embedding(Task):
         return declared
 
     def state(self) -> dict[str, Any]:
-        pooling = self.pooling or self.declared_pooling()
+        pooling = self.pooling
         return {
             "pooling": pooling.mode,
             "normalize": pooling.normalize,
@@ -352,12 +382,12 @@ class Embedding(Task):
         return load_pretrained(AutoModel, resolved, self.model_cfg, **load_kwargs)
 
     def base_model_key(self) -> tuple[Any, ...]:
-        return (*super().base_model_key(), (self.pooling or self.declared_pooling()).mode)
+        return (*super().base_model_key(), self.pooling.mode)
 
     merged_layout = "sentence-transformers"
 
     def save_sentence_transformer(self, model: torch.nn.Module, folder: Path) -> None:
-        pooling = self.pooling or self.declared_pooling()
+        pooling = self.pooling
         save_sentence_encoder(model, self.tokenizer, folder, self.model_cfg.max_length, pooling)
 
     def sentence_transformer_scores(self, folder: Path, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -380,7 +410,7 @@ class Embedding(Task):
         hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
         if hidden.shape[1] > mask.shape[1]:  # prompt tuning's virtual tokens, put before the text: not pooled
             hidden = hidden[:, hidden.shape[1] - mask.shape[1] :]
-        mode = (self.pooling or self.declared_pooling()).mode
+        mode = self.pooling.mode
         return pool(hidden, mask, mode)
 
     def encode(self, examples: Sequence[TextPair], tokenizer: Any) -> list[dict[str, Any]]:
@@ -492,7 +522,7 @@ class Embedding(Task):
             if "positive" in f:
                 found.add(document_of[tuple(f["positive"])])
         queries = self.embed_rows(model, anchors, batch_size, pad_id)
-        corpus = self.embed_rows(model, documents, batch_size, pad_id)
+        corpus = self.corpus_index(model, documents, batch_size, pad_id)
         index = [anchor_of[tuple(f["anchor"])] for f in features]
         scores = retrieval_scores(queries[index], corpus, [relevant_by_anchor[i] for i in index])
         metrics: dict[str, Any] = {name: float(np.mean(values)) for name, values in scores.items()}
@@ -534,7 +564,7 @@ class Embedding(Task):
         own = torch.tensor([positives.index(ex.positive) for ex in pairs])
         queries = self.embed_texts(model, [ex.anchor for ex in pairs], pad_id)
         documents = self.embed_texts(model, positives, pad_id)
-        first = int((top_documents(queries, documents, 1)[:, 0] == own).sum())
+        first = int((top_documents(queries, documents, 1)[1][:, 0] == own).sum())
         of = f"{len(pairs):,} training pairs" + (" (a sample)" if len(train) > RANKED_SAMPLE else "")
         return (
             f"the base model already ranks the positive first among {len(positives):,} training positives for "
@@ -574,14 +604,13 @@ class Embedding(Task):
         vectors = self.embed_texts(model, inputs, pad_id)
         if not self.corpus:
             return [{"text": t, "embedding": v.tolist()} for t, v in zip(inputs, vectors, strict=True)]
-        documents = self.embed_rows(model, self.corpus_rows(), 64, pad_id)
-        ranked = top_documents(vectors, documents, HITS)
+        found, ranked = self.corpus_index(model, self.corpus_rows(), 64, pad_id).search(vectors, HITS)
         rows = []
-        for text, vector, order in zip(inputs, vectors, ranked.tolist(), strict=True):
-            scores = (documents[order] @ vector).tolist()
+        for text, scores, order in zip(inputs, found.tolist(), ranked.tolist(), strict=True):
             hits = [
                 {"id": self.corpus[i].id, "score": score, "text": self.corpus[i].text}
                 for i, score in zip(order, scores, strict=True)
+                if i >= 0  # faiss pads a short list of results with -1
             ]
             rows.append({"text": text, "hits": hits})
         return rows
