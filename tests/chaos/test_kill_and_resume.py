@@ -30,7 +30,8 @@ from tunesmith.training.checkpoint import latest_checkpoint
 
 pytestmark = pytest.mark.slow
 
-POINTS = int(os.environ.get("TUNESMITH_CHAOS_POINTS", "10"))
+POINTS = int(os.environ.get("TUNESMITH_CHAOS_POINTS", "6"))
+"""Kills per signal in `make test` (each kill costs a restart of about 10 s); the by-hand sweep takes more."""
 
 
 def write_config(folder: Path, data: dict[str, Path], model: Path) -> Path:

@@ -107,3 +107,47 @@ class LinearProbe:
     def load(cls, path: Path) -> LinearProbe:
         tensors = load_file(str(path))
         return cls(tensors["coef"], tensors["intercept"], tensors["classes"])
+
+
+class MultiLabelProbe:
+    """Multi-label: one logistic regression per label on the frozen embeddings (one-vs-rest), as a linear
+    layer with a sigmoid per label, so it is also the tuned model's starting head."""
+
+    CERTAIN = 10.0
+    """The logit of a label every training example has (sigmoid 0.99995): no regression to fit."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray):
+        self.coef, self.intercept = coef, intercept
+
+    @classmethod
+    def fit(cls, features: np.ndarray, truth: np.ndarray, seed: int) -> MultiLabelProbe:
+        """`truth`: examples x labels 0/1."""
+        from sklearn.linear_model import LogisticRegression
+
+        labels = truth.shape[1]
+        coef = np.zeros((labels, features.shape[1]), dtype=np.float32)
+        intercept = np.zeros(labels, dtype=np.float32)
+        for j in range(labels):
+            column = np.asarray(truth[:, j], dtype=int)
+            if column.min() == column.max():
+                intercept[j] = cls.CERTAIN if column[0] else -cls.CERTAIN
+                continue
+            clf = LogisticRegression(max_iter=2000, random_state=seed).fit(features, column)
+            coef[j], intercept[j] = clf.coef_[0], clf.intercept_[0]
+        return cls(coef, intercept)
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Examples x labels: each label's sigmoid probability."""
+        return 1.0 / (1.0 + np.exp(-(features @ self.coef.T + self.intercept)))
+
+    def as_head(self, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.coef, self.intercept
+
+    def save(self, path: Path, **extra: np.ndarray) -> None:
+        arrays = {"coef": self.coef, "intercept": self.intercept, **extra}
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> MultiLabelProbe:
+        tensors = load_file(str(path))
+        return cls(tensors["coef"], tensors["intercept"])
