@@ -42,7 +42,11 @@ def multilabel_metrics(truth: np.ndarray, predicted: np.ndarray, labels: Sequenc
     out: dict[str, Any] = {"examples": int(truth.shape[0])}
     for average in ("micro", "macro"):
         p, r, f, _ = precision_recall_fscore_support(truth, predicted, average=average, zero_division=0)
-        out[f"{average}_precision"], out[f"{average}_recall"], out[f"{average}_f1"] = float(p), float(r), float(f)
+        out[f"{average}_precision"], out[f"{average}_recall"], out[f"{average}_f1"] = (
+            float(p),
+            float(r),
+            float(f),
+        )
     out["samples_f1"] = float(f1_score(truth, predicted, average="samples", zero_division=1))
     out["subset_accuracy"] = float(accuracy_score(truth, predicted))
     out["hamming_loss"] = float(hamming_loss(truth, predicted))
