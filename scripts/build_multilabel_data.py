@@ -28,6 +28,9 @@ from build_generative_data import first_paragraph, usable
 
 FACETS = ("interface::", "use::", "works-with::", "network::", "admin::", "security::", "field::")
 MIN_PROGRAMS = 100
+SAME_AS = {"interface::x11": "interface::graphical"}
+"""Tags that Debtags gives together every time among these programs (the data check's inseparable_labels):
+the first is left out, the second kept."""
 SIZES = {"train": 2000, "validation": 400, "test": 800}
 OUT = Path(__file__).resolve().parents[1] / "data" / "debian-tags"
 
@@ -44,13 +47,15 @@ def main() -> None:
     rows = [r for r in rows if "role::program" in r["tags"] and usable(r)]
     rows = list({r["package"]: r for r in reversed(rows)}.values())[::-1]  # listed twice: its first entry
     counts = Counter(t for r in rows for t in r["tags"] if t.startswith(FACETS))
-    kept = sorted(t for t, n in counts.items() if n >= MIN_PROGRAMS)
+    kept = sorted(t for t, n in counts.items() if n >= MIN_PROGRAMS and t not in SAME_AS)
     examples = []
     for r in rows:
         labels = [t for t in r["tags"] if t in kept]
         if labels:
             text = f"{r['synopsis'].strip().rstrip('.')}. {first_paragraph(r['description'])}"
             examples.append({"text": text, "labels": sorted(labels)})
+    texts = Counter(e["text"] for e in examples)
+    examples = [e for e in examples if texts[e["text"]] == 1]  # one text, two packages: left out
     picked = random.Random(args.seed).sample(examples, sum(SIZES.values()))
     OUT.mkdir(parents=True, exist_ok=True)
     start = 0

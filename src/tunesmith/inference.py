@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,4 +69,7 @@ def load_run(path: Path, device: str = "cpu") -> TrainedRun:
     spec.task.use_tokenizer(tokenizer)
     model = spec.method.load(spec.run.model, spec.base_loader(device)).to(device).eval()
     spec.task.prepare_model(model)
+    record = json.loads((spec.run.model / "tunesmith.json").read_text(encoding="utf-8"))
+    if "task" in record:
+        spec.task.restore_model_state(record["task"])
     return TrainedRun(spec.run, spec.config, spec.task, tokenizer, model)

@@ -86,7 +86,8 @@ class CheckConfig(Section):
     """Refuse to train when the check finds warnings too (errors always refuse)."""
     ignore: list[str] = Field(default_factory=list)
     """Warning kinds not to report: duplicates, leakage, conflicts, imbalance, truncation, short, personal_data,
-    narrow, shortcut, length_shortcut, near_identical_pairs. Errors cannot be ignored."""
+    narrow, shortcut, length_shortcut, near_identical_pairs, rare_label, constant_label,
+    inseparable_labels. Errors cannot be ignored."""
     min_class_examples: int = Field(10, ge=1)
     """A class with fewer training examples than this is flagged (imbalance)."""
     max_imbalance: float = Field(10.0, ge=1)

@@ -29,6 +29,7 @@ def test_unknown_name_lists_valid_ones():
     ):
         METHODS.get("qlora2")
     with pytest.raises(
-        ConfigError, match="valid tasks: chat, classification, embedding, preference, qa, summarization"
+        ConfigError,
+        match="valid tasks: chat, classification, embedding, multilabel, preference, qa, summarization",
     ):
         TASKS.get("nope")

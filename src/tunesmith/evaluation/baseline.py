@@ -116,8 +116,10 @@ class MultiLabelProbe:
     CERTAIN = 10.0
     """The logit of a label every training example has (sigmoid 0.99995): no regression to fit."""
 
-    def __init__(self, coef: np.ndarray, intercept: np.ndarray):
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, thresholds: np.ndarray | None = None):
         self.coef, self.intercept = coef, intercept
+        self.thresholds = np.full(len(intercept), 0.5, np.float32) if thresholds is None else thresholds
+        """Each label's decision threshold (the task tunes them on validation)."""
 
     @classmethod
     def fit(cls, features: np.ndarray, truth: np.ndarray, seed: int) -> MultiLabelProbe:
@@ -143,11 +145,11 @@ class MultiLabelProbe:
     def as_head(self, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
         return self.coef, self.intercept
 
-    def save(self, path: Path, **extra: np.ndarray) -> None:
-        arrays = {"coef": self.coef, "intercept": self.intercept, **extra}
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+    def save(self, path: Path) -> None:
+        arrays = {"coef": self.coef, "intercept": self.intercept, "thresholds": self.thresholds}
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}, str(path))
 
     @classmethod
     def load(cls, path: Path) -> MultiLabelProbe:
         tensors = load_file(str(path))
-        return cls(tensors["coef"], tensors["intercept"])
+        return cls(tensors["coef"], tensors["intercept"], tensors["thresholds"])

@@ -340,7 +340,10 @@ def best_model_writer(
         def write(folder: Path) -> None:
             p.method.save(trained, folder, weights)
             p.tokenizer.save_pretrained(folder)
-            (folder / "tunesmith.json").write_text(f'{{"method": "{p.method.name}"}}\n', encoding="utf-8")
+            record: dict[str, Any] = {"method": p.method.name}
+            if (state := p.task.model_state()) is not None:
+                record["task"] = state
+            (folder / "tunesmith.json").write_text(json.dumps(record) + "\n", encoding="utf-8")
 
         run.replace_model(write)
 

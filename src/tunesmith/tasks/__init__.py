@@ -14,6 +14,7 @@ from tunesmith.tasks import (  # noqa: E402,F401  (each registers itself)
     chat,
     classification,
     embedding,
+    multilabel,
     preference,
     qa,
     summarization,

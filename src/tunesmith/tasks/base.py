@@ -164,6 +164,15 @@ class Task(ABC):
     @abstractmethod
     def restore(self, state: dict[str, Any]) -> None: ...
 
+    def model_state(self) -> dict[str, Any] | None:
+        """What the task learnt along with the weights it holds (multi-label: the thresholds tuned by the
+        validation that chose them); written with each best model (its tunesmith.json), read back by
+        restore_model_state. None: nothing."""
+        return None
+
+    def restore_model_state(self, state: dict[str, Any]) -> None:
+        """Take back what model_state gave, from the model folder a run loads."""
+
     # --- model ---
     @abstractmethod
     def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:

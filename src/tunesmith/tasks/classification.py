@@ -107,7 +107,7 @@ def class_weights(labels: Sequence[int], classes: int, mode: str) -> torch.Tenso
     return len(labels) / (classes * counts.clamp_min(1))
 
 
-def _sorted_labels(names: set[str]) -> list[str]:
+def sorted_labels(names: set[str]) -> list[str]:
     if all(n.lstrip("-").isdigit() for n in names):
         return sorted(names, key=int)
     return sorted(names)
@@ -175,7 +175,7 @@ class Classification(Task):
                 f'every example has the label "{only}"; a classifier needs 2+',
                 kind="labels",
             )
-        self.labels = _sorted_labels(names)
+        self.labels = sorted_labels(names)
         self.class_weights = class_weights(
             [self.label_id(ex.label) for ex in train], len(self.labels), self.params.class_weight
         )
@@ -262,8 +262,12 @@ class Classification(Task):
             for idx, chunk in self.length_sorted_batches(features, batch_size):
                 batch = move(self.collate(chunk, pad_id), device)
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                probs[idx] = logits.float().softmax(-1).cpu()
+                probs[idx] = self.normalise(logits).cpu()
         return probs
+
+    def normalise(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from the head's logits: one softmax over the classes."""
+        return logits.float().softmax(-1)
 
     def rank(
         self, model: torch.nn.Module, texts: Sequence[str], pad_id: int, batch_size: int = 64
@@ -271,13 +275,17 @@ class Classification(Task):
         """For each text, (label, probability) pairs from most to least likely."""
         if not texts:
             return []
-        examples = [LabelledText(text, None, Path("<input>"), i + 1) for i, text in enumerate(texts)]
+        examples = [self.unlabelled(text, i + 1) for i, text in enumerate(texts)]
         probs = self.probabilities(model, self.encode(examples, self.tokenizer), batch_size, pad_id)
         ranked = probs.sort(dim=-1, descending=True)
         return [
             [(self.labels[j], float(p)) for p, j in zip(values.tolist(), indices.tolist(), strict=True)]
             for values, indices in zip(ranked.values, ranked.indices, strict=True)
         ]
+
+    def unlabelled(self, text: str, line: int) -> Any:
+        """A text to predict, as this task's example without a label."""
+        return LabelledText(text, None, Path("<input>"), line)
 
     def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
         return [

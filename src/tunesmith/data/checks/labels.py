@@ -23,8 +23,8 @@ class Labels(Check):
         self.unknown_where = Tally(cfg.examples_shown)
 
     def add(self, split: str, view: ExampleView) -> None:
-        if not view.target_is_label or view.target is None:
-            return
+        if not view.target_is_label or view.target is None or view.labels is not None:
+            return  # multi-label sets: checks/label_sets.py
         self.files.setdefault(split, view.path.name)
         counts = self.counts.setdefault(split, Counter())
         counts[view.target] += 1

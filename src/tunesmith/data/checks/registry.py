@@ -26,6 +26,7 @@ ERROR_KINDS = frozenset(
 
 from tunesmith.data.checks import (  # noqa: E402,F401  (each registers itself)
     duplicates,
+    label_sets,
     labels,
     lengths,
     narrowness,

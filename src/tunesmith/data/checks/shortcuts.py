@@ -33,7 +33,7 @@ class Shortcuts(Check):
         self.total = 0
 
     def add(self, split: str, view: ExampleView) -> None:
-        if split != "train" or not view.target_is_label or view.target is None:
+        if split != "train" or not view.target_is_label or view.target is None or view.labels is not None:
             return
         self.total += 1
         self.labels[view.target] += 1

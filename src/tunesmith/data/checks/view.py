@@ -37,6 +37,8 @@ class ExampleView:
     """Preference pairs: the answer people preferred less (`target` is the chosen one)."""
     retrieval: bool = False
     """Retrieval pairs: `input` is the query (anchor), `target` the document that answers it (positive)."""
+    labels: tuple[str, ...] | None = None
+    """Multi-label: the example's labels (any number; `target` is them joined, for duplicate checks)."""
 
     @property
     def where(self) -> str:

@@ -1,0 +1,333 @@
+"""Multi-label classification: a text and any number of labels (topics of a message, tags of a program).
+
+The model is the classifier of tasks/classification.py (an encoder, its mean-pooled hidden states through a
+linear head) with one sigmoid per label and binary cross-entropy, each label's loss averaged over the labels.
+A label is predicted where its probability reaches its threshold, tuned per label on the validation split
+by the same validation that picks the best checkpoint, and stored with that model (evaluation/multilabel.py).
+The base model is the frozen encoder with one logistic regression per label (one-vs-rest), its thresholds
+tuned on the same validation split; it is also the head step 0 validates, so a run keeps it when tuning does
+not beat it.
+
+Labels come as a list (JSON lines), a string of labels with a separator (`task.separator`, CSV), or one
+0/1 column per label (`task.label_columns`). An example may have no label at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from tunesmith.data.checks.view import ExampleView
+from tunesmith.data.readers import (
+    FileFormat,
+    OnError,
+    Record,
+    parse_each,
+    read_records,
+    require_columns,
+    require_field,
+)
+from tunesmith.errors import DataError
+from tunesmith.evaluation.baseline import MultiLabelProbe
+from tunesmith.evaluation.bootstrap import Resampler
+from tunesmith.evaluation.multilabel import (
+    DEFAULT_THRESHOLD,
+    MULTILABEL_HEADLINE,
+    decide,
+    multilabel_metrics,
+    multilabel_resampler,
+    tune_thresholds,
+)
+from tunesmith.plugin import PluginParams
+from tunesmith.tasks import TASKS
+from tunesmith.tasks.base import Evaluation
+from tunesmith.tasks.classification import Classification, sorted_labels
+
+
+class MultilabelParams(PluginParams):
+    name: Literal["multilabel"] = "multilabel"
+    text_column: str = "text"
+    """Column (CSV/Parquet) or field (JSONL) holding the text."""
+    label_column: str = "labels"
+    """Column or field holding the labels: a list (JSONL) or a string split at `separator`."""
+    separator: str = Field(";", min_length=1)
+    """What separates the labels in a string (`tag1;tag2`); spaces around each label are dropped."""
+    label_columns: list[str] = Field(default_factory=list)
+    """Instead of label_column: one column per label holding 0 or 1 (true/false); the column names are
+    the labels."""
+    pooling: Literal["mean", "cls"] = "mean"
+    """What the head reads, as for classification (`mean`: what the base model's probe reads)."""
+    head_init: Literal["probe", "random"] = "probe"
+    """Where training starts the head: the base model's probe (LP-FT; needs pooling=mean), or transformers'
+    random initialisation. Step 0 validates the probe either way (pooling=mean). `probe` measured on
+    configs/multilabel-tags.yaml (36 Debtags, LoRA r16, lr 2e-3, 2026-12-05): from a random head the sparse
+    sigmoid targets drove the model to predict each tag's prior for every text (validation macro-F1 0.59 at
+    step 0, 0.05 and 0.06 after epochs 1 and 2); from the probe it rose to 0.61, test 0.488 -> 0.510."""
+
+    @model_validator(mode="after")
+    def _probe_needs_mean(self) -> MultilabelParams:
+        if self.head_init == "probe" and self.pooling != "mean":
+            raise ValueError(
+                "head_init=probe starts the head from the mean-pooled probe: it needs pooling=mean"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class LabelledTexts:
+    text: str
+    labels: tuple[str, ...] | None
+    path: Path
+    line: int
+    unit: str = "line"
+
+
+def _truthy(record: Record, column: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("0", "1", "true", "false"):
+        return value.strip().lower() in ("1", "true")
+    raise record.error(f'label column "{column}" must be 0 or 1 (or true/false), got {value!r}')
+
+
+@TASKS.register("multilabel")
+class Multilabel(Classification):
+    name = "multilabel"
+    Params = MultilabelParams  # type: ignore[assignment]
+    default_metric = "macro_f1"
+    headline = MULTILABEL_HEADLINE
+    params: MultilabelParams  # type: ignore[assignment]
+
+    def __init__(self, params: PluginParams, model_cfg: Any):
+        super().__init__(params, model_cfg)
+        self.thresholds: list[float] = []
+        """Each label's decision threshold, tuned on validation with the model that holds them."""
+        self.validation: list[LabelledTexts] = []
+        """The validation split seen by fit: what the base model's thresholds are tuned on."""
+
+    # --- data ---
+    def examples(
+        self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
+    ) -> Iterator[LabelledTexts]:
+        columns = {"task.text_column": self.params.text_column}
+        if self.params.label_columns:
+            columns.update({f"task.label_columns[{i}]": c for i, c in enumerate(self.params.label_columns)})
+        else:
+            columns["task.label_column"] = self.params.label_column
+        return parse_each(
+            require_columns(read_records(path, fmt, on_error), columns), self._example, on_error
+        )
+
+    def _example(self, record: Record) -> LabelledTexts:  # type: ignore[override]
+        text_col = self.params.text_column
+        text = require_field(record, text_col)
+        if not isinstance(text, str):
+            raise record.error(f'text in "{text_col}" is not a string (got {type(text).__name__})', "empty")
+        if not text.strip():
+            raise record.error(f'empty text in "{text_col}"', "empty")
+        return LabelledTexts(text, self._labels(record), record.path, record.line, record.unit)
+
+    def _labels(self, record: Record) -> tuple[str, ...]:
+        if self.params.label_columns:
+            return tuple(c for c in self.params.label_columns if _truthy(record, c, require_field(record, c)))
+        value = require_field(record, self.params.label_column)
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(self.params.separator)]
+            return tuple(dict.fromkeys(part for part in parts if part))
+        if isinstance(value, list):
+            names = []
+            for item in value:
+                if isinstance(item, bool) or not isinstance(item, (str, int)) or not str(item).strip():
+                    raise record.error(f"each label must be a non-empty string or an integer, got {item!r}")
+                names.append(str(item).strip())
+            return tuple(dict.fromkeys(names))
+        raise record.error(
+            f'labels in "{self.params.label_column}" must be a list or a string of labels separated by '
+            f'"{self.params.separator}" (task.separator), got {type(value).__name__}'
+        )
+
+    def view(self, example: LabelledTexts) -> ExampleView:  # type: ignore[override]
+        joined = self.params.separator.join(sorted(example.labels or ()))
+        return ExampleView(
+            example.path, example.line, example.unit, example.text, joined, True, labels=example.labels
+        )
+
+    def fit(self, train: list[LabelledTexts], others: dict[str, list[LabelledTexts]]) -> None:  # type: ignore[override]
+        names = {label for ex in train for label in ex.labels or ()}
+        if not names:
+            raise DataError(train[0].path, None, "no training example has a label", kind="labels")
+        self.labels = sorted_labels(names)
+        self.thresholds = [DEFAULT_THRESHOLD] * len(self.labels)
+        self.validation = list(others.get("validation", []))
+        for examples in others.values():
+            self.check(examples)
+
+    def check(self, examples: Sequence[LabelledTexts]) -> None:  # type: ignore[override]
+        known = set(self.labels)
+        for ex in examples:
+            unknown = [label for label in ex.labels or () if label not in known]
+            if unknown:
+                raise DataError(
+                    ex.path,
+                    ex.line,
+                    f'label "{unknown[0]}" never occurs in the training data ({len(self.labels)} training '
+                    f"labels: {', '.join(self.labels[:20])}{' ...' if len(self.labels) > 20 else ''})",
+                    ex.unit,
+                    "labels",
+                )
+
+    def unlabelled(self, text: str, line: int) -> LabelledTexts:
+        return LabelledTexts(text, None, Path("<input>"), line)
+
+    def model_state(self) -> dict[str, Any] | None:
+        """The thresholds, written with the model that was validated with them."""
+        return {"thresholds": dict(zip(self.labels, self.thresholds, strict=True))}
+
+    def restore_model_state(self, state: dict[str, Any]) -> None:
+        saved = state.get("thresholds", {})
+        self.thresholds = [float(saved.get(label, DEFAULT_THRESHOLD)) for label in self.labels]
+
+    def truth(self, features: Sequence[dict[str, Any]]) -> np.ndarray:
+        return np.asarray([f["label"] for f in features], dtype=int)
+
+    def encode(self, examples: Sequence[LabelledTexts], tokenizer: Any) -> list[dict[str, Any]]:  # type: ignore[override]
+        encoded = tokenizer(
+            [ex.text for ex in examples], truncation=True, max_length=self.model_cfg.max_length
+        )["input_ids"]
+        return [
+            {"input_ids": ids, "length": len(ids), **hot}
+            for ids, hot in zip(encoded, self.encode_labels(examples), strict=True)
+        ]
+
+    def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+        batch = super().collate([{**f, "label": 0} for f in features], pad_id)
+        batch["labels"] = torch.tensor([f["label"] for f in features], dtype=torch.float32)
+        return batch
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        per_label = F.binary_cross_entropy_with_logits(logits.float(), batch["labels"], reduction="none")
+        return per_label.mean(dim=-1).sum(), int(batch["labels"].shape[0])
+
+    def normalise(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each label's own probability (sigmoid): they need not sum to 1."""
+        return logits.float().sigmoid()
+
+    # --- evaluation ---
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        features: Sequence[dict[str, Any]],
+        batch_size: int,
+        pad_id: int,
+        *,
+        during_training: bool = False,
+    ) -> Evaluation:
+        """Validation (during_training) tunes the thresholds on its own probabilities and scores with them;
+        the model saved as the best keeps them. Any other split is scored with the thresholds held."""
+        probs = self.probabilities(model, features, batch_size, pad_id).numpy()
+        truth = self.truth(features)
+        if during_training:
+            self.thresholds = tune_thresholds(probs, truth).tolist()
+        return self._scored(probs, truth, self.thresholds)
+
+    def _scored(self, probs: np.ndarray, truth: np.ndarray, thresholds: Sequence[float]) -> Evaluation:
+        clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+        loss = float(-(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)).mean())
+        predicted = decide(probs, thresholds)
+        metrics = {"loss": loss, **multilabel_metrics(truth, predicted, self.labels)}
+        for label, threshold in zip(self.labels, thresholds, strict=True):
+            metrics["per_label"][label]["threshold"] = float(threshold)
+        return Evaluation(metrics, predicted.tolist())
+
+    def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
+        return multilabel_resampler(self.truth(features), np.asarray(evaluation.predictions))
+
+    def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
+        """Each text's labels (those at or above their threshold) and every label's probability."""
+        rows = []
+        for text, ranked in zip(inputs, self.rank(model, inputs, pad_id), strict=True):
+            threshold = dict(zip(self.labels, self.thresholds, strict=True))
+            chosen = [label for label, p in ranked if p >= threshold[label]]
+            rows.append({"text": text, "labels": chosen, "probabilities": dict(ranked)})
+        return rows
+
+    def prediction_line(self, row: dict[str, Any], top: int) -> str:
+        shown = "  ".join(f"{name} {prob:.3f}" for name, prob in list(row["probabilities"].items())[:top])
+        return f"{self.params.separator.join(row['labels']) or '-'}\t{shown}\t{row['text']}"
+
+    def record(self, example: LabelledTexts) -> dict[str, Any]:  # type: ignore[override]
+        return {self.params.text_column: example.text, self.params.label_column: list(example.labels or ())}
+
+    # --- base model: frozen encoder + one logistic regression per label ---
+    baseline_description = (
+        "base = the frozen pretrained encoder with one logistic regression per label on its mean-pooled "
+        "embeddings (one-vs-rest, fitted on the same training split), thresholds tuned on validation"
+    )
+
+    def _hot(self, examples: Sequence[LabelledTexts]) -> np.ndarray:
+        return self.truth(self.encode_labels(examples))
+
+    def encode_labels(self, examples: Sequence[LabelledTexts]) -> list[dict[str, Any]]:
+        """Each example's labels as a 0/1 row (`label`), in the order of self.labels."""
+        index = {name: i for i, name in enumerate(self.labels)}
+        rows = []
+        for ex in examples:
+            hot = [0] * len(self.labels)
+            for label in ex.labels or ():
+                hot[index[label]] = 1
+            rows.append({"label": hot})
+        return rows
+
+    def fit_baseline(
+        self, resolved: Any, train: Sequence[LabelledTexts], path: Path, seed: int
+    ) -> str | None:  # type: ignore[override]
+        """The probe on the training split; its thresholds tuned on validation (0.5 without one)."""
+        probe = MultiLabelProbe.fit(self._base_embeddings(resolved, train), self._hot(train), seed)
+        if self.validation:
+            probs = probe.probabilities(self._base_embeddings(resolved, self.validation))
+            probe.thresholds = tune_thresholds(probs, self._hot(self.validation)).astype(np.float32)
+        probe.save(path)
+        return None
+
+    def length_score(
+        self,
+        resolved: Any,
+        train: Sequence[LabelledTexts],
+        validation: Sequence[LabelledTexts],
+        max_length: int,
+        seed: int,
+    ) -> dict[str, float] | None:  # type: ignore[override]
+        """The probe's validation metrics (thresholds tuned there) reading the first `max_length` tokens."""
+        features = self._base_embeddings(resolved, [*train, *validation], max_length)
+        probe = MultiLabelProbe.fit(features[: len(train)], self._hot(train), seed)
+        probs, truth = probe.probabilities(features[len(train) :]), self._hot(validation)
+        return multilabel_metrics(truth, decide(probs, tune_thresholds(probs, truth)), self.labels)
+
+    def init_head(self, model: torch.nn.Module, baseline_path: Path | None) -> bool:
+        """The head becomes the probe (one logistic regression per label is a linear layer with sigmoids)."""
+        if self.params.pooling != "mean" or baseline_path is None:
+            return False
+        weight, bias = MultiLabelProbe.load(baseline_path).as_head(len(self.labels))
+        with torch.no_grad():
+            model.classifier.weight.copy_(torch.from_numpy(weight))
+            model.classifier.bias.copy_(torch.from_numpy(bias))
+        return True
+
+    def evaluate_baseline(
+        self, resolved: Any, examples: Sequence[LabelledTexts], path: Path
+    ) -> Evaluation | None:  # type: ignore[override]
+        if not path.is_file():
+            return None
+        probe = MultiLabelProbe.load(path)
+        probs = probe.probabilities(self._base_embeddings(resolved, examples))
+        return self._scored(probs, self._hot(examples), probe.thresholds.tolist())

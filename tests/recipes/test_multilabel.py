@@ -1,0 +1,98 @@
+"""Multi-label fine-tuning end to end on real Debtags (data/debian-tags, six tags): thresholds tuned on
+validation travel with the model that was validated with them; base vs tuned with intervals; predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli import train_cli, tunesmith
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+TAGS = (
+    "interface::commandline",
+    "interface::graphical",
+    "interface::daemon",
+    "works-with::text",
+    "network::server",
+)
+
+
+def slice_of(split: str, n: int, out: Path) -> Path:
+    """The first n programs of a split, their tags cut down to TAGS (some keep none)."""
+    lines = (ROOT / "data/debian-tags" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+    rows = [json.loads(line) for line in lines]
+    out.write_text(
+        "".join(json.dumps({**r, "labels": [t for t in r["labels"] if t in TAGS]}) + "\n" for r in rows)
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def tags_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tags")
+    data = {
+        split: slice_of(split, n, tmp / f"{split}.jsonl")
+        for split, n in (("train", 240), ("validation", 80), ("test", 80))
+    }
+    run = tmp / "run"
+    proc = train_cli(
+        run, data, "minilm", "lora", "--task", "multilabel", "model.max_length=64", "train.epochs=2",
+        "train.batch_size=16", "train.learning_rate=0.002", "evaluation.forgetting=false", "train.estimate=never",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run, data
+
+
+def test_the_thresholds_are_the_ones_the_kept_model_tunes_on_validation(tags_run):
+    from tunesmith.evaluation.multilabel import THRESHOLDS
+    from tunesmith.inference import load_run
+
+    run, data = tags_run
+    stored = json.loads((run / "model" / "tunesmith.json").read_text())["task"]["thresholds"]
+    assert sorted(stored) == sorted(TAGS) and set(stored.values()) <= {float(t) for t in THRESHOLDS}
+    trained = load_run(run)
+    assert trained.task.thresholds == [stored[label] for label in trained.task.labels]
+    validation = trained.task.read(data["validation"], "auto")
+    features = trained.task.encode(validation, trained.tokenizer)
+    trained.task.evaluate(trained.model, features, 16, trained.pad_id, during_training=True)
+    assert trained.task.thresholds == [stored[label] for label in trained.task.labels]
+
+
+def test_base_and_tuned_are_compared_with_intervals_and_step_0_is_the_probe(tags_run):
+    run, data = tags_run
+    report = json.loads((run / "eval.json").read_text())
+    for name in ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss"):
+        assert name in report["base"] and name in report["tuned"] and name in report["interval"], name
+    assert "one logistic regression per label" in report["base_description"]
+    assert set(report["tuned"]["per_label"]["network::server"]) >= {"f1", "support", "threshold"}
+    # step 0 validates the encoder with the probe as its head: the base model, thresholds tuned alike
+    from tunesmith.inference import load_run
+    from tunesmith.models.catalog import resolve_model
+
+    trained = load_run(run)
+    validation = trained.task.read(data["validation"], "auto")
+    probe = trained.task.evaluate_baseline(resolve_model("minilm"), validation, trained.run.probe)
+    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    step0 = next(e for e in events if e["event"] == "validation" and e["step"] == 0)
+    assert step0["macro_f1"] == pytest.approx(probe.metrics["macro_f1"], abs=0.02)
+
+
+def test_predict_gives_the_labels_at_or_above_their_thresholds(tags_run):
+    run, _ = tags_run
+    texts = [
+        "A daemon that serves files over the network to clients.",
+        "Command-line tool to convert text files.",
+    ]
+    proc = tunesmith("predict", run, "--json", *texts)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    thresholds = json.loads((run / "model" / "tunesmith.json").read_text())["task"]["thresholds"]
+    for row in rows:
+        assert set(row["probabilities"]) == set(TAGS)
+        assert row["labels"] == [t for t, p in row["probabilities"].items() if p >= thresholds[t]]
+        assert list(row["probabilities"].values()) == sorted(row["probabilities"].values(), reverse=True)
