@@ -58,6 +58,9 @@ def read_run(path: Path) -> RunSpec:
     config = load_config(run.config)
     task = build_task(config.task, config.model)
     task.restore(run.read_json(run.task))
+    record = json.loads((run.model / "tunesmith.json").read_text(encoding="utf-8"))
+    if "task" in record:  # what the task learnt with the weights it holds (Task.model_state)
+        task.restore_model_state(record["task"])
     return RunSpec(run, config, task, METHODS.get(config.method.name)(config.method))
 
 
@@ -69,7 +72,4 @@ def load_run(path: Path, device: str = "cpu") -> TrainedRun:
     spec.task.use_tokenizer(tokenizer)
     model = spec.method.load(spec.run.model, spec.base_loader(device)).to(device).eval()
     spec.task.prepare_model(model)
-    record = json.loads((spec.run.model / "tunesmith.json").read_text(encoding="utf-8"))
-    if "task" in record:
-        spec.task.restore_model_state(record["task"])
     return TrainedRun(spec.run, spec.config, spec.task, tokenizer, model)

@@ -96,3 +96,29 @@ def test_predict_gives_the_labels_at_or_above_their_thresholds(tags_run):
         assert set(row["probabilities"]) == set(TAGS)
         assert row["labels"] == [t for t, p in row["probabilities"].items() if p >= thresholds[t]]
         assert list(row["probabilities"].values()) == sorted(row["probabilities"].values(), reverse=True)
+
+
+def test_the_server_answers_classify_with_the_labels_over_their_thresholds(tags_run, tmp_path):
+    from tests.e2e.served import Server
+
+    run, _ = tags_run
+    thresholds = json.loads((run / "model" / "tunesmith.json").read_text())["task"]["thresholds"]
+    served = Server([f"tags={run}"], tmp_path / "server")
+    try:
+        with served.client() as client:
+            texts = ["A daemon that serves files over the network.", "Graphical editor for images."]
+            response = client.post("/v1/classify", json={"model": "tags", "input": texts, "top_k": 2})
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert [item["index"] for item in data] == [0, 1]
+        for item in data:
+            shown = {s["label"]: s for s in item["scores"]}
+            assert len(shown) == 2 and all(s["threshold"] == thresholds[n] for n, s in shown.items())
+            assert (
+                item["label"] == item["scores"][0]["label"]
+                and item["confidence"] == item["scores"][0]["score"]
+            )
+        predicted = json.loads(tunesmith("predict", run, "--json", *texts).stdout.splitlines()[0])
+        assert response.json()["data"][0]["labels"] == predicted["labels"]
+    finally:
+        served.stop()

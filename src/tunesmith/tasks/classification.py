@@ -283,6 +283,16 @@ class Classification(Task):
             for values, indices in zip(ranked.values, ranked.indices, strict=True)
         ]
 
+    def classify_item(self, scores: list[tuple[str, float]], top_k: int | None) -> dict[str, Any]:
+        """What /v1/classify answers for one text, from its (label, probability) pairs, most likely first:
+        the label, its probability as the confidence, and the `top_k` first scores (all without)."""
+        shown = scores[:top_k] if top_k else scores
+        return {
+            "label": scores[0][0],
+            "confidence": scores[0][1],
+            "scores": [{"label": name, "score": p} for name, p in shown],
+        }
+
     def unlabelled(self, text: str, line: int) -> Any:
         """A text to predict, as this task's example without a label."""
         return LabelledText(text, None, Path("<input>"), line)

@@ -263,6 +263,16 @@ class Multilabel(Classification):
             rows.append({"text": text, "labels": chosen, "probabilities": dict(ranked)})
         return rows
 
+    def classify_item(self, scores: list[tuple[str, float]], top_k: int | None) -> dict[str, Any]:
+        """As for classification (the most likely label and its probability first), plus `labels`: every label
+        at or above its threshold; each score carries its label's threshold."""
+        item = super().classify_item(scores, top_k)
+        threshold = dict(zip(self.labels, self.thresholds, strict=True))
+        item["labels"] = [name for name, p in scores if p >= threshold[name]]
+        for row in item["scores"]:
+            row["threshold"] = threshold[row["label"]]
+        return item
+
     def prediction_line(self, row: dict[str, Any], top: int) -> str:
         shown = "  ".join(f"{name} {prob:.3f}" for name, prob in list(row["probabilities"].items())[:top])
         return f"{self.params.separator.join(row['labels']) or '-'}\t{shown}\t{row['text']}"

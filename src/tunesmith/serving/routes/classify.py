@@ -1,4 +1,5 @@
-"""POST /v1/classify: labels with probabilities for one text or a list, batched with other requests' texts;
+"""POST /v1/classify: labels with probabilities for one text or a list, batched with other requests' texts
+(what an item says is the task's: Task.classify_item; multi-label runs add the labels over their thresholds);
 each text is logged with its own id for /v1/feedback."""
 
 from __future__ import annotations
@@ -28,26 +29,18 @@ def router(server: Server) -> APIRouter:
         data = []
         for i, (text, scores) in enumerate(zip(texts, ranked, strict=True)):
             item_id = f"cls-{uuid.uuid4()}"
-            label, confidence = scores[0]
+            item = served.trained.task.classify_item(scores, body.top_k)
+            decided = {k: v for k, v in item.items() if k not in ("confidence", "scores")}
             server.log_row(
                 served,
                 request_id=item_id,
                 endpoint="classify",
                 input=text,
-                output={"label": label, "scores": dict(scores)},
+                output={**decided, "scores": dict(scores)},
                 latency_ms=seconds * 1000,
-                confidence=confidence,
+                confidence=item["confidence"],
             )
-            shown = scores[: body.top_k] if body.top_k else scores
-            data.append(
-                {
-                    "index": i,
-                    "id": item_id,
-                    "label": label,
-                    "confidence": confidence,
-                    "scores": [{"label": name, "score": p} for name, p in shown],
-                }
-            )
+            data.append({"index": i, "id": item_id, **item})
         return {"object": "list", "model": served.name, "version": served.version, "data": data}
 
     return routes
