@@ -6,7 +6,8 @@ server's llama.cpp engine writes its answers with the same class (`generate`).""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,41 @@ INSTALL_HINT = "pip install 'tunesmith[gguf]' (builds llama.cpp from the sources
 
 def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
+
+
+def has_amx() -> bool:
+    """Whether this CPU has Intel AMX (read from /proc/cpuinfo's flags; False where there is none)."""
+    try:
+        return "amx_int8" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+@contextmanager
+def plain_weight_buffers() -> Iterator[None]:
+    """On a CPU with AMX, a Llama constructed inside keeps its weights in plain CPU buffers: llama.cpp would
+    repack q8_0 and k-quant weights into its AMX buffer, whose matrix multiply crashes (SIGSEGV) on some
+    AMX machines (ggml-org/llama.cpp#20824; seen here on a virtualised Sapphire Rapids with q8_0). The
+    Python binding builds the model parameters itself, so its default parameters are swapped for the
+    construction (llama.cpp's `--no-repack`: use_extra_bufts off); f16 and f32 files are not repacked
+    anyway. Elsewhere nothing changes."""
+    import llama_cpp.llama_cpp as native
+
+    if not has_amx():
+        yield
+        return
+    defaults = native.llama_model_default_params
+
+    def without_repacking():  # type: ignore[no-untyped-def]
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    native.llama_model_default_params = without_repacking
+    try:
+        yield
+    finally:
+        native.llama_model_default_params = defaults
 
 
 @dataclass
@@ -43,14 +79,15 @@ class LlamaFile:
         from llama_cpp import Llama
 
         self.context = context
-        self.llm = Llama(
-            str(path),
-            n_ctx=context,
-            n_threads=usable_cores(),
-            logits_all=scores,
-            verbose=False,
-            n_gpu_layers=0,
-        )
+        with plain_weight_buffers():
+            self.llm = Llama(
+                str(path),
+                n_ctx=context,
+                n_threads=usable_cores(),
+                logits_all=scores,
+                verbose=False,
+                n_gpu_layers=0,
+            )
 
     def close(self) -> None:
         self.llm.close()
