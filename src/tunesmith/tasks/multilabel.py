@@ -194,6 +194,10 @@ class Multilabel(Classification):
         """The thresholds, written with the model that was validated with them."""
         return {"thresholds": dict(zip(self.labels, self.thresholds, strict=True))}
 
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self.thresholds = [DEFAULT_THRESHOLD] * len(self.labels)  # until the model's own are read
+
     def restore_model_state(self, state: dict[str, Any]) -> None:
         saved = state.get("thresholds", {})
         self.thresholds = [float(saved.get(label, DEFAULT_THRESHOLD)) for label in self.labels]
