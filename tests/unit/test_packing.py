@@ -66,7 +66,9 @@ def test_packed_row_attends_only_within_each_example(smollm_model):
     for start in starts:
         n = next(len(e) for e in examples if row[start : start + len(e)] == e)
         expected = next(a for e, a in zip(examples, alone, strict=True) if row[start : start + len(e)] == e)
-        torch.testing.assert_close(packed[start : start + n], expected, atol=2e-4, rtol=1e-4)
+        # float32 sums in another order (a longer row, other matmul blocking): up to 2.4e-4 on an AVX-512/AMX
+        # CPU; attention that leaked across examples would move logits by whole units
+        torch.testing.assert_close(packed[start : start + n], expected, atol=1e-3, rtol=1e-4)
 
 
 def test_pad_fills_out_rows_on_the_right_or_the_left_with_a_mask():
