@@ -148,14 +148,18 @@ class Classification(Task):
         )
 
     def _example(self, record: Record) -> LabelledText:
+        label = _label_name(record, require_field(record, self.params.label_column))
+        return LabelledText(self.text_of(record), label, record.path, record.line, record.unit)
+
+    def text_of(self, record: Record) -> str:
+        """The record's text (task.text_column): a non-empty string, or an error naming its line."""
         text_col = self.params.text_column
         text = require_field(record, text_col)
         if not isinstance(text, str):
             raise record.error(f'text in "{text_col}" is not a string (got {type(text).__name__})', "empty")
         if not text.strip():
             raise record.error(f'empty text in "{text_col}"', "empty")
-        label = _label_name(record, require_field(record, self.params.label_column))
-        return LabelledText(text, label, record.path, record.line, record.unit)
+        return text
 
     def view(self, example: LabelledText) -> ExampleView:
         return ExampleView(example.path, example.line, example.unit, example.text, example.label, True)

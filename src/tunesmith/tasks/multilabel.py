@@ -130,13 +130,9 @@ class Multilabel(Classification):
         )
 
     def _example(self, record: Record) -> LabelledTexts:  # type: ignore[override]
-        text_col = self.params.text_column
-        text = require_field(record, text_col)
-        if not isinstance(text, str):
-            raise record.error(f'text in "{text_col}" is not a string (got {type(text).__name__})', "empty")
-        if not text.strip():
-            raise record.error(f'empty text in "{text_col}"', "empty")
-        return LabelledTexts(text, self._labels(record), record.path, record.line, record.unit)
+        return LabelledTexts(
+            self.text_of(record), self._labels(record), record.path, record.line, record.unit
+        )
 
     def _labels(self, record: Record) -> tuple[str, ...]:
         if self.params.label_columns:
@@ -192,7 +188,7 @@ class Multilabel(Classification):
 
     def model_state(self) -> dict[str, Any] | None:
         """The thresholds, written with the model that was validated with them."""
-        return {"thresholds": dict(zip(self.labels, self.thresholds, strict=True))}
+        return {"thresholds": self.threshold_of()}
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)
@@ -210,8 +206,8 @@ class Multilabel(Classification):
             [ex.text for ex in examples], truncation=True, max_length=self.model_cfg.max_length
         )["input_ids"]
         return [
-            {"input_ids": ids, "length": len(ids), **hot}
-            for ids, hot in zip(encoded, self.encode_labels(examples), strict=True)
+            {"input_ids": ids, "length": len(ids), "label": hot}
+            for ids, hot in zip(encoded, self.label_matrix(examples).tolist(), strict=True)
         ]
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -258,21 +254,28 @@ class Multilabel(Classification):
     def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
         return multilabel_resampler(self.truth(features), np.asarray(evaluation.predictions))
 
+    def threshold_of(self) -> dict[str, float]:
+        """Each label's threshold, by label."""
+        return dict(zip(self.labels, self.thresholds, strict=True))
+
+    def chosen(self, scores: Sequence[tuple[str, float]]) -> list[str]:
+        """The labels at or above their threshold, in the order of `scores`."""
+        threshold = self.threshold_of()
+        return [label for label, p in scores if p >= threshold[label]]
+
     def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
         """Each text's labels (those at or above their threshold) and every label's probability."""
-        rows = []
-        for text, ranked in zip(inputs, self.rank(model, inputs, pad_id), strict=True):
-            threshold = dict(zip(self.labels, self.thresholds, strict=True))
-            chosen = [label for label, p in ranked if p >= threshold[label]]
-            rows.append({"text": text, "labels": chosen, "probabilities": dict(ranked)})
-        return rows
+        return [
+            {"text": text, "labels": self.chosen(ranked), "probabilities": dict(ranked)}
+            for text, ranked in zip(inputs, self.rank(model, inputs, pad_id), strict=True)
+        ]
 
     def classify_item(self, scores: list[tuple[str, float]], top_k: int | None) -> dict[str, Any]:
         """As for classification (the most likely label and its probability first), plus `labels`: every label
         at or above its threshold; each score carries its label's threshold."""
         item = super().classify_item(scores, top_k)
-        threshold = dict(zip(self.labels, self.thresholds, strict=True))
-        item["labels"] = [name for name, p in scores if p >= threshold[name]]
+        item["labels"] = self.chosen(scores)
+        threshold = self.threshold_of()
         for row in item["scores"]:
             row["threshold"] = threshold[row["label"]]
         return item
@@ -290,28 +293,22 @@ class Multilabel(Classification):
         "embeddings (one-vs-rest, fitted on the same training split), thresholds tuned on validation"
     )
 
-    def _hot(self, examples: Sequence[LabelledTexts]) -> np.ndarray:
-        return self.truth(self.encode_labels(examples))
-
-    def encode_labels(self, examples: Sequence[LabelledTexts]) -> list[dict[str, Any]]:
-        """Each example's labels as a 0/1 row (`label`), in the order of self.labels."""
+    def label_matrix(self, examples: Sequence[LabelledTexts]) -> np.ndarray:
+        """Examples x labels 0/1: each example's labels, in the order of self.labels."""
         index = {name: i for i, name in enumerate(self.labels)}
-        rows = []
-        for ex in examples:
-            hot = [0] * len(self.labels)
-            for label in ex.labels or ():
-                hot[index[label]] = 1
-            rows.append({"label": hot})
-        return rows
+        out = np.zeros((len(examples), len(self.labels)), dtype=int)
+        for row, ex in enumerate(examples):
+            out[row, [index[label] for label in ex.labels or ()]] = 1
+        return out
 
     def fit_baseline(
         self, resolved: Any, train: Sequence[LabelledTexts], path: Path, seed: int
     ) -> str | None:  # type: ignore[override]
         """The probe on the training split; its thresholds tuned on validation (0.5 without one)."""
-        probe = MultiLabelProbe.fit(self._base_embeddings(resolved, train), self._hot(train), seed)
+        probe = MultiLabelProbe.fit(self._base_embeddings(resolved, train), self.label_matrix(train), seed)
         if self.validation:
             probs = probe.probabilities(self._base_embeddings(resolved, self.validation))
-            probe.thresholds = tune_thresholds(probs, self._hot(self.validation)).astype(np.float32)
+            probe.thresholds = tune_thresholds(probs, self.label_matrix(self.validation)).astype(np.float32)
         probe.save(path)
         return None
 
@@ -325,8 +322,8 @@ class Multilabel(Classification):
     ) -> dict[str, float] | None:  # type: ignore[override]
         """The probe's validation metrics (thresholds tuned there) reading the first `max_length` tokens."""
         features = self._base_embeddings(resolved, [*train, *validation], max_length)
-        probe = MultiLabelProbe.fit(features[: len(train)], self._hot(train), seed)
-        probs, truth = probe.probabilities(features[len(train) :]), self._hot(validation)
+        probe = MultiLabelProbe.fit(features[: len(train)], self.label_matrix(train), seed)
+        probs, truth = probe.probabilities(features[len(train) :]), self.label_matrix(validation)
         return multilabel_metrics(truth, decide(probs, tune_thresholds(probs, truth)), self.labels)
 
     def init_head(self, model: torch.nn.Module, baseline_path: Path | None) -> bool:
@@ -346,4 +343,4 @@ class Multilabel(Classification):
             return None
         probe = MultiLabelProbe.load(path)
         probs = probe.probabilities(self._base_embeddings(resolved, examples))
-        return self._scored(probs, self._hot(examples), probe.thresholds.tolist())
+        return self._scored(probs, self.label_matrix(examples), probe.thresholds.tolist())
