@@ -4,6 +4,7 @@ validation travel with the model that was validated with them; base vs tuned wit
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,51 @@ def test_the_server_answers_classify_with_the_labels_over_their_thresholds(tags_
         assert response.json()["data"][0]["labels"] == predicted["labels"]
     finally:
         served.stop()
+
+
+def test_exports_feedback_and_drift_of_a_multilabel_run(tags_run, tmp_path):
+    import numpy as np
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    from tests.e2e.served import Server
+
+    run, data = tags_run
+    texts = ["A daemon that serves files over the network.", "Graphical editor for images."]
+    expected = [
+        json.loads(x)["probabilities"]
+        for x in tunesmith("predict", run, "--json", *texts).stdout.splitlines()
+    ]
+    for fmt in ("onnx", "merged"):  # each export checks itself against the run's model, or fails
+        proc = tunesmith("export", run, "--format", fmt, "--out", tmp_path / fmt)
+        assert proc.returncode == 0, proc.stderr
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "onnx")
+    batch = tokenizer(texts, padding=True, return_tensors="np")
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    (logits,) = session.run(
+        None, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    )
+    labels = json.loads((tmp_path / "onnx" / "config.json").read_text())["id2label"]
+    for row, probabilities in zip(1 / (1 + np.exp(-logits)), expected, strict=True):
+        assert {labels[str(i)]: float(p) for i, p in enumerate(row)} == pytest.approx(probabilities, abs=1e-4)
+
+    with data["test"].open(encoding="utf-8") as handle:
+        traffic = [json.loads(line)["text"] for line in handle][:40]
+    since = datetime.now(timezone.utc).isoformat()
+    served = Server([f"tags={run}"], tmp_path / "server")
+    try:
+        with served.client() as client:
+            items = client.post("/v1/classify", json={"model": "tags", "input": traffic}).json()["data"]
+            first = items[0]["id"]
+            refused = client.post("/v1/feedback", json={"id": first, "label": "network::server;nope"})
+            assert refused.status_code == 422 and "unknown label 'nope'" in refused.text
+            taken = client.post(
+                "/v1/feedback", json={"id": first, "label": "network::server; works-with::text"}
+            )
+            assert taken.status_code == 200, taken.text
+    finally:
+        served.stop()
+    proc = tunesmith("monitor", run, "--since", since, "--json", "monitor.min_requests=20")
+    assert proc.returncode in (0, 1), proc.stderr
+    psi = json.loads(proc.stdout)["detectors"]["prediction_psi"]
+    assert set(psi["detail"]["reference_shares"]) == {*TAGS, "(no label)"}

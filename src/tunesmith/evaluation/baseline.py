@@ -153,3 +153,38 @@ class MultiLabelProbe:
     def load(cls, path: Path) -> MultiLabelProbe:
         tensors = load_file(str(path))
         return cls(tensors["coef"], tensors["intercept"], tensors["thresholds"])
+
+
+class RidgeProbe:
+    """Regression: ridge regression of the (normalised) target on the frozen embeddings, its penalty chosen
+    among RIDGE_ALPHAS by leave-one-out error on the training split (scikit-learn's RidgeCV); a linear layer
+    with one output, so it is also the tuned model's starting head."""
+
+    RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))
+    """Penalties tried: from nearly none to one that flattens the fit, a half decade apart."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, alpha: float = 0.0):
+        self.coef, self.intercept, self.alpha = coef, intercept, alpha
+
+    @classmethod
+    def fit(cls, features: np.ndarray, target: np.ndarray) -> RidgeProbe:
+        from sklearn.linear_model import RidgeCV
+
+        ridge = RidgeCV(alphas=cls.RIDGE_ALPHAS).fit(features, np.asarray(target, dtype=np.float64))
+        coef = np.asarray(ridge.coef_, dtype=np.float32).reshape(1, -1)
+        return cls(coef, np.asarray([ridge.intercept_], dtype=np.float32), float(ridge.alpha_))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return (features @ self.coef.T + self.intercept)[:, 0]
+
+    def as_head(self, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.coef, self.intercept
+
+    def save(self, path: Path) -> None:
+        arrays = {"coef": self.coef, "intercept": self.intercept, "alpha": np.asarray([self.alpha])}
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> RidgeProbe:
+        tensors = load_file(str(path))
+        return cls(tensors["coef"], tensors["intercept"], float(tensors["alpha"][0]))

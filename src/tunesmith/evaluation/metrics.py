@@ -37,5 +37,9 @@ HEADLINE = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted
 """The metrics printed in tables; the JSON output carries everything."""
 
 
+LOWER_IS_BETTER = frozenset({"perplexity", "mse", "rmse", "mae"})
+"""Metrics where less is better besides the losses (names ending in `loss`): errors in the target's units."""
+
+
 def greater_is_better(metric: str) -> bool:
-    return not metric.endswith("loss") and metric != "perplexity"
+    return not metric.endswith("loss") and metric not in LOWER_IS_BETTER

@@ -25,6 +25,10 @@ from torch import nn
 
 POOLING_KEY = "tunesmith_pooling"
 """Written into a pooled classifier's config.json: how its head reads the encoder."""
+OUTPUT_KEY = "tunesmith_output"
+"""In a pooled classifier's config: {"scale", "shift"} applied to the head's outputs, fixed, not trained
+(regression: the head learns the normalised target, the model outputs the target's own units, so every
+export gives what `predict` gives)."""
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -73,6 +77,9 @@ def pooled_classifier_class(config_class: type) -> type:
             **{k: v for k, v in kwargs.items() if v is not None},
         )
         logits = self.classifier(self.dropout(mean_pool(out.last_hidden_state, attention_mask)))
+        affine = getattr(self.config, OUTPUT_KEY, None)
+        if affine:
+            logits = logits * affine["scale"] + affine["shift"]
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.float(), labels)
@@ -101,11 +108,13 @@ class PooledClassifierLoader:
         from transformers import AutoConfig
 
         loading = {k: v for k, v in kwargs.items() if k in ("trust_remote_code", "local_files_only")}
-        others = {k: v for k, v in kwargs.items() if k not in loading}
+        others = {k: v for k, v in kwargs.items() if k not in loading and k != OUTPUT_KEY}
         # keys the config has (num_labels, id2label, dropout rates...) set it; the rest go to the model
         config, model_kwargs = AutoConfig.from_pretrained(
             source, return_unused_kwargs=True, **loading, **others
         )
+        if kwargs.get(OUTPUT_KEY):
+            setattr(config, OUTPUT_KEY, dict(kwargs[OUTPUT_KEY]))
         cls = pooled_classifier_class(type(config))
         return cls.from_pretrained(source, config=config, **loading, **model_kwargs)
 
@@ -113,6 +122,15 @@ class PooledClassifierLoader:
 def is_pooled(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
     return getattr(config, POOLING_KEY, None) == "mean"
+
+
+def head_in_output_units(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's weight and bias with the config's fixed output scale and shift folded in (a copy)."""
+    weight, bias = model.classifier.weight.detach().clone(), model.classifier.bias.detach().clone()
+    affine = getattr(model.config, OUTPUT_KEY, None)
+    if affine:
+        weight, bias = weight * affine["scale"], bias * affine["scale"] + affine["shift"]
+    return weight, bias
 
 
 def save_sentence_transformer(model: nn.Module, tokenizer: Any, folder: Path, max_length: int) -> None:
@@ -125,6 +143,7 @@ def save_sentence_transformer(model: nn.Module, tokenizer: Any, folder: Path, ma
 
     model.base_model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    weight, bias = head_in_output_units(model)
     head = model.classifier
     modules = [
         Transformer(str(folder), max_seq_length=max_length),
@@ -133,8 +152,8 @@ def save_sentence_transformer(model: nn.Module, tokenizer: Any, folder: Path, ma
             head.in_features,
             head.out_features,
             activation_function=nn.Identity(),
-            init_weight=head.weight.detach().clone(),
-            init_bias=head.bias.detach().clone(),
+            init_weight=weight,
+            init_bias=bias,
         ),
     ]
     SentenceTransformer(modules=modules, device="cpu").save(str(folder), create_model_card=False)

@@ -56,18 +56,14 @@ def parse_since(text: str | None, now: float | None = None) -> float | None:
 class Encoded:
     embeddings: np.ndarray
     lengths: list[int]
-    probabilities: np.ndarray | None
-    """Classification: class probabilities; None for other tasks."""
 
 
 def encode_texts(trained: TrainedRun, texts: list[str], batch_size: int = 32) -> Encoded:
-    """The serving model's sentence embeddings (mean of the last hidden layer over real tokens), token
-    lengths, and for classifiers the class probabilities, in one pass."""
+    """The serving model's sentence embeddings (mean of the last hidden layer over real tokens) and token
+    lengths, in one pass."""
     tokenizer, max_length = trained.tokenizer, trained.config.model.max_length
-    classify = trained.task.endpoint == "classify"  # a model that answers with labels
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     embeddings: list[Any] = [None] * len(texts)
-    probabilities: list[Any] = [None] * len(texts)
     lengths = [0] * len(texts)
     with evaluating(trained.model) as device:
         for start in range(0, len(order), batch_size):
@@ -84,13 +80,10 @@ def encode_texts(trained: TrainedRun, texts: list[str], batch_size: int = 32) ->
             hidden = out.hidden_states[-1].float()
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = ((hidden * weights).sum(1) / weights.sum(1).clamp_min(1)).cpu().numpy()
-            probs = out.logits.float().softmax(-1).cpu().numpy() if classify else None
             for row, i in enumerate(idx):
                 embeddings[i] = pooled[row]
                 lengths[i] = int(mask[row].sum())
-                if probs is not None:
-                    probabilities[i] = probs[row]
-    return Encoded(np.stack(embeddings), lengths, np.stack(probabilities) if classify and texts else None)
+    return Encoded(np.stack(embeddings), lengths)
 
 
 @dataclass
@@ -195,15 +188,16 @@ def run_detectors(
         drift.oov_rate(recent, known),
         cfg.oov_increase,
     )
-    if ref.probabilities is not None:
-        names = list(trained.task.labels)
-        predicted = [names[i] for i in ref.probabilities.argmax(1)]
-        served = [r["output"].get("label") for r in rows]
+    task = trained.task
+    answers = task.served_outputs(trained.model, reference.texts, trained.pad_id)
+    categories = task.output_categories(answers, [r["output"] for r in rows]) if answers else None
+    if categories is not None:
+        names, predicted, served = categories
         detectors["prediction_psi"] = drift.prediction_shift(predicted, served, names, cfg.psi)
-        confidences = [r["confidence"] for r in rows if r["confidence"] is not None]
-        detectors["confidence_drop"] = drift.confidence_drop(
-            ref.probabilities.max(1).tolist(), confidences, cfg.confidence_drop
-        )
+    expected = [a["confidence"] for a in answers if a.get("confidence") is not None]
+    confidences = [r["confidence"] for r in rows if r["confidence"] is not None]
+    if expected and confidences:
+        detectors["confidence_drop"] = drift.confidence_drop(expected, confidences, cfg.confidence_drop)
     return detectors, unfamiliar
 
 
@@ -227,7 +221,7 @@ def write_sample(run: Path, report: dict[str, Any], out: Path, count: int, log_u
     finally:
         log.close()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if rows and rows[0]["endpoint"] == "classify":
+    if rows and rows[0]["endpoint"] in ("classify", "score"):
         with out.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["id", "text", "label"])

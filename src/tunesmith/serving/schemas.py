@@ -91,6 +91,14 @@ class ClassifyRequest(_TextsInput, _Strict):
     top_k: int | None = Field(None, ge=1)
 
 
+class ScoreRequest(_TextsInput, _Strict):
+    """POST /v1/score (regression runs): one text or a list."""
+
+    model: Text | None = None
+    """The served name; may be left out when the server serves one model."""
+    input: Text | list[Text]
+
+
 class EmbeddingsRequest(_TextsInput, BaseModel):
     """POST /v1/embeddings, the OpenAI shape: one text or a list; `dimensions` keeps the leading ones (what a
     Matryoshka-trained run is trained for), re-normalised; `encoding_format` float or base64 (little-endian
@@ -105,7 +113,8 @@ class EmbeddingsRequest(_TextsInput, BaseModel):
 
 
 class FeedbackRequest(_Strict):
-    """POST /v1/feedback on a logged request: the right label (classification), a better answer (chat: a
+    """POST /v1/feedback on a logged request: the right label (classification; regression: the right
+    number, as a string or a number), a better answer (chat: a
     preference pair for `retune --objective dpo`), or a rating of the answer given (chat: "up" or "down",
     a label for `retune --objective kto`)."""
 

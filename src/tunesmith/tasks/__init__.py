@@ -17,6 +17,7 @@ from tunesmith.tasks import (  # noqa: E402,F401  (each registers itself)
     multilabel,
     preference,
     qa,
+    regression,
     summarization,
 )
 

@@ -323,6 +323,25 @@ class Task(ABC):
         """`example` as a JSONL record this task reads back (`retune` writes its data files with it)."""
         raise UserError(f"retune does not handle the {self.name} task yet (classification and chat do)")
 
+    def served_outputs(self, model: torch.nn.Module, texts: list[str], pad_id: int) -> list[dict[str, Any]]:
+        """What the server would answer for each text, as it logs it (`monitor` computes the reference's
+        outputs with it); empty where the task's answers have no shares to compare (text it writes)."""
+        return []
+
+    def output_categories(
+        self, reference: list[dict[str, Any]], recent: list[dict[str, Any]]
+    ) -> tuple[list[str], list[str], list[str]] | None:
+        """The outputs of reference texts and of logged requests as categories whose shares `monitor`
+        compares (PSI): (every category, the reference's, the recent ones'). None: nothing to compare."""
+        return None
+
+    def correction_refusal(self, label: str | None, answer: str | None, rating: str | None) -> str | None:
+        """Why /v1/feedback cannot take this correction of one of the model's answers (None: it can). By
+        default (text-writing tasks) a better answer or a rating, never a label."""
+        if label is not None:
+            return "the model wrote an answer: send a better answer or a rating"
+        return None
+
     def corrected_record(
         self, logged_input: Any, label: str | None, answer: str | None, output: Any = None
     ) -> dict[str, Any] | None:

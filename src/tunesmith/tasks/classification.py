@@ -297,6 +297,15 @@ class Classification(Task):
             "scores": [{"label": name, "score": p} for name, p in shown],
         }
 
+    def served_outputs(self, model: torch.nn.Module, texts: list[str], pad_id: int) -> list[dict[str, Any]]:
+        return [self.classify_item(scores, None) for scores in self.rank(model, texts, pad_id)]
+
+    def output_categories(
+        self, reference: list[dict[str, Any]], recent: list[dict[str, Any]]
+    ) -> tuple[list[str], list[str], list[str]] | None:
+        """The predicted label of each answer."""
+        return list(self.labels), [o["label"] for o in reference], [str(o.get("label")) for o in recent]
+
     def unlabelled(self, text: str, line: int) -> Any:
         """A text to predict, as this task's example without a label."""
         return LabelledText(text, None, Path("<input>"), line)
@@ -336,6 +345,19 @@ class Classification(Task):
 
     def record(self, example: LabelledText) -> dict[str, Any]:
         return {self.params.text_column: example.text, self.params.label_column: example.label}
+
+    def correction_refusal(self, label: str | None, answer: str | None, rating: str | None) -> str | None:
+        """The right label, one of the run's."""
+        if label is None:
+            return "the model gave a label: send the right label"
+        unknown = [name for name in self.corrected_labels(label) if name not in self.labels]
+        if unknown:
+            return f"unknown label {unknown[0]!r}; labels: {', '.join(self.labels)}"
+        return None
+
+    def corrected_labels(self, label: str) -> list[str]:
+        """The labels a correction names: the one label."""
+        return [label]
 
     def corrected_record(
         self, logged_input: Any, label: str | None, answer: str | None, output: Any = None

@@ -82,6 +82,10 @@ class MultilabelParams(PluginParams):
         return self
 
 
+NO_LABEL = "(no label)"
+"""The drift report's category of an answer that gives no label at all."""
+
+
 @dataclass(frozen=True)
 class LabelledTexts:
     text: str
@@ -107,6 +111,8 @@ class Multilabel(Classification):
     Params = MultilabelParams  # type: ignore[assignment]
     default_metric = "macro_f1"
     headline = MULTILABEL_HEADLINE
+    record_params = {"label_columns": []}
+    """A retune's records hold the labels as a list (`record`), whatever columns the run read."""
     params: MultilabelParams  # type: ignore[assignment]
 
     def __init__(self, params: PluginParams, model_cfg: Any):
@@ -280,9 +286,30 @@ class Multilabel(Classification):
             row["threshold"] = threshold[row["label"]]
         return item
 
+    def output_categories(
+        self, reference: list[dict[str, Any]], recent: list[dict[str, Any]]
+    ) -> tuple[list[str], list[str], list[str]] | None:
+        """Every label each answer gives (one category each), and NO_LABEL for an answer that gives none."""
+
+        def given(outputs: list[dict[str, Any]]) -> list[str]:
+            return [label for o in outputs for label in (o.get("labels") or [NO_LABEL])]
+
+        return [*self.labels, NO_LABEL], given(reference), given(recent)
+
     def prediction_line(self, row: dict[str, Any], top: int) -> str:
         shown = "  ".join(f"{name} {prob:.3f}" for name, prob in list(row["probabilities"].items())[:top])
         return f"{self.params.separator.join(row['labels']) or '-'}\t{shown}\t{row['text']}"
+
+    def corrected_labels(self, label: str) -> list[str]:
+        """The labels a correction names: a string of them split at task.separator (none: "")."""
+        return [part.strip() for part in label.split(self.params.separator) if part.strip()]
+
+    def corrected_record(
+        self, logged_input: Any, label: str | None, answer: str | None, output: Any = None
+    ) -> dict[str, Any] | None:
+        if label is None:
+            return None
+        return {self.params.text_column: logged_input, self.params.label_column: self.corrected_labels(label)}
 
     def record(self, example: LabelledTexts) -> dict[str, Any]:  # type: ignore[override]
         return {self.params.text_column: example.text, self.params.label_column: list(example.labels or ())}

@@ -35,6 +35,7 @@ from tunesmith.data.checks import (  # noqa: E402,F401  (each registers itself)
     retrieval,
     short,
     shortcuts,
+    targets,
 )
 
 WARNING_KINDS = frozenset(kind for name in CHECKS.names() for kind in CHECKS.get(name).kinds)

@@ -39,6 +39,8 @@ class ExampleView:
     """Retrieval pairs: `input` is the query (anchor), `target` the document that answers it (positive)."""
     labels: tuple[str, ...] | None = None
     """Multi-label: the example's labels (any number; `target` is them joined, for duplicate checks)."""
+    value: float | None = None
+    """Regression: the example's numeric target (`target` is then None: a number is not a label)."""
 
     @property
     def where(self) -> str:

@@ -1,5 +1,6 @@
-"""POST /v1/feedback: a correction for a logged request (the right label, a better answer) or a rating of a
-chat answer (thumbs up or down), kept in the request log for `tunesmith retune`."""
+"""POST /v1/feedback: a correction for a logged request (the right label or labels, the right number, a better
+answer) or a rating of a chat answer (thumbs up or down), kept in the request log for `tunesmith retune`. What
+a correction must be is the served model's task's to say (Task.correction_refusal)."""
 
 from __future__ import annotations
 
@@ -32,19 +33,11 @@ def router(server: Server) -> APIRouter:
         if found is None:
             raise ApiError(404, f"no logged request with id {body.id!r}", "request_not_found")
         log, row = found
-        if row["endpoint"] == "classify":
-            if body.label is None:
-                raise ApiError(422, f"{body.id} was a classification: send the right label", "invalid_body")
-            served = pool.get(row["model"])
-            labels = served.trained.task.labels if served is not None else None
-            if labels is not None and body.label not in labels:
-                raise ApiError(
-                    422, f"unknown label {body.label!r}; labels: {', '.join(labels)}", "unknown_label"
-                )
-        elif body.label is not None:
-            raise ApiError(
-                422, f"{body.id} was a chat completion: send a better answer or a rating", "invalid_body"
-            )
+        served = pool.get(row["model"])
+        if served is not None:
+            why = served.trained.task.correction_refusal(body.label, body.answer, body.rating)
+            if why:
+                raise ApiError(422, f"{body.id}: {why}", "invalid_body")
         if body.answer is not None:
             check_text(body.answer, settings, "answer")
         feedback_id = await loop.run_in_executor(

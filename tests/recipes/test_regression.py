@@ -1,0 +1,141 @@
+"""Regression end to end on real ratings (data/vader-movies, a slice): the ridge base and step 0 agree; base
+vs tuned with intervals; predict; /v1/score through a real server, feedback with a number; ONNX and merged
+exports read by onnxruntime and sentence-transformers give the same numbers in the target's units; the drift
+report compares the score distribution."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e.test_cli import train_cli, tunesmith
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXTS = ["A warm, funny and moving film.", "Dull, lifeless and far too long.", "It is a film."]
+
+
+def slice_of(split: str, n: int, out: Path) -> Path:
+    with (ROOT / "data/vader-movies" / f"{split}.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))[:n]
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, ["text", "sentiment"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sentiment")
+    data = {
+        split: slice_of(split, n, tmp / f"{split}.csv")
+        for split, n in (("train", 240), ("validation", 80), ("test", 80))
+    }
+    run = tmp / "run"
+    proc = train_cli(
+        run, data, "minilm", "lora", "--task", "regression", "task.target_column=sentiment", "model.max_length=64",
+        "train.epochs=2", "train.batch_size=16", "train.learning_rate=0.002", "evaluation.forgetting=false",
+        "train.estimate=never",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run, data
+
+
+def predicted(run: Path, texts: list[str]) -> list[float]:
+    proc = tunesmith("predict", run, "--json", *texts)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line)["score"] for line in proc.stdout.splitlines()]
+
+
+def test_base_and_tuned_are_compared_with_intervals_and_step_0_is_the_ridge(scored_run):
+    from tunesmith.inference import load_run
+    from tunesmith.models.catalog import resolve_model
+
+    run, data = scored_run
+    report = json.loads((run / "eval.json").read_text())
+    for name in ("rmse", "mae", "r2", "pearson", "spearman"):
+        assert name in report["base"] and name in report["tuned"] and name in report["interval"], name
+    assert "ridge regression" in report["base_description"]
+    assert len(report["tuned"]["residuals"]) == 10 and report["tuned"]["examples"] == 80
+    trained = load_run(run)
+    validation = trained.task.read(data["validation"], "auto")
+    ridge = trained.task.evaluate_baseline(resolve_model("minilm"), validation, trained.run.probe)
+    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    step0 = next(e for e in events if e["event"] == "validation" and e["step"] == 0)
+    assert step0["rmse"] == pytest.approx(ridge.metrics["rmse"], abs=0.01)
+    # predictions are in the target's units: the mean prediction is near the mean rating, not near 0 +/- 1
+    assert abs(report["tuned"]["mean_predicted"] - report["tuned"]["mean_truth"]) < 0.5
+
+
+def test_predict_and_the_server_give_the_same_numbers_and_feedback_takes_a_number(scored_run, tmp_path):
+    from tests.e2e.served import Server
+
+    run, _ = scored_run
+    expected = predicted(run, TEXTS)
+    assert expected[0] > expected[1]  # a warm, funny film rates above a dull one
+    served = Server([f"sentiment={run}"], tmp_path / "server")
+    try:
+        with served.client() as client:
+            response = client.post("/v1/score", json={"model": "sentiment", "input": TEXTS})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["target"] == "sentiment" and [d["index"] for d in body["data"]] == [0, 1, 2]
+            assert [d["score"] for d in body["data"]] == pytest.approx(expected, abs=1e-4)
+            wrong = client.post("/v1/classify", json={"model": "sentiment", "input": "x"})
+            assert wrong.status_code == 400 and "POST /v1/score" in wrong.text
+            first = body["data"][0]["id"]
+            refused = client.post("/v1/feedback", json={"id": first, "label": "great"})
+            assert refused.status_code == 422 and "the right sentiment" in refused.text
+            taken = client.post("/v1/feedback", json={"id": first, "label": "3.5"})
+            assert taken.status_code == 200, taken.text
+    finally:
+        served.stop()
+
+
+def test_onnx_and_merged_exports_give_the_numbers_predict_gives(scored_run, tmp_path):
+    import onnxruntime
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    run, _ = scored_run
+    expected = np.asarray(predicted(run, TEXTS))
+    for fmt in ("onnx", "merged"):
+        proc = tunesmith("export", run, "--format", fmt, "--out", tmp_path / fmt)
+        assert proc.returncode == 0, proc.stderr
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "onnx")
+    batch = tokenizer(TEXTS, padding=True, return_tensors="np")
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    (scores,) = session.run(
+        None, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    )
+    np.testing.assert_allclose(scores[:, 0], expected, atol=1e-3)
+    merged = SentenceTransformer(str(tmp_path / "merged"), device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(merged[:, 0], expected, atol=1e-3)
+
+
+def test_the_drift_report_compares_the_distribution_of_scores(scored_run, tmp_path):
+    from tests.e2e.served import Server
+
+    run, data = scored_run
+    with data["test"].open(encoding="utf-8", newline="") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)][:40]
+    since = datetime.now(timezone.utc).isoformat()
+    served = Server([f"sentiment={run}"], tmp_path / "server")
+    try:
+        with served.client() as client:
+            assert client.post("/v1/score", json={"model": "sentiment", "input": texts}).status_code == 200
+    finally:
+        served.stop()
+    proc = tunesmith("monitor", run, "--since", since, "--json", "monitor.min_requests=20")
+    assert proc.returncode in (0, 1), proc.stderr
+    psi = json.loads(proc.stdout)["detectors"]["prediction_psi"]
+    assert len(psi["detail"]["reference_shares"]) == 10 and sum(
+        psi["detail"]["recent_shares"].values()
+    ) == pytest.approx(1, abs=1e-3)
