@@ -171,3 +171,12 @@ def test_exports_feedback_and_drift_of_a_multilabel_run(tags_run, tmp_path):
     assert proc.returncode in (0, 1), proc.stderr
     psi = json.loads(proc.stdout)["detectors"]["prediction_psi"]
     assert set(psi["detail"]["reference_shares"]) == {*TAGS, "(no label)"}
+
+
+def test_the_report_has_a_per_label_table_with_thresholds(tags_run, tmp_path):
+    run, _ = tags_run
+    proc = tunesmith("report", run, "--out", tmp_path / "report.html")
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "report.html").read_text()
+    section = html.split("<h2>Per label (tuned, test set)</h2>")[1]
+    assert "threshold" in section and all(tag in section for tag in TAGS)

@@ -139,3 +139,35 @@ def test_the_drift_report_compares_the_distribution_of_scores(scored_run, tmp_pa
     assert len(psi["detail"]["reference_shares"]) == 10 and sum(
         psi["detail"]["recent_shares"].values()
     ) == pytest.approx(1, abs=1e-3)
+
+
+def test_the_report_shows_the_residuals_of_base_and_tuned(scored_run, tmp_path):
+    run, _ = scored_run
+    proc = tunesmith("report", run, "--out", tmp_path / "report.html")
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>Residuals (test set, by true value)</h2>" in html and "tuned MAE" in html
+    assert "data:image/png;base64" in html.split("<h2>Residuals")[1]
+
+
+def test_numbers_sent_as_feedback_retune_a_new_version_judged_on_rmse(scored_run, tmp_path):
+    from tests.e2e.served import Server
+
+    run, _ = scored_run
+    with (ROOT / "data/vader-movies/train.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))[300:330]  # never trained on
+    served = Server([f"sentiment={run}"], tmp_path / "server")
+    try:
+        with served.client() as client:
+            items = client.post("/v1/score", json={"input": [r["text"] for r in rows]}).json()["data"]
+            for item, row in zip(items, rows, strict=True):
+                response = client.post("/v1/feedback", json={"id": item["id"], "label": row["sentiment"]})
+                assert response.status_code == 200, response.text
+    finally:
+        served.stop()
+    proc = tunesmith("retune", run, "--json", "retune.tolerance=1", "train.epochs=1")
+    assert proc.returncode == 0, proc.stderr
+    decision = json.loads(proc.stdout)
+    assert decision["comparison"]["metric"] == "rmse" and decision["data"]["corrections_used"] >= 30
+    train = (run / "versions" / f"{decision['version']}-data" / "train.jsonl").read_text().splitlines()
+    assert json.loads(train[-1])["sentiment"] == pytest.approx(float(rows[-1]["sentiment"]))

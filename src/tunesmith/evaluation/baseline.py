@@ -47,15 +47,20 @@ def embed_ids(
     pad_id: int,
     batch_size: int = 64,
     max_tokens: int | None = None,
+    token_types: Sequence[Sequence[int]] | None = None,
 ) -> np.ndarray:
-    """Mean-pooled embeddings of token-id rows (special tokens included), batched as `embed` does."""
+    """Mean-pooled embeddings of token-id rows (special tokens included), batched as `embed` does;
+    `token_types`: each row's token type ids (text pairs), None: all 0."""
     encoder.eval()
     device = next(encoder.parameters()).device
     out = np.zeros((len(rows), encoder.config.hidden_size), dtype=np.float32)
     for idx in token_capped_batches([len(r) for r in rows], batch_size, max_tokens):
         ids, attention = pad([list(rows[i]) for i in idx], pad_id)
+        extra = {}
+        if token_types is not None:
+            extra["token_type_ids"] = pad([list(token_types[i]) for i in idx], 0)[0].to(device)
         ids, attention = ids.to(device), attention.to(device)
-        hidden = encoder(input_ids=ids, attention_mask=attention).last_hidden_state
+        hidden = encoder(input_ids=ids, attention_mask=attention, **extra).last_hidden_state
         out[idx] = mean_pool(hidden, attention).float().cpu().numpy()
     return out
 

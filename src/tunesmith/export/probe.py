@@ -49,13 +49,17 @@ def writes_text(task: Any) -> bool:
 
 
 def encoder_batch(task: Any, tokenizer: Any) -> dict[str, torch.Tensor]:
-    """The fixed batch for models that score their input: texts, or question/context pairs for span QA."""
-    if task.scores_input_positions:
+    """The fixed batch for models that score their input: texts, or question/context pairs for span QA, or
+    pairs of texts (with their token type ids, which the export then takes) for a run that reads pairs."""
+    if task.scores_input_positions or task.reads_pairs:
         questions, contexts = zip(*QUESTIONS, strict=True)
         enc = tokenizer(list(questions), list(contexts), padding=True, return_tensors="pt")
     else:
         enc = tokenizer(list(TEXTS), padding=True, return_tensors="pt")
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    if task.reads_pairs and "token_type_ids" in enc:
+        batch["token_type_ids"] = enc["token_type_ids"]
+    return batch
 
 
 def conversations(task: Any) -> list[list[dict[str, str]]]:

@@ -93,6 +93,8 @@ class Reference:
     held_out: list[str]
     """Only the held-out ones (their unseen-word rate is the baseline; training texts have none)."""
     train: list[str]
+    inputs: list[Any]
+    """What the model is given for each of `texts` (Task.model_input: a text, or a pair of texts)."""
 
 
 def reference_texts(trained: TrainedRun, cfg: MonitorConfig) -> Reference:
@@ -103,15 +105,17 @@ def reference_texts(trained: TrainedRun, cfg: MonitorConfig) -> Reference:
             raise UserError(f"{path}: the data this run was trained on is gone; monitor compares with it")
     splits = load_splits(task, trained.config)
     train = [task.view(ex).input for ex in splits.train]
-    held_out = [task.view(ex).input for ex in [*splits.validation, *splits.test]]
+    held_out_examples = [*splits.validation, *splits.test]
+    held_out = [task.view(ex).input for ex in held_out_examples]
     rng = np.random.default_rng(cfg.seed)
-    texts = list(held_out)
-    if len(texts) < SMALL_REFERENCE:
-        extra = rng.permutation(len(train))[: cfg.reference_examples - len(texts)]
-        texts += [train[i] for i in extra]
-    if len(texts) > cfg.reference_examples:
-        texts = [texts[i] for i in sorted(rng.permutation(len(texts))[: cfg.reference_examples])]
-    return Reference(texts, held_out, train)
+    examples = list(held_out_examples)
+    if len(examples) < SMALL_REFERENCE:
+        extra = rng.permutation(len(train))[: cfg.reference_examples - len(examples)]
+        examples += [splits.train[i] for i in extra]
+    if len(examples) > cfg.reference_examples:
+        examples = [examples[i] for i in sorted(rng.permutation(len(examples))[: cfg.reference_examples])]
+    texts = [task.view(ex).input for ex in examples]
+    return Reference(texts, held_out, train, [task.model_input(ex) for ex in examples])
 
 
 def monitor(
@@ -189,7 +193,7 @@ def run_detectors(
         cfg.oov_increase,
     )
     task = trained.task
-    answers = task.served_outputs(trained.model, reference.texts, trained.pad_id)
+    answers = task.served_outputs(trained.model, reference.inputs, trained.pad_id)
     categories = task.output_categories(answers, [r["output"] for r in rows]) if answers else None
     if categories is not None:
         names, predicted, served = categories

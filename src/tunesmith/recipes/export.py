@@ -75,6 +75,9 @@ def refusal(spec: RunSpec, fmt: Format, quant: str | None = None) -> str | None:
         return f"--quant is for --format gguf, not {fmt}"
     if fmt == "gguf":
         return gguf_refusal(spec, quant)
+    why = task.export_refusal(fmt)
+    if why:
+        return why
     if fmt == "sentence-transformers" and task.merged_layout != "sentence-transformers":
         return (
             f"a {task.name} run is not a sentence-transformers model (embedding runs and mean-pooled "
@@ -193,14 +196,14 @@ def _adapter(spec: RunSpec, quant: str | None) -> Plan:
 # --- onnx ---
 class _ScoresOnly(torch.nn.Module):
     """The task's export scores of the model (Task.export_scores: class or span logits, sentence vectors) as
-    a tuple, the shape torch.onnx.export wants."""
+    a tuple, the shape torch.onnx.export wants; its inputs are the check batch's, in `inputs` order."""
 
-    def __init__(self, task: Any, model: torch.nn.Module, names: list[str]):
+    def __init__(self, task: Any, model: torch.nn.Module, names: list[str], inputs: list[str]):
         super().__init__()
-        self.task, self.model, self.names = task, model, names
+        self.task, self.model, self.names, self.inputs = task, model, names, inputs
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.task.export_scores(self.model, {"input_ids": input_ids, "attention_mask": attention_mask})
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.task.export_scores(self.model, dict(zip(self.inputs, tensors, strict=True)))
         return tuple(out[n] for n in self.names)
 
 
@@ -219,18 +222,18 @@ def _onnx(spec: RunSpec, quant: str | None) -> Plan:
         length = int(full["attention_mask"][:2].sum(dim=1).max())
         batch = {k: v[:2, :length] for k, v in full.items()}
         names.extend(trained.task.export_scores(model, batch))
+        inputs = list(batch)  # input_ids, attention_mask, and token_type_ids for a pair run
         dynamic = {0: "batch", 1: "sequence"}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on Python control flow: the check below decides
             torch.onnx.export(
-                _ScoresOnly(trained.task, model, names),
-                (batch["input_ids"], batch["attention_mask"]),
+                _ScoresOnly(trained.task, model, names, inputs),
+                tuple(batch[k] for k in inputs),
                 str(folder / "model.onnx"),
-                input_names=["input_ids", "attention_mask"],
+                input_names=inputs,
                 output_names=names,
                 dynamic_axes={
-                    "input_ids": dynamic,
-                    "attention_mask": dynamic,
+                    **dict.fromkeys(inputs, dynamic),
                     **{n: {0: "batch"} for n in names},
                 },
                 dynamo=False,

@@ -236,10 +236,63 @@ def _details(report: dict[str, Any]) -> str:
         )
         if "confusion_matrix" in tuned and len(names) <= 40:
             parts.append(_confusion(tuned["confusion_matrix"], names))
+    if "per_label" in tuned:
+        parts.append(_per_label(tuned))
+    if tuned.get("residuals"):
+        parts.append(_residuals(tuned["residuals"], (report.get("base") or {}).get("residuals")))
     if report.get("examples"):
         columns, rows = text_table(report["examples"], EXAMPLE_COLUMNS, limit=600)
         parts.append("<h2>Example outputs</h2>" + table(columns, rows))
     return "".join(parts)
+
+
+def _per_label(tuned: dict[str, Any]) -> str:
+    """Multi-label: each label's precision, recall, F1, support and threshold, least supported last."""
+    never = set(tuned.get("never_predicted", ()))
+    ordered = sorted(tuned["per_label"].items(), key=lambda item: -item[1]["support"])
+    rows = [
+        [
+            f"{name} (never predicted)" if name in never else name,
+            *(Cell(f"{s[k]:.3f}", numeric=True) for k in ("precision", "recall", "f1")),
+            Cell(s["support"], numeric=True),
+            Cell(f"{s['threshold']:.2f}" if "threshold" in s else "", numeric=True),
+        ]
+        for name, s in ordered
+    ]
+    headers = ["label", "precision", "recall", "f1", "support", "threshold"]
+    return "<h2>Per label (tuned, test set)</h2>" + table(headers, rows)
+
+
+def _residuals(tuned: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]] | None) -> str:
+    """Regression: the test examples in bins of their true value, mean prediction and error per bin (base and
+    tuned), as a table and a plot: where the model is off, and which way."""
+    from matplotlib.figure import Figure
+
+    rows = [
+        [
+            f"{b['low']:.3g} .. {b['high']:.3g}",
+            Cell(b["examples"], numeric=True),
+            Cell(f"{b['mean_truth']:.3f}", numeric=True),
+            Cell(f"{base[i]['mean_predicted']:.3f}" if base else "", numeric=True),
+            Cell(f"{b['mean_predicted']:.3f}", numeric=True),
+            Cell(f"{base[i]['mae']:.3f}" if base else "", numeric=True),
+            Cell(f"{b['mae']:.3f}", numeric=True),
+        ]
+        for i, b in enumerate(tuned)
+    ]
+    headers = ["true value", "examples", "mean truth", "base mean", "tuned mean", "base MAE", "tuned MAE"]
+    fig = Figure(figsize=(5.5, 4), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    truth = [b["mean_truth"] for b in tuned]
+    ax.plot(truth, truth, color="grey", linestyle="--", label="perfect")
+    if base:
+        ax.plot(truth, [b["mean_predicted"] for b in base], marker="o", label="base")
+    ax.plot(truth, [b["mean_predicted"] for b in tuned], marker="o", label="tuned")
+    ax.set_xlabel("mean true value (bin)")
+    ax.set_ylabel("mean prediction")
+    ax.legend()
+    plot = _image(fig, "mean prediction against mean true value per bin, base and tuned")
+    return "<h2>Residuals (test set, by true value)</h2>" + table(headers, rows) + plot
 
 
 def _confusion(matrix: Sequence[Sequence[int]], names: Sequence[str]) -> str:

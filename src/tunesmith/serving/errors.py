@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from typing import Any
 
 from tunesmith.serving.settings import ServeSettings
 
@@ -35,6 +36,26 @@ def check_inputs(texts: list[str], settings: ServeSettings) -> None:
         )
     for i, text in enumerate(texts):
         check_text(text, settings, f"input[{i}]")
+
+
+def paired_inputs(
+    texts: list[str], pairs: list[str] | None, reads_pairs: bool, settings: ServeSettings
+) -> list[Any]:
+    """What the model is given: the texts, or for a model that reads pairs of texts (task.text_pair_column)
+    each text with its `text_pair`, checked as the texts are."""
+    if not reads_pairs:
+        if pairs is not None:
+            raise ApiError(422, "text_pair: this model reads one text an input", "invalid_body")
+        return list(texts)
+    if pairs is None or len(pairs) != len(texts):
+        raise ApiError(
+            422,
+            "text_pair: this model reads pairs of texts: give one text_pair for each input",
+            "invalid_body",
+        )
+    for i, text in enumerate(pairs):
+        check_text(text, settings, f"text_pair[{i}]")
+    return [(text, pair) for text, pair in zip(texts, pairs, strict=True)]
 
 
 def log_fault(error_id: str, path: str, exc: BaseException) -> None:

@@ -82,21 +82,37 @@ class _TextsInput:
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
-class ClassifyRequest(_TextsInput, _Strict):
-    """POST /v1/classify: one text or a list; `top_k` labels per text (all by default)."""
+class _PairedInput(_TextsInput):
+    """A request whose `input` may come with a `text_pair` each (models that read pairs of texts)."""
+
+    text_pair: str | list[str] | None
+
+    def pairs(self) -> list[str] | None:
+        """The second texts as a list, None without."""
+        if self.text_pair is None:
+            return None
+        return [self.text_pair] if isinstance(self.text_pair, str) else list(self.text_pair)
+
+
+class ClassifyRequest(_PairedInput, _Strict):
+    """POST /v1/classify: one text or a list; `top_k` labels per text (all by default). A model that reads
+    pairs of texts takes a `text_pair` for each (as transformers' pipelines call it)."""
 
     model: Text | None = None
     """The served name; may be left out when the server serves one model."""
     input: Text | list[Text]
+    text_pair: Text | list[Text] | None = None
     top_k: int | None = Field(None, ge=1)
 
 
-class ScoreRequest(_TextsInput, _Strict):
-    """POST /v1/score (regression runs): one text or a list."""
+class ScoreRequest(_PairedInput, _Strict):
+    """POST /v1/score (regression runs): one text or a list, with a `text_pair` each for a model that reads
+    pairs."""
 
     model: Text | None = None
     """The served name; may be left out when the server serves one model."""
     input: Text | list[Text]
+    text_pair: Text | list[Text] | None = None
 
 
 class EmbeddingsRequest(_TextsInput, BaseModel):

@@ -78,7 +78,7 @@ class Server:
             )
         return served
 
-    async def batched(self, served: ServedModel, texts: list[str], endpoint: str) -> tuple[list[Any], float]:
+    async def batched(self, served: ServedModel, texts: list[Any], endpoint: str) -> tuple[list[Any], float]:
         """`texts` through the model's batcher (with other requests' texts): one output per text, and the
         seconds it took, queueing included (also observed in the metrics); a full queue is a 503."""
         started = time.perf_counter()

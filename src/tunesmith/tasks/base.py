@@ -61,6 +61,9 @@ class Task(ABC):
     scores_input_positions: ClassVar[bool] = False
     """True where the head predicts positions of the input (extractive QA's answer span), which anything put
     in front of the input would shift."""
+    reads_pairs: bool = False
+    """True where each input is a pair of texts encoded together (task.text_pair_column; tasks/text_pairs.py):
+    exports are then checked on pairs and take token type ids."""
     endpoint: ClassVar[str] = "none"
     """What the server answers with this task's model: `classify` (/v1/classify), `chat` (the
     OpenAI-compatible chat and completions) or `none` (not served)."""
@@ -231,6 +234,11 @@ class Task(ABC):
     `sentence-transformers` (save_sentence_transformer: a pooled head transformers has no class for, or a
     sentence encoder)."""
 
+    def export_refusal(self, fmt: str) -> str | None:
+        """Why this run's model cannot be exported as `fmt` (merged, adapter, onnx...), known from the task's
+        settings alone; None: the task has no objection (the method and the format may still refuse)."""
+        return None
+
     def save_sentence_transformer(self, model: torch.nn.Module, folder: Path) -> None:
         """Write `model` (merged, plain) as a sentence-transformers folder; only where merged_layout says so."""
         raise UserError(f"a {self.name} run has no sentence-transformers layout")
@@ -315,6 +323,11 @@ class Task(ABC):
     record_params: ClassVar[dict[str, Any]] = {}
     """Task keys a retune sets so that the files `record` writes read back (e.g. chat's format)."""
 
+    def model_input(self, example: Any) -> Any:
+        """What the model is given for `example` at prediction time (`predict`'s and the server's input: a
+        text, or a (text, pair) tuple); by default its input text."""
+        return self.view(example).input
+
     def traffic_text(self, logged_input: Any) -> str:
         """The text of a logged request's input that `monitor` compares with the data's inputs."""
         return str(logged_input)
@@ -323,8 +336,8 @@ class Task(ABC):
         """`example` as a JSONL record this task reads back (`retune` writes its data files with it)."""
         raise UserError(f"retune does not handle the {self.name} task yet (classification and chat do)")
 
-    def served_outputs(self, model: torch.nn.Module, texts: list[str], pad_id: int) -> list[dict[str, Any]]:
-        """What the server would answer for each text, as it logs it (`monitor` computes the reference's
+    def served_outputs(self, model: torch.nn.Module, texts: list[Any], pad_id: int) -> list[dict[str, Any]]:
+        """What the server would answer for each input (a text or a pair), as it logs it (`monitor` computes the reference's
         outputs with it); empty where the task's answers have no shares to compare (text it writes)."""
         return []
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import torch
 import torch.nn.functional as F
 from pydantic import model_validator
 
 from tunesmith.data.checks.view import ExampleView, TokenCount
-from tunesmith.data.padding import pad
 from tunesmith.data.readers import (
     FileFormat,
     OnError,
@@ -22,7 +21,7 @@ from tunesmith.data.readers import (
     require_columns,
     require_field,
 )
-from tunesmith.errors import DataError
+from tunesmith.errors import DataError, UserError
 from tunesmith.evaluation import baseline
 from tunesmith.evaluation.bootstrap import Resampler, classification_resampler
 from tunesmith.evaluation.forgetting import GeneralAbility, encoder_ability
@@ -37,12 +36,19 @@ from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Evaluation, Task
+from tunesmith.tasks.text_pairs import (
+    TextInputParams,
+    collate_inputs,
+    joined,
+    model_inputs,
+    read_text,
+    split_input,
+    tokenize,
+)
 
 
-class ClassificationParams(PluginParams):
+class ClassificationParams(TextInputParams):
     name: Literal["classification"] = "classification"
-    text_column: str = "text"
-    """Column (CSV/Parquet) or field (JSONL) holding the text."""
     label_column: str = "label"
     """Column or field holding the label: a string or an integer."""
     pooling: Literal["mean", "cls"] = "mean"
@@ -76,6 +82,8 @@ class LabelledText:
     path: Path
     line: int
     unit: str = "line"
+    pair: str | None = None
+    """The second text, where the task reads pairs (task.text_pair_column)."""
 
 
 def _label_name(record: Record, value: Any) -> str:
@@ -142,32 +150,90 @@ class Classification(Task):
     def examples(
         self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
     ) -> Iterator[LabelledText]:
-        columns = {"task.text_column": self.params.text_column, "task.label_column": self.params.label_column}
+        columns = {
+            **self.input_columns(),
+            "task.label_column": self.params.label_column,
+        }
         return parse_each(
             require_columns(read_records(path, fmt, on_error), columns), self._example, on_error
         )
 
     def _example(self, record: Record) -> LabelledText:
         label = _label_name(record, require_field(record, self.params.label_column))
-        return LabelledText(self.text_of(record), label, record.path, record.line, record.unit)
+        return LabelledText(
+            self.text_of(record), label, record.path, record.line, record.unit, self.pair_of(record)
+        )
+
+    # --- one text or a pair (tasks/text_pairs.py) ---
+    @property
+    def reads_pairs(self) -> bool:  # type: ignore[override]
+        return self.params.text_pair_column is not None
+
+    def input_columns(self) -> dict[str, str]:
+        """The columns the input comes from, by the config key that names each."""
+        columns = {"task.text_column": self.params.text_column}
+        if self.params.text_pair_column is not None:
+            columns["task.text_pair_column"] = self.params.text_pair_column
+        return columns
 
     def text_of(self, record: Record) -> str:
         """The record's text (task.text_column): a non-empty string, or an error naming its line."""
-        text_col = self.params.text_column
-        text = require_field(record, text_col)
-        if not isinstance(text, str):
-            raise record.error(f'text in "{text_col}" is not a string (got {type(text).__name__})', "empty")
-        if not text.strip():
-            raise record.error(f'empty text in "{text_col}"', "empty")
-        return text
+        return read_text(record, self.params.text_column)
+
+    def pair_of(self, record: Record) -> str | None:
+        """The record's second text (task.text_pair_column), None where the task reads one text."""
+        column = self.params.text_pair_column
+        return None if column is None else read_text(record, column)
+
+    def features(self, examples: Sequence[Any], tokenizer: Any) -> list[dict[str, Any]]:
+        """Each example's input tokenized (a pair together, cut longest first), without its target."""
+        pairs = [ex.pair or "" for ex in examples] if self.reads_pairs else None
+        return tokenize(tokenizer, [ex.text for ex in examples], pairs, self.model_cfg.max_length)
+
+    def input_text(self, example: Any) -> str:
+        """The example's input as one text (a pair joined): what the data check and drift compare."""
+        return joined(example.text, example.pair)
+
+    def model_input(self, example: Any) -> Any:
+        return example.text if example.pair is None else (example.text, example.pair)
+
+    def traffic_text(self, logged_input: Any) -> str:
+        if isinstance(logged_input, list):
+            return joined(str(logged_input[0]), str(logged_input[1]))
+        return str(logged_input)
+
+    def input_record(self, value: Any) -> dict[str, Any]:
+        """A logged or predicted input (a text, or a pair as a list) as record fields."""
+        if isinstance(value, (list, tuple)) and self.params.text_pair_column is not None:
+            return {self.params.text_column: value[0], self.params.text_pair_column: value[1]}
+        return {self.params.text_column: value}
+
+    def prediction_inputs(
+        self, texts: list[str] | None, file: Path | None, stdin: TextIO | None
+    ) -> list[Any]:
+        """Texts, or for a pair run (text, pair) tuples: from a data file's two columns, or arguments and lines
+        with the two texts separated by a tab."""
+        if not self.reads_pairs:
+            return super().prediction_inputs(texts, file, stdin)
+        if file is not None and file.suffix.lower() != ".txt":
+            if texts:
+                raise UserError("give texts or --file, not both")
+            return [(self.text_of(r), self.pair_of(r)) for r in require_columns(read_records(file), self.input_columns())]
+        return [split_input(value, True) for value in super().prediction_inputs(texts, file, stdin)]
 
     def view(self, example: LabelledText) -> ExampleView:
-        return ExampleView(example.path, example.line, example.unit, example.text, example.label, True)
+        return ExampleView(
+            example.path, example.line, example.unit, self.input_text(example), example.label, True
+        )
 
     def measure(self, examples: Sequence[LabelledText]) -> list[TokenCount]:
         limit = self.model_cfg.max_length
-        ids = self.tokenizer([ex.text for ex in examples], truncation=False)["input_ids"]
-        return [TokenCount(len(i), len(i) > limit) for i in ids]
+        texts = [ex.text for ex in examples]
+        if self.reads_pairs:
+            ids = self.tokenizer(texts, [ex.pair or "" for ex in examples], truncation=False)["input_ids"]
+        else:
+            ids = self.tokenizer(texts, truncation=False)["input_ids"]
+        return [TokenCount(len(i), len(i) > limit, cut="tokens of the longer text") for i in ids]
 
     def fit(self, train: list[LabelledText], others: dict[str, list[LabelledText]]) -> None:
         names = {ex.label for ex in train}
@@ -230,6 +296,18 @@ class Classification(Task):
     def merged_layout(self) -> str:  # type: ignore[override]
         return "sentence-transformers" if self.params.pooling == "mean" else "transformers"
 
+    def export_refusal(self, fmt: str) -> str | None:
+        """A pair run's merged model reads pairs; sentence-transformers' SentenceTransformer reads one text,
+        and its CrossEncoder (transformers' first-token classifier) does not pool the mean."""
+        if self.reads_pairs and self.params.pooling == "mean" and fmt in ("merged", "sentence-transformers"):
+            return (
+                "this run reads pairs of texts through a mean-pooled head, which neither sentence-transformers "
+                "(one text) nor a transformers classifier (first token) reads: export --format onnx (it takes "
+                "token_type_ids) or --format adapter; or train with task.pooling=cls for a merged folder "
+                "sentence-transformers' CrossEncoder loads"
+            )
+        return None
+
     def save_sentence_transformer(self, model: torch.nn.Module, folder: Path) -> None:
         save_sentence_transformer(model, self.tokenizer, folder, self.model_cfg.max_length)
 
@@ -237,22 +315,18 @@ class Classification(Task):
         return {"logits": sentence_transformer_logits(folder, texts)}
 
     def encode(self, examples: Sequence[LabelledText], tokenizer: Any) -> list[dict[str, Any]]:
-        encoded = tokenizer(
-            [ex.text for ex in examples], truncation=True, max_length=self.model_cfg.max_length
-        )["input_ids"]
         index = {name: i for i, name in enumerate(self.labels)}
         return [
-            {"input_ids": ids, "length": len(ids), "label": index[ex.label] if ex.label is not None else -1}
-            for ids, ex in zip(encoded, examples, strict=True)
+            {**feature, "label": index[ex.label] if ex.label is not None else -1}
+            for feature, ex in zip(self.features(examples, tokenizer), examples, strict=True)
         ]
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-        ids, mask = pad([f["input_ids"] for f in features], pad_id)
         labels = torch.tensor([f["label"] for f in features], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return {**collate_inputs(features, pad_id), "labels": labels}
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**model_inputs(batch)).logits
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), batch["labels"], weight=weight, reduction="sum")
         return loss, int(batch["labels"].numel())
@@ -265,8 +339,7 @@ class Classification(Task):
         with evaluating(model) as device:
             for idx, chunk in self.length_sorted_batches(features, batch_size):
                 batch = move(self.collate(chunk, pad_id), device)
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                probs[idx] = self.normalise(logits).cpu()
+                probs[idx] = self.normalise(model(**model_inputs(batch)).logits).cpu()
         return probs
 
     def normalise(self, logits: torch.Tensor) -> torch.Tensor:
@@ -274,9 +347,10 @@ class Classification(Task):
         return logits.float().softmax(-1)
 
     def rank(
-        self, model: torch.nn.Module, texts: Sequence[str], pad_id: int, batch_size: int = 64
+        self, model: torch.nn.Module, texts: Sequence[Any], pad_id: int, batch_size: int = 64
     ) -> list[list[tuple[str, float]]]:
-        """For each text, (label, probability) pairs from most to least likely."""
+        """For each text (a pair run: each (text, pair)), (label, probability) pairs from most to least
+        likely."""
         if not texts:
             return []
         examples = [self.unlabelled(text, i + 1) for i, text in enumerate(texts)]
@@ -297,7 +371,7 @@ class Classification(Task):
             "scores": [{"label": name, "score": p} for name, p in shown],
         }
 
-    def served_outputs(self, model: torch.nn.Module, texts: list[str], pad_id: int) -> list[dict[str, Any]]:
+    def served_outputs(self, model: torch.nn.Module, texts: list[Any], pad_id: int) -> list[dict[str, Any]]:
         return [self.classify_item(scores, None) for scores in self.rank(model, texts, pad_id)]
 
     def output_categories(
@@ -306,19 +380,30 @@ class Classification(Task):
         """The predicted label of each answer."""
         return list(self.labels), [o["label"] for o in reference], [str(o.get("label")) for o in recent]
 
-    def unlabelled(self, text: str, line: int) -> Any:
-        """A text to predict, as this task's example without a label."""
-        return LabelledText(text, None, Path("<input>"), line)
+    def unlabelled(self, value: Any, line: int) -> Any:
+        """A text (a pair run: a (text, pair) pair, or the two separated by a tab) to predict, as this task's
+        example without a label."""
+        text, pair = split_input(value, self.reads_pairs)
+        return LabelledText(text, None, Path("<input>"), line, pair=pair)
+
+    def shown_input(self, value: Any) -> dict[str, Any]:
+        """A prediction's input as `predict` shows it: the text, and the pair's second text."""
+        text, pair = split_input(value, self.reads_pairs)
+        return {"text": text} if pair is None else {"text": text, "pair": pair}
+
+    def shown_text(self, row: dict[str, Any]) -> str:
+        """A `predict` row's input on one line: the text, and a pair's second text after a tab."""
+        return row["text"] if "pair" not in row else f"{row['text']}\t{row['pair']}"
 
     def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
         return [
-            {"text": text, "label": ranked[0][0], "probabilities": dict(ranked)}
-            for text, ranked in zip(inputs, self.rank(model, inputs, pad_id), strict=True)
+            {**self.shown_input(value), "label": ranked[0][0], "probabilities": dict(ranked)}
+            for value, ranked in zip(inputs, self.rank(model, inputs, pad_id), strict=True)
         ]
 
     def prediction_line(self, row: dict[str, Any], top: int) -> str:
         shown = "  ".join(f"{name} {prob:.3f}" for name, prob in list(row["probabilities"].items())[:top])
-        return f"{row['label']}\t{shown}\t{row['text']}"
+        return f"{row['label']}\t{shown}\t{self.shown_text(row)}"
 
     def evaluate(
         self,
@@ -344,7 +429,7 @@ class Classification(Task):
         return classification_resampler(truth, evaluation.predictions, len(self.labels))
 
     def record(self, example: LabelledText) -> dict[str, Any]:
-        return {self.params.text_column: example.text, self.params.label_column: example.label}
+        return {**self.input_record(self.model_input(example)), self.params.label_column: example.label}
 
     def correction_refusal(self, label: str | None, answer: str | None, rating: str | None) -> str | None:
         """The right label, one of the run's."""
@@ -362,7 +447,7 @@ class Classification(Task):
     def corrected_record(
         self, logged_input: Any, label: str | None, answer: str | None, output: Any = None
     ) -> dict[str, Any] | None:
-        return {self.params.text_column: logged_input, self.params.label_column: label}
+        return {**self.input_record(logged_input), self.params.label_column: label}
 
     # --- base model: frozen encoder + linear head ---
     baseline_description = baseline.DESCRIPTION
@@ -374,12 +459,16 @@ class Classification(Task):
 
         encoder = load_pretrained(AutoModel, resolved, self.model_cfg)
         tokenizer = load_tokenizer(resolved, self.model_cfg)
-        return baseline.embed(
+        pairs = [ex.pair or "" for ex in examples] if self.reads_pairs else None
+        features = tokenize(
+            tokenizer, [ex.text for ex in examples], pairs, max_length or self.model_cfg.max_length
+        )
+        return baseline.embed_ids(
             encoder,
-            tokenizer,
-            [ex.text for ex in examples],
-            max_length or self.model_cfg.max_length,
+            [f["input_ids"] for f in features],
+            tokenizer.pad_token_id or 0,
             max_tokens=self.model_cfg.inference_batch_tokens,
+            token_types=[f["token_type_ids"] for f in features] if "token_type_ids" in features[0] else None,
         )
 
     def _fit_probe(self, features: Any, train: Sequence[LabelledText], seed: int) -> baseline.LinearProbe:

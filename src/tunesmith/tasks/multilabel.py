@@ -49,12 +49,11 @@ from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Evaluation
 from tunesmith.tasks.classification import Classification, sorted_labels
+from tunesmith.tasks.text_pairs import TextInputParams, model_inputs, split_input
 
 
-class MultilabelParams(PluginParams):
+class MultilabelParams(TextInputParams):
     name: Literal["multilabel"] = "multilabel"
-    text_column: str = "text"
-    """Column (CSV/Parquet) or field (JSONL) holding the text."""
     label_column: str = "labels"
     """Column or field holding the labels: a list (JSONL) or a string split at `separator`."""
     separator: str = Field(";", min_length=1)
@@ -93,6 +92,7 @@ class LabelledTexts:
     path: Path
     line: int
     unit: str = "line"
+    pair: str | None = None
 
 
 def _truthy(record: Record, column: str, value: Any) -> bool:
@@ -126,7 +126,7 @@ class Multilabel(Classification):
     def examples(
         self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
     ) -> Iterator[LabelledTexts]:
-        columns = {"task.text_column": self.params.text_column}
+        columns = self.input_columns()
         if self.params.label_columns:
             columns.update({f"task.label_columns[{i}]": c for i, c in enumerate(self.params.label_columns)})
         else:
@@ -137,7 +137,12 @@ class Multilabel(Classification):
 
     def _example(self, record: Record) -> LabelledTexts:  # type: ignore[override]
         return LabelledTexts(
-            self.text_of(record), self._labels(record), record.path, record.line, record.unit
+            self.text_of(record),
+            self._labels(record),
+            record.path,
+            record.line,
+            record.unit,
+            self.pair_of(record),
         )
 
     def _labels(self, record: Record) -> tuple[str, ...]:
@@ -162,7 +167,13 @@ class Multilabel(Classification):
     def view(self, example: LabelledTexts) -> ExampleView:  # type: ignore[override]
         joined = self.params.separator.join(sorted(example.labels or ()))
         return ExampleView(
-            example.path, example.line, example.unit, example.text, joined, True, labels=example.labels
+            example.path,
+            example.line,
+            example.unit,
+            self.input_text(example),
+            joined,
+            True,
+            labels=example.labels,
         )
 
     def fit(self, train: list[LabelledTexts], others: dict[str, list[LabelledTexts]]) -> None:  # type: ignore[override]
@@ -189,8 +200,9 @@ class Multilabel(Classification):
                     "labels",
                 )
 
-    def unlabelled(self, text: str, line: int) -> LabelledTexts:
-        return LabelledTexts(text, None, Path("<input>"), line)
+    def unlabelled(self, value: Any, line: int) -> LabelledTexts:
+        text, pair = split_input(value, self.reads_pairs)
+        return LabelledTexts(text, None, Path("<input>"), line, pair=pair)
 
     def model_state(self) -> dict[str, Any] | None:
         """The thresholds, written with the model that was validated with them."""
@@ -208,12 +220,11 @@ class Multilabel(Classification):
         return np.asarray([f["label"] for f in features], dtype=int)
 
     def encode(self, examples: Sequence[LabelledTexts], tokenizer: Any) -> list[dict[str, Any]]:  # type: ignore[override]
-        encoded = tokenizer(
-            [ex.text for ex in examples], truncation=True, max_length=self.model_cfg.max_length
-        )["input_ids"]
         return [
-            {"input_ids": ids, "length": len(ids), "label": hot}
-            for ids, hot in zip(encoded, self.label_matrix(examples).tolist(), strict=True)
+            {**feature, "label": hot}
+            for feature, hot in zip(
+                self.features(examples, tokenizer), self.label_matrix(examples).tolist(), strict=True
+            )
         ]
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -222,7 +233,7 @@ class Multilabel(Classification):
         return batch
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**model_inputs(batch)).logits
         per_label = F.binary_cross_entropy_with_logits(logits.float(), batch["labels"], reduction="none")
         return per_label.mean(dim=-1).sum(), int(batch["labels"].shape[0])
 
@@ -272,8 +283,8 @@ class Multilabel(Classification):
     def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
         """Each text's labels (those at or above their threshold) and every label's probability."""
         return [
-            {"text": text, "labels": self.chosen(ranked), "probabilities": dict(ranked)}
-            for text, ranked in zip(inputs, self.rank(model, inputs, pad_id), strict=True)
+            {**self.shown_input(value), "labels": self.chosen(ranked), "probabilities": dict(ranked)}
+            for value, ranked in zip(inputs, self.rank(model, inputs, pad_id), strict=True)
         ]
 
     def classify_item(self, scores: list[tuple[str, float]], top_k: int | None) -> dict[str, Any]:
@@ -298,7 +309,7 @@ class Multilabel(Classification):
 
     def prediction_line(self, row: dict[str, Any], top: int) -> str:
         shown = "  ".join(f"{name} {prob:.3f}" for name, prob in list(row["probabilities"].items())[:top])
-        return f"{self.params.separator.join(row['labels']) or '-'}\t{shown}\t{row['text']}"
+        return f"{self.params.separator.join(row['labels']) or '-'}\t{shown}\t{self.shown_text(row)}"
 
     def corrected_labels(self, label: str) -> list[str]:
         """The labels a correction names: a string of them split at task.separator (none: "")."""
@@ -309,10 +320,13 @@ class Multilabel(Classification):
     ) -> dict[str, Any] | None:
         if label is None:
             return None
-        return {self.params.text_column: logged_input, self.params.label_column: self.corrected_labels(label)}
+        return {**self.input_record(logged_input), self.params.label_column: self.corrected_labels(label)}
 
     def record(self, example: LabelledTexts) -> dict[str, Any]:  # type: ignore[override]
-        return {self.params.text_column: example.text, self.params.label_column: list(example.labels or ())}
+        return {
+            **self.input_record(self.model_input(example)),
+            self.params.label_column: list(example.labels or ()),
+        }
 
     # --- base model: frozen encoder + one logistic regression per label ---
     baseline_description = (

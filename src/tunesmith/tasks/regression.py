@@ -49,12 +49,11 @@ from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Evaluation
 from tunesmith.tasks.classification import Classification
+from tunesmith.tasks.text_pairs import TextInputParams, model_inputs, split_input
 
 
-class RegressionParams(PluginParams):
+class RegressionParams(TextInputParams):
     name: Literal["regression"] = "regression"
-    text_column: str = "text"
-    """Column (CSV/Parquet) or field (JSONL) holding the text."""
     target_column: str = "target"
     """Column or field holding the number to predict (an integer, a decimal, or a string of one)."""
     normalise: bool = True
@@ -77,6 +76,7 @@ class ScoredText:
     path: Path
     line: int
     unit: str = "line"
+    pair: str | None = None
 
 
 def parse_target(record: Record, column: str, value: Any) -> float:
@@ -130,10 +130,7 @@ class Regression(Classification):
     def examples(
         self, path: Path, fmt: str | FileFormat, on_error: OnError | None = None
     ) -> Iterator[ScoredText]:
-        columns = {
-            "task.text_column": self.params.text_column,
-            "task.target_column": self.params.target_column,
-        }
+        columns = {**self.input_columns(), "task.target_column": self.params.target_column}
         return parse_each(
             require_columns(read_records(path, fmt, on_error), columns), self._example, on_error
         )
@@ -141,11 +138,13 @@ class Regression(Classification):
     def _example(self, record: Record) -> ScoredText:  # type: ignore[override]
         column = self.params.target_column
         value = parse_target(record, column, require_field(record, column))
-        return ScoredText(self.text_of(record), value, record.path, record.line, record.unit)
+        return ScoredText(
+            self.text_of(record), value, record.path, record.line, record.unit, self.pair_of(record)
+        )
 
     def view(self, example: ScoredText) -> ExampleView:  # type: ignore[override]
         return ExampleView(
-            example.path, example.line, example.unit, example.text, None, True, value=example.value
+            example.path, example.line, example.unit, self.input_text(example), None, True, value=example.value
         )
 
     def fit(self, train: list[ScoredText], others: dict[str, list[ScoredText]]) -> None:  # type: ignore[override]
@@ -172,8 +171,9 @@ class Regression(Classification):
         super().restore(state)
         self.shift, self.scale = float(state["shift"]), float(state["scale"])
 
-    def unlabelled(self, text: str, line: int) -> ScoredText:
-        return ScoredText(text, None, Path("<input>"), line)
+    def unlabelled(self, value: Any, line: int) -> ScoredText:
+        text, pair = split_input(value, self.reads_pairs)
+        return ScoredText(text, None, Path("<input>"), line, pair=pair)
 
     # --- model ---
     def load_model(self, resolved: Any, **load_kwargs: Any) -> torch.nn.Module:
@@ -192,12 +192,9 @@ class Regression(Classification):
         return (*super().base_model_key(), self.shift, self.scale)
 
     def encode(self, examples: Sequence[ScoredText], tokenizer: Any) -> list[dict[str, Any]]:  # type: ignore[override]
-        encoded = tokenizer(
-            [ex.text for ex in examples], truncation=True, max_length=self.model_cfg.max_length
-        )["input_ids"]
         return [
-            {"input_ids": ids, "length": len(ids), "label": ex.value if ex.value is not None else math.nan}
-            for ids, ex in zip(encoded, examples, strict=True)
+            {**feature, "label": ex.value if ex.value is not None else math.nan}
+            for feature, ex in zip(self.features(examples, tokenizer), examples, strict=True)
         ]
 
     def collate(self, features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -207,7 +204,7 @@ class Regression(Classification):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Squared error of the normalised target (the model's output is in the target's units)."""
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out = model(**model_inputs(batch)).logits
         residual = (out[:, 0].float() - batch["labels"]) / self.scale
         return (residual**2).sum(), int(batch["labels"].numel())
 
@@ -223,14 +220,14 @@ class Regression(Classification):
         with evaluating(model) as device:
             for idx, chunk in self.length_sorted_batches(features, batch_size):
                 batch = move(self.collate(chunk, pad_id), device)
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                out[idx] = logits[:, 0].float().cpu().numpy()
+                out[idx] = model(**model_inputs(batch)).logits[:, 0].float().cpu().numpy()
         return out
 
     def score_texts(
-        self, model: torch.nn.Module, texts: Sequence[str], pad_id: int, batch_size: int = 64
+        self, model: torch.nn.Module, texts: Sequence[Any], pad_id: int, batch_size: int = 64
     ) -> list[float]:
-        """Each text's predicted target (what `predict` and /v1/score answer)."""
+        """Each text's (a pair run: each (text, pair)'s) predicted target (what `predict` and /v1/score
+        answer)."""
         if not texts:
             return []
         examples = [self.unlabelled(text, i + 1) for i, text in enumerate(texts)]
@@ -243,11 +240,11 @@ class Regression(Classification):
 
     def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
         return [
-            {"text": text, "score": score}
-            for text, score in zip(inputs, self.score_texts(model, inputs, pad_id), strict=True)
+            {**self.shown_input(value), "score": score}
+            for value, score in zip(inputs, self.score_texts(model, inputs, pad_id), strict=True)
         ]
 
-    def served_outputs(self, model: torch.nn.Module, texts: list[str], pad_id: int) -> list[dict[str, Any]]:
+    def served_outputs(self, model: torch.nn.Module, texts: list[Any], pad_id: int) -> list[dict[str, Any]]:
         return [{"score": value} for value in self.score_texts(model, texts, pad_id)]
 
     def output_categories(
@@ -269,7 +266,7 @@ class Regression(Classification):
         )
 
     def prediction_line(self, row: dict[str, Any], top: int) -> str:
-        return f"{row['score']:.4g}\t{row['text']}"
+        return f"{row['score']:.4g}\t{self.shown_text(row)}"
 
     # --- evaluation ---
     def truth(self, features: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -296,7 +293,7 @@ class Regression(Classification):
         return regression_resampler(evaluation.predictions, self.truth(features))
 
     def record(self, example: ScoredText) -> dict[str, Any]:  # type: ignore[override]
-        return {self.params.text_column: example.text, self.params.target_column: example.value}
+        return {**self.input_record(self.model_input(example)), self.params.target_column: example.value}
 
     def correction_refusal(self, label: str | None, answer: str | None, rating: str | None) -> str | None:
         """The right number, as `label`."""
@@ -311,7 +308,7 @@ class Regression(Classification):
         value = None if label is None else _finite(label)
         if value is None:
             return None
-        return {self.params.text_column: logged_input, self.params.target_column: value}
+        return {**self.input_record(logged_input), self.params.target_column: value}
 
     # --- base model: frozen encoder + ridge regression ---
     baseline_description = (

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from tunesmith.serving.errors import check_inputs
+from tunesmith.serving.errors import check_inputs, paired_inputs
 from tunesmith.serving.guard import require_key
 from tunesmith.serving.schemas import ClassifyRequest
 from tunesmith.serving.state import Server
@@ -25,9 +25,10 @@ def router(server: Server) -> APIRouter:
         served = server.model(body.model, "classify")
         texts = body.texts()
         check_inputs(texts, settings)
-        ranked, seconds = await server.batched(served, texts, "classify")
+        inputs = paired_inputs(texts, body.pairs(), served.trained.task.reads_pairs, settings)
+        ranked, seconds = await server.batched(served, inputs, "classify")
         data = []
-        for i, (text, scores) in enumerate(zip(texts, ranked, strict=True)):
+        for i, (text, scores) in enumerate(zip(inputs, ranked, strict=True)):
             item_id = f"cls-{uuid.uuid4()}"
             item = served.trained.task.classify_item(scores, body.top_k)
             decided = {k: v for k, v in item.items() if k not in ("confidence", "scores")}
@@ -35,7 +36,7 @@ def router(server: Server) -> APIRouter:
                 served,
                 request_id=item_id,
                 endpoint="classify",
-                input=text,
+                input=list(text) if isinstance(text, tuple) else text,
                 output={**decided, "scores": dict(scores)},
                 latency_ms=seconds * 1000,
                 confidence=item["confidence"],

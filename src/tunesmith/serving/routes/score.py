@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from tunesmith.serving.errors import check_inputs
+from tunesmith.serving.errors import check_inputs, paired_inputs
 from tunesmith.serving.guard import require_key
 from tunesmith.serving.schemas import ScoreRequest
 from tunesmith.serving.state import Server
@@ -25,15 +25,16 @@ def router(server: Server) -> APIRouter:
         served = server.model(body.model, "score")
         texts = body.texts()
         check_inputs(texts, settings)
-        scores, seconds = await server.batched(served, texts, "score")
+        inputs = paired_inputs(texts, body.pairs(), served.trained.task.reads_pairs, settings)
+        scores, seconds = await server.batched(served, inputs, "score")
         data = []
-        for i, (text, value) in enumerate(zip(texts, scores, strict=True)):
+        for i, (text, value) in enumerate(zip(inputs, scores, strict=True)):
             item_id = f"scr-{uuid.uuid4()}"
             server.log_row(
                 served,
                 request_id=item_id,
                 endpoint="score",
-                input=text,
+                input=list(text) if isinstance(text, tuple) else text,
                 output={"score": value},
                 latency_ms=seconds * 1000,
             )
