@@ -61,7 +61,9 @@ def main() -> None:
             by_section[r["section"]].append(r)
         pairs = []
         for r in packages:
-            others = [o for o in by_section[r["section"]] if o is not r] or [o for o in packages if o is not r]
+            others = [o for o in by_section[r["section"]] if o is not r] or [
+                o for o in packages if o is not r
+            ]
             other = rng.choice(others)
             synopsis = r["synopsis"].strip()
             pairs.append((synopsis, first_paragraph(r["description"]), "match"))
@@ -71,7 +73,10 @@ def main() -> None:
             writer = csv.writer(handle)
             writer.writerow(["synopsis", "description", "label"])
             writer.writerows(pairs)
-    print(f"{len(rows)} packages with their own first paragraph; " + ", ".join(f"{s} {2 * n} pairs" for s, n in PACKAGES.items()))
+    print(
+        f"{len(rows)} packages with their own first paragraph; "
+        + ", ".join(f"{s} {2 * n} pairs" for s, n in PACKAGES.items())
+    )
 
 
 if __name__ == "__main__":

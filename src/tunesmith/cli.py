@@ -72,7 +72,7 @@ ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML ru
 TaskName = Annotated[
     str | None,
     typer.Option(
-        help="classification, multilabel, regression, chat, summarization, qa, preference or embedding [default: classification]"
+        help="classification, multilabel, regression, tokens, chat, summarization, qa, preference or embedding [default: classification]"
     ),
 ]
 ModelName = Annotated[
@@ -120,7 +120,9 @@ def check(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config")] = None,
     task: Annotated[
         str | None,
-        typer.Option(help="classification, multilabel, regression, chat, summarization, qa, preference or embedding"),
+        typer.Option(
+            help="classification, multilabel, regression, tokens, chat, summarization, qa, preference or embedding"
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model whose tokenizer and max_length to measure with")

@@ -156,7 +156,7 @@ def test_parquet_rows(tmp_path):
 
 
 def test_unknown_extension_and_missing_file(tmp_path):
-    with pytest.raises(DataError, match=r"d.xlsx: unknown file type '.xlsx'; use one of .csv"):
+    with pytest.raises(DataError, match=r"d.xlsx: unknown file type '.xlsx'; use one of .conll, .csv"):
         list(read_records(write(tmp_path, "d.xlsx", "x")))
     with pytest.raises(DataError, match=r"nope.csv: file not found"):
         list(read_records(tmp_path / "nope.csv"))

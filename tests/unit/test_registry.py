@@ -30,6 +30,6 @@ def test_unknown_name_lists_valid_ones():
         METHODS.get("qlora2")
     with pytest.raises(
         ConfigError,
-        match="valid tasks: chat, classification, embedding, multilabel, preference, qa, regression, summarization",
+        match="valid tasks: chat, classification, embedding, multilabel, preference, qa, regression, summarization, tokens",
     ):
         TASKS.get("nope")

@@ -22,6 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from tunesmith.data.conll import read_conll
 from tunesmith.errors import DataError
 
 OnError = Callable[[DataError], None]
@@ -37,6 +38,7 @@ FORMATS = {
     ".json": "jsonl",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".conll": "conll",
 }
 
 
@@ -116,6 +118,10 @@ def read_records(
         yield from _read_csv(path, csv_delimiter(path, fmt), _raise if on_error is None else on_error)
     elif kind == "jsonl":
         yield from _read_jsonl(path, _raise if on_error is None else on_error)
+    elif kind == "conll":
+        handler = _raise if on_error is None else on_error
+        for line, fields in read_conll(path, text_lines(path, handler), handler):
+            yield Record(path, line, fields)
     else:
         yield from _read_parquet(path)
 

@@ -65,6 +65,10 @@ def embed_ids(
     return out
 
 
+MISSING_LABEL_MARGIN = 10.0
+"""How far below the probe's lowest bias a label it never saw starts in the head (softmax e^-10: 4.5e-5)."""
+
+
 class LinearProbe:
     def __init__(self, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray):
         self.coef, self.intercept, self.classes = coef, intercept, classes
@@ -101,6 +105,10 @@ class LinearProbe:
         else:
             weight[self.classes] = self.coef
             bias[self.classes] = self.intercept
+            # a label the training split never had (token classification: an I- tag no entity needed) starts
+            # well below every other: the head ranks as the probe, which never predicts it
+            missing = np.setdiff1d(np.arange(num_labels), self.classes)
+            bias[missing] = self.intercept.min() - MISSING_LABEL_MARGIN
         return weight, bias
 
     def save(self, path: Path) -> None:

@@ -34,7 +34,7 @@ def evaluate_examples(
             intervals = paired_intervals(
                 tuned_resampler,
                 base_resampler,
-                len(features),
+                len(tuned.predictions),  # what is resampled: examples (a long text's windows are one)
                 resamples=cfg.evaluation.bootstrap_resamples,
                 seed=cfg.train.seed,
             )

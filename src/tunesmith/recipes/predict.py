@@ -21,11 +21,6 @@ def predict_texts(trained: Any, texts: list[str], batch_size: int = 64) -> list[
     return trained.task.rank(trained.model, texts, trained.pad_id, batch_size)
 
 
-def score_texts(trained: Any, texts: list[str], batch_size: int = 64) -> list[float]:
-    """A regression run: each text's predicted number, in the target's units."""
-    return trained.task.score_texts(trained.model, texts, trained.pad_id, batch_size)
-
-
 def embed_texts(trained: Any, texts: list[str], batch_size: int = 64) -> Any:
     """An embedding run: each text's unit-length vector (a texts x dimensions float32 tensor)."""
     return trained.task.embed_texts(trained.model, texts, trained.pad_id, batch_size)

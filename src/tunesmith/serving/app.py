@@ -26,7 +26,7 @@ from fastapi import FastAPI
 
 from tunesmith.serving.guard import Guard, install_error_handlers
 from tunesmith.serving.pool import ModelPool
-from tunesmith.serving.routes import admin, classify, embeddings, feedback, openai, score
+from tunesmith.serving.routes import admin, classify, embeddings, entities, feedback, openai, score
 from tunesmith.serving.settings import ServeSettings
 from tunesmith.serving.state import Server
 
@@ -49,7 +49,7 @@ def build_app(pool: ModelPool, settings: ServeSettings) -> Guard:
     app = FastAPI(title="tunesmith", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
     install_error_handlers(app, settings)
-    for family in (admin, openai, classify, score, embeddings, feedback):
+    for family in (admin, openai, classify, score, entities, embeddings, feedback):
         app.include_router(family.router(server))
     return Guard(app, settings, server.metrics)
 

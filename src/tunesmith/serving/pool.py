@@ -54,7 +54,8 @@ class ServedModel:
 
     @property
     def endpoint(self) -> str:
-        """What the model answers: `classify` (labels), `chat` (text) or `none` (Task.endpoint)."""
+        """What the model answers (Task.endpoint): `classify` (labels), `score` (numbers), `entities`,
+        `embeddings` (vectors), `chat` (text) or `none`."""
         return self.trained.task.endpoint
 
     def activate(self) -> None:

@@ -115,6 +115,14 @@ class ScoreRequest(_PairedInput, _Strict):
     text_pair: Text | list[Text] | None = None
 
 
+class EntitiesRequest(_TextsInput, _Strict):
+    """POST /v1/entities (token-classification runs): one text or a list."""
+
+    model: Text | None = None
+    """The served name; may be left out when the server serves one model."""
+    input: Text | list[Text]
+
+
 class EmbeddingsRequest(_TextsInput, BaseModel):
     """POST /v1/embeddings, the OpenAI shape: one text or a list; `dimensions` keeps the leading ones (what a
     Matryoshka-trained run is trained for), re-normalised; `encoding_format` float or base64 (little-endian

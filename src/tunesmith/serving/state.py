@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tunesmith.monitoring.request_log import default_url, encode_row, open_logs
-from tunesmith.recipes.predict import embed_texts, predict_texts, score_texts
 from tunesmith.serving.batcher import Batcher, Overloaded
 from tunesmith.serving.errors import ApiError
 from tunesmith.serving.metrics import Metrics
@@ -22,6 +21,7 @@ ENDPOINTS = {
     "chat": "POST /v1/chat/completions",
     "embeddings": "POST /v1/embeddings",
     "score": "POST /v1/score",
+    "entities": "POST /v1/entities",
     "none": "no endpoint here",
 }
 """What a model of each Task.endpoint answers, as a message and the model card say it."""
@@ -120,8 +120,8 @@ class Server:
     # --- model work (on the worker thread) ---
     @staticmethod
     def _model_batch(items: list[tuple[ServedModel, str]]) -> list[Any]:
-        """One batch of texts through their models: ranked labels (classify), sentence vectors (embeddings)
-        or numbers (score), one per text."""
+        """One batch of inputs through their models, grouped by model: one answer each, the task's own
+        (Task.serve_inputs)."""
         out: list[Any] = [None] * len(items)
         groups: dict[int, list[int]] = {}
         for i, (served, _) in enumerate(items):
@@ -130,12 +130,8 @@ class Server:
             served = items[idx[0]][0]
             served.activate()
             texts = [items[i][1] for i in idx]
-            if served.endpoint == "embeddings":
-                results: list[Any] = list(embed_texts(served.trained, texts, batch_size=len(idx)))
-            elif served.endpoint == "score":
-                results = score_texts(served.trained, texts, batch_size=len(idx))
-            else:
-                results = predict_texts(served.trained, texts, batch_size=len(idx))
+            trained = served.trained
+            results = trained.task.serve_inputs(trained.model, texts, trained.pad_id, len(idx))
             for i, result in zip(idx, results, strict=True):
                 out[i] = result
         return out

@@ -19,6 +19,7 @@ from tunesmith.tasks import (  # noqa: E402,F401  (each registers itself)
     qa,
     regression,
     summarization,
+    tokens,
 )
 
 

@@ -65,8 +65,9 @@ class Task(ABC):
     """True where each input is a pair of texts encoded together (task.text_pair_column; tasks/text_pairs.py):
     exports are then checked on pairs and take token type ids."""
     endpoint: ClassVar[str] = "none"
-    """What the server answers with this task's model: `classify` (/v1/classify), `chat` (the
-    OpenAI-compatible chat and completions) or `none` (not served)."""
+    """What the server answers with this task's model: `classify` (/v1/classify), `score` (/v1/score),
+    `entities` (/v1/entities), `embeddings` (/v1/embeddings), `chat` (the OpenAI-compatible chat and
+    completions) or `none` (not served)."""
     peft_task_type: ClassVar[str | None] = None
     """peft's task type for the task's new head, which it then trains and saves (`modules_to_save`): SEQ_CLS,
     QUESTION_ANS; None where the task adds no head (text-writing tasks reuse the pretrained LM head)."""
@@ -335,6 +336,14 @@ class Task(ABC):
     def record(self, example: Any) -> dict[str, Any]:
         """`example` as a JSONL record this task reads back (`retune` writes its data files with it)."""
         raise UserError(f"retune does not handle the {self.name} task yet (classification and chat do)")
+
+    def serve_inputs(
+        self, model: torch.nn.Module, inputs: list[Any], pad_id: int, batch_size: int
+    ) -> list[Any]:
+        """One batch of the server's inputs through the model: one answer each, which the task's route turns
+        into its response (classification: ranked labels; regression: numbers; embedding: vectors; tokens:
+        entities). Only tasks with an endpoint have it."""
+        raise UserError(f"a {self.name} model is not served one input at a time")
 
     def served_outputs(self, model: torch.nn.Module, texts: list[Any], pad_id: int) -> list[dict[str, Any]]:
         """What the server would answer for each input (a text or a pair), as it logs it (`monitor` computes the reference's

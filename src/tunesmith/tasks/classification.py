@@ -218,7 +218,10 @@ class Classification(Task):
         if file is not None and file.suffix.lower() != ".txt":
             if texts:
                 raise UserError("give texts or --file, not both")
-            return [(self.text_of(r), self.pair_of(r)) for r in require_columns(read_records(file), self.input_columns())]
+            return [
+                (self.text_of(r), self.pair_of(r))
+                for r in require_columns(read_records(file), self.input_columns())
+            ]
         return [split_input(value, True) for value in super().prediction_inputs(texts, file, stdin)]
 
     def view(self, example: LabelledText) -> ExampleView:
@@ -370,6 +373,11 @@ class Classification(Task):
             "confidence": scores[0][1],
             "scores": [{"label": name, "score": p} for name, p in shown],
         }
+
+    def serve_inputs(
+        self, model: torch.nn.Module, inputs: list[Any], pad_id: int, batch_size: int
+    ) -> list[Any]:
+        return self.rank(model, inputs, pad_id, batch_size)
 
     def served_outputs(self, model: torch.nn.Module, texts: list[Any], pad_id: int) -> list[dict[str, Any]]:
         return [self.classify_item(scores, None) for scores in self.rank(model, texts, pad_id)]

@@ -144,7 +144,13 @@ class Regression(Classification):
 
     def view(self, example: ScoredText) -> ExampleView:  # type: ignore[override]
         return ExampleView(
-            example.path, example.line, example.unit, self.input_text(example), None, True, value=example.value
+            example.path,
+            example.line,
+            example.unit,
+            self.input_text(example),
+            None,
+            True,
+            value=example.value,
         )
 
     def fit(self, train: list[ScoredText], others: dict[str, list[ScoredText]]) -> None:  # type: ignore[override]
@@ -243,6 +249,11 @@ class Regression(Classification):
             {**self.shown_input(value), "score": score}
             for value, score in zip(inputs, self.score_texts(model, inputs, pad_id), strict=True)
         ]
+
+    def serve_inputs(
+        self, model: torch.nn.Module, inputs: list[Any], pad_id: int, batch_size: int
+    ) -> list[Any]:
+        return self.score_texts(model, inputs, pad_id, batch_size)
 
     def served_outputs(self, model: torch.nn.Module, texts: list[Any], pad_id: int) -> list[dict[str, Any]]:
         return [{"score": value} for value in self.score_texts(model, texts, pad_id)]

@@ -587,6 +587,11 @@ class Embedding(Task):
     # --- predict ---
     endpoint = "embeddings"
 
+    def serve_inputs(
+        self, model: torch.nn.Module, inputs: list[Any], pad_id: int, batch_size: int
+    ) -> list[Any]:
+        return list(self.embed_texts(model, inputs, pad_id, batch_size))
+
     def embed_texts(
         self, model: torch.nn.Module, texts: Sequence[str], pad_id: int, batch_size: int = 64
     ) -> torch.Tensor:
