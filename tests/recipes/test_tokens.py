@@ -66,6 +66,12 @@ def test_base_and_tuned_with_intervals_and_step_0_is_the_token_probe(entity_run)
     events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     step0 = next(e for e in events if e["event"] == "validation" and e["step"] == 0)
     assert step0["f1"] == pytest.approx(probe.metrics["f1"], abs=0.02)
+    assert report["examples"] and all(
+        {"prompt", "reference", "base", "tuned"} <= set(r) for r in report["examples"]
+    )
+    assert tunesmith("report", run).returncode == 0
+    page = (run / "report.html").read_text()
+    assert "Entities by type" in page and "LANG" in page and "Example outputs" in page
 
 
 def test_predict_gives_entities_at_their_offsets_and_the_server_agrees(entity_run, tmp_path):

@@ -238,6 +238,8 @@ def _details(report: dict[str, Any]) -> str:
             parts.append(_confusion(tuned["confusion_matrix"], names))
     if "per_label" in tuned:
         parts.append(_per_label(tuned))
+    if "per_type" in tuned:
+        parts.append(_per_type(tuned["per_type"], (report.get("base") or {}).get("per_type")))
     if tuned.get("residuals"):
         parts.append(_residuals(tuned["residuals"], (report.get("base") or {}).get("residuals")))
     if report.get("examples"):
@@ -261,6 +263,23 @@ def _per_label(tuned: dict[str, Any]) -> str:
     ]
     headers = ["label", "precision", "recall", "f1", "support", "threshold"]
     return "<h2>Per label (tuned, test set)</h2>" + table(headers, rows)
+
+
+def _per_type(tuned: dict[str, Any], base: dict[str, Any] | None) -> str:
+    """Token classification: each entity type's precision, recall and F1 (tuned) beside the base's F1, most
+    frequent type first."""
+    ordered = sorted(tuned.items(), key=lambda item: -item[1]["support"])
+    rows = [
+        [
+            name,
+            Cell(f"{base[name]['f1']:.3f}" if base and name in base else "", numeric=True),
+            *(Cell(f"{s[k]:.3f}", numeric=True) for k in ("precision", "recall", "f1")),
+            Cell(s["support"], numeric=True),
+        ]
+        for name, s in ordered
+    ]
+    headers = ["entity type", "base f1", "precision", "recall", "f1", "entities"]
+    return "<h2>Entities by type (test set)</h2>" + table(headers, rows)
 
 
 def _residuals(tuned: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]] | None) -> str:

@@ -63,6 +63,8 @@ NO_ENTITY = "(no entity)"
 """The drift report's category of a text in which no entity was found."""
 IGNORED = -100
 """The label of a token the loss skips (special tokens, a word's later sub-tokens, padding)."""
+EXAMPLES_SHOWN = 5
+"""Texts the report shows with their true, base and tuned entities."""
 
 
 class TokensParams(PluginParams):
@@ -281,7 +283,16 @@ class Tokens(Task):
                     labels.append(index[tags[word].replace("B-", "I-", 1)])
                 previous = word
             features.append(
-                {"input_ids": ids, "length": len(ids), "labels": labels, "starts": starts, "example": example}
+                {
+                    "input_ids": ids,
+                    "length": len(ids),
+                    "labels": labels,
+                    "starts": starts,
+                    "example": example,
+                    "shown": (ex.text, ex.word_texts())  # for the report, on an example's first window
+                    if not features or features[-1]["example"] != example
+                    else None,
+                }
             )
         return features
 
@@ -358,6 +369,32 @@ class Tokens(Task):
                 if word >= 0 and label != IGNORED:
                     out.setdefault(f["example"], {})[word] = self.labels[label]
         return [[tags[w] for w in sorted(tags)] for _, tags in sorted(out.items())]
+
+    def shown_examples(
+        self, features: Sequence[dict[str, Any]], tuned: Evaluation, base: Evaluation | None
+    ) -> list[dict[str, Any]]:
+        """The first EXAMPLES_SHOWN texts where the base and the tuned model find different entities (the
+        first texts when they agree on all), each with its true entities and both models' as "TYPE words"."""
+        texts = [f["shown"] for f in features if f["shown"] is not None]
+        truth = self._truth(features)
+
+        def said(words: list[str], tags: Sequence[str]) -> str:
+            return "; ".join(f"{kind} {' '.join(words[a:b])}" for kind, a, b in entities_of(tags)) or "-"
+
+        order = list(range(len(texts)))
+        if base is not None:
+            order.sort(key=lambda i: tuned.predictions[i] == base.predictions[i])
+        shown = []
+        for i in order[:EXAMPLES_SHOWN]:
+            row = {
+                "prompt": texts[i][0],
+                "reference": said(texts[i][1], truth[i]),
+                "tuned": said(texts[i][1], tuned.predictions[i]),
+            }
+            if base is not None:
+                row["base"] = said(texts[i][1], base.predictions[i])
+            shown.append(row)
+        return shown
 
     def resampler(self, features: Sequence[dict[str, Any]], evaluation: Evaluation) -> Resampler | None:
         return entity_resampler(self._truth(features), evaluation.predictions)
