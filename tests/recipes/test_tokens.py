@@ -110,3 +110,40 @@ def test_onnx_and_merged_exports_reproduce_the_model(entity_run, tmp_path):
         assert proc.returncode == 0, proc.stderr
         record = json.loads((tmp_path / fmt / "tunesmith_export.json").read_text())
         assert record["task"] == "tokens" and record["check"]["ok"]
+
+
+def test_entities_sent_as_feedback_retune_a_new_version_judged_on_entity_f1(entity_run, tmp_path):
+    from tests.e2e.served import Server
+
+    run, _ = entity_run
+    rows = [
+        json.loads(line)
+        for line in (ROOT / "data/debian-entities/train.jsonl")
+        .read_text(encoding="utf-8")
+        .splitlines()[400:420]
+    ]  # never trained on
+    served = Server([f"entities={run}"], tmp_path / "server")
+    try:
+        with served.client() as client:
+            items = client.post("/v1/entities", json={"input": [r["text"] for r in rows]}).json()["data"]
+            cut = {"id": items[0]["id"], "entities": [{"start": 0, "end": 2, "label": "LANG"}]}
+            refused = client.post("/v1/feedback", json=cut)  # cuts the text's first word
+            assert refused.status_code == 422 and "cuts a word" in refused.text
+            unknown = {
+                "id": items[0]["id"],
+                "entities": [{"start": 0, "end": len(rows[0]["text"].split()[0]), "label": "DRUG"}],
+            }
+            assert "never occurs in the training data" in client.post("/v1/feedback", json=unknown).text
+            label = client.post("/v1/feedback", json={"id": items[0]["id"], "label": "LANG"})
+            assert label.status_code == 422 and "the model found entities" in label.text
+            for item, row in zip(items, rows, strict=True):
+                response = client.post("/v1/feedback", json={"id": item["id"], "entities": row["entities"]})
+                assert response.status_code == 200, response.text
+    finally:
+        served.stop()
+    proc = tunesmith("retune", run, "--json", "retune.tolerance=1", "train.epochs=1")
+    assert proc.returncode == 0, proc.stderr
+    decision = json.loads(proc.stdout)
+    assert decision["comparison"]["metric"] == "f1" and decision["data"]["corrections_used"] == len(rows)
+    train = (run / "versions" / f"{decision['version']}-data" / "train.jsonl").read_text().splitlines()
+    assert json.loads(train[-1]) == rows[-1]

@@ -13,6 +13,7 @@ from tests.unit.test_multilabel_task import write_csv
 from tunesmith.errors import DataError
 from tunesmith.sections import ModelConfig
 from tunesmith.tasks import build_task
+from tunesmith.tasks.base import Correction
 from tunesmith.tasks.regression import RegressionParams
 
 
@@ -90,10 +91,10 @@ def test_the_check_warns_of_outliers_and_of_a_split_whose_targets_sit_elsewhere(
 
 def test_a_correction_is_a_number_and_becomes_a_record() -> None:
     task = task_of(target_column="risk")
-    assert task.correction_refusal(None, "better", None) is not None
-    assert task.correction_refusal("high", None, None) is not None
-    assert task.correction_refusal("nan", None, None) is not None
-    assert task.correction_refusal("2.5", None, None) is None
+    assert task.correction_refusal(Correction(answer="better"), "a claim") is not None
+    assert task.correction_refusal(Correction(label="high"), "a claim") is not None
+    assert task.correction_refusal(Correction(label="nan"), "a claim") is not None
+    assert task.correction_refusal(Correction(label="2.5"), "a claim") is None
     assert task.corrected_record("a claim", "2.5", None) == {"text": "a claim", "risk": 2.5}
 
 

@@ -134,3 +134,22 @@ def test_a_long_text_is_read_in_windows_and_each_word_is_read_once(tmp_path: Pat
     seen = {w for f in features for w in f["starts"] if w >= 0}
     assert seen == set(range(60))
     assert task._truth(features) == [tags]
+
+
+def test_a_correction_is_the_texts_right_entities_checked_against_its_words() -> None:
+    from tunesmith.tasks.base import Correction
+
+    task = task_of()
+    task.labels = ["O", "B-LANG", "I-LANG", "B-PROTO", "I-PROTO"]
+    text = "A Rust client for HTTP/2."
+    rust, http = {"start": 2, "end": 6, "label": "LANG"}, {"start": 18, "end": 22, "label": "PROTO"}
+    assert task.correction_refusal(Correction(entities=[rust, http]), text) is None
+    assert task.correction_refusal(Correction(entities=[]), text) is None  # none at all
+    assert "cuts a word" in task.correction_refusal(Correction(entities=[{**rust, "end": 4}]), text)
+    assert "never occurs" in task.correction_refusal(Correction(entities=[{**rust, "label": "DRUG"}]), text)
+    assert "overlaps" in task.correction_refusal(
+        Correction(entities=[rust, {**rust, "label": "PROTO"}]), text
+    )
+    assert '"entities"' in task.correction_refusal(Correction(label="LANG"), text)
+    stored = task.stored_answer(Correction(entities=[http, rust]))
+    assert task.corrected_record(text, None, stored) == {"text": text, "entities": [rust, http]}

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from tunesmith.tasks.base import Correction
+
 
 def _unicode(text: str) -> str:
     try:
@@ -136,23 +138,40 @@ class EmbeddingsRequest(_TextsInput, BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
 
 
+class EntitySpan(_Strict):
+    """One entity of a text: character offsets (end exclusive) and its type."""
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=1)
+    label: Text = Field(min_length=1, max_length=200)
+
+
 class FeedbackRequest(_Strict):
     """POST /v1/feedback on a logged request: the right label (classification; regression: the right
     number, as a string or a number), a better answer (chat: a
-    preference pair for `retune --objective dpo`), or a rating of the answer given (chat: "up" or "down",
-    a label for `retune --objective kto`)."""
+    preference pair for `retune --objective dpo`), a rating of the answer given (chat: "up" or "down",
+    a label for `retune --objective kto`), or the text's right entities (token classification: all of them,
+    [] for none)."""
 
     id: Text = Field(min_length=1, max_length=64)
     label: Text | None = None
     answer: Text | None = None
     rating: Literal["up", "down"] | None = None
+    entities: list[EntitySpan] | None = Field(None, max_length=1000)
     note: Text | None = Field(None, max_length=2000)
 
     @model_validator(mode="after")
     def _one_correction(self) -> FeedbackRequest:
-        if sum(x is not None for x in (self.label, self.answer, self.rating)) != 1:
-            raise ValueError("give exactly one of label (classification), answer or rating (chat)")
+        if sum(x is not None for x in (self.label, self.answer, self.rating, self.entities)) != 1:
+            raise ValueError(
+                "give exactly one of label (classification, regression), answer or rating (chat), entities "
+                "(token classification)"
+            )
         return self
+
+    def correction(self) -> Correction:
+        entities = None if self.entities is None else [e.model_dump() for e in self.entities]
+        return Correction(self.label, self.answer, self.rating, entities)
 
 
 class VersionRequest(_Strict):

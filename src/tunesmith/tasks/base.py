@@ -32,6 +32,20 @@ class Splits:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Correction:
+    """What /v1/feedback says the right answer to a logged request was: exactly one of these is set."""
+
+    label: str | None = None
+    """The right label (classification; several joined for multi-label) or number (regression)."""
+    answer: str | None = None
+    """A better answer (text-writing tasks)."""
+    rating: str | None = None
+    """"up" or "down" on the answer given (chat)."""
+    entities: list[dict[str, Any]] | None = None
+    """The text's right entities, {"start", "end", "label"} each (token classification; empty: none)."""
+
+
 @dataclass
 class Evaluation:
     metrics: dict[str, Any]
@@ -357,12 +371,17 @@ class Task(ABC):
         compares (PSI): (every category, the reference's, the recent ones'). None: nothing to compare."""
         return None
 
-    def correction_refusal(self, label: str | None, answer: str | None, rating: str | None) -> str | None:
-        """Why /v1/feedback cannot take this correction of one of the model's answers (None: it can). By
-        default (text-writing tasks) a better answer or a rating, never a label."""
-        if label is not None:
+    def correction_refusal(self, correction: Correction, logged_input: Any) -> str | None:
+        """Why /v1/feedback cannot take this correction of the model's answer to `logged_input` (None: it
+        can). By default (text-writing tasks) a better answer or a rating, never a label or entities."""
+        if correction.label is not None or correction.entities is not None:
             return "the model wrote an answer: send a better answer or a rating"
         return None
+
+    def stored_answer(self, correction: Correction) -> str | None:
+        """What the request log keeps as the correction's answer (`corrected_record` reads it back): the
+        better answer; a task taking another kind of correction says how it is kept."""
+        return correction.answer
 
     def corrected_record(
         self, logged_input: Any, label: str | None, answer: str | None, output: Any = None

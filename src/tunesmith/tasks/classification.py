@@ -35,7 +35,7 @@ from tunesmith.models.pooled import (
 from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
-from tunesmith.tasks.base import Evaluation, Task
+from tunesmith.tasks.base import Correction, Evaluation, Task
 from tunesmith.tasks.text_pairs import (
     TextInputParams,
     collate_inputs,
@@ -439,11 +439,11 @@ class Classification(Task):
     def record(self, example: LabelledText) -> dict[str, Any]:
         return {**self.input_record(self.model_input(example)), self.params.label_column: example.label}
 
-    def correction_refusal(self, label: str | None, answer: str | None, rating: str | None) -> str | None:
+    def correction_refusal(self, correction: Correction, logged_input: Any) -> str | None:
         """The right label, one of the run's."""
-        if label is None:
+        if correction.label is None:
             return "the model gave a label: send the right label"
-        unknown = [name for name in self.corrected_labels(label) if name not in self.labels]
+        unknown = [name for name in self.corrected_labels(correction.label) if name not in self.labels]
         if unknown:
             return f"unknown label {unknown[0]!r}; labels: {', '.join(self.labels)}"
         return None

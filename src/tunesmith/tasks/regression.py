@@ -47,7 +47,7 @@ from tunesmith.models.pooled import OUTPUT_KEY, PooledClassifierLoader
 from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
-from tunesmith.tasks.base import Evaluation
+from tunesmith.tasks.base import Correction, Evaluation
 from tunesmith.tasks.classification import Classification
 from tunesmith.tasks.text_pairs import TextInputParams, model_inputs, split_input
 
@@ -306,9 +306,9 @@ class Regression(Classification):
     def record(self, example: ScoredText) -> dict[str, Any]:  # type: ignore[override]
         return {**self.input_record(self.model_input(example)), self.params.target_column: example.value}
 
-    def correction_refusal(self, label: str | None, answer: str | None, rating: str | None) -> str | None:
+    def correction_refusal(self, correction: Correction, logged_input: Any) -> str | None:
         """The right number, as `label`."""
-        if label is None or _finite(label) is None:
+        if correction.label is None or _finite(correction.label) is None:
             return f"the model gave a number: send the right {self.params.target_column} as label (a number)"
         return None
 

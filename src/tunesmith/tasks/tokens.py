@@ -21,6 +21,7 @@ Metrics: evaluation/entities.py (seqeval's). `predict` prints each entity with i
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from tunesmith.models.loader import load_pretrained, load_tokenizer
 from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
-from tunesmith.tasks.base import Evaluation, Task
+from tunesmith.tasks.base import Correction, Evaluation, Task
 
 WORD = re.compile(r"\w+|[^\w\s]")
 """A word of a text given with character spans: letters and digits together, any other non-space character
@@ -446,8 +447,40 @@ class Tokens(Task):
 
         return [*kinds, NO_ENTITY], found(reference), found(recent)
 
-    def correction_refusal(self, label: str | None, answer: str | None, rating: str | None) -> str | None:
-        return "corrections of entities are not taken yet: add the texts with their entities to the data"
+    def correction_refusal(self, correction: Correction, logged_input: Any) -> str | None:
+        """The text's right entities (all of them: the ones the model got right too), each of the run's types
+        and covering whole words of the logged text."""
+        if correction.entities is None:
+            return (
+                'the model found entities: send the text\'s right ones as "entities", a list of {"start", "end", '
+                '"label"} (all of them; [] for none)'
+            )
+        try:
+            self.check([self._corrected(str(logged_input), correction.entities)])
+        except DataError as exc:
+            return exc.detail
+        return None
+
+    def stored_answer(self, correction: Correction) -> str | None:
+        """Entities are kept as their JSON list."""
+        return json.dumps(correction.entities, ensure_ascii=False)
+
+    def corrected_record(
+        self, logged_input: Any, label: str | None, answer: str | None, output: Any = None
+    ) -> dict[str, Any] | None:
+        """The logged text with its right entities (kept as JSON, `stored_answer`)."""
+        if answer is None:
+            return None
+        return self.record(self._corrected(str(logged_input), json.loads(answer)))
+
+    def _corrected(self, text: str, entities: list[dict[str, Any]]) -> TaggedText:
+        record = Record(
+            Path("<correction>"),
+            1,
+            {self.params.text_column: text, self.params.entities_column: entities},
+            "request",
+        )
+        return self._from_spans(record)
 
     def predict(self, model: torch.nn.Module, inputs: list[Any], pad_id: int) -> list[dict[str, Any]]:
         return [

@@ -34,14 +34,22 @@ def router(server: Server) -> APIRouter:
             raise ApiError(404, f"no logged request with id {body.id!r}", "request_not_found")
         log, row = found
         served = pool.get(row["model"])
+        correction, answer = body.correction(), body.answer
         if served is not None:
-            why = served.trained.task.correction_refusal(body.label, body.answer, body.rating)
+            why = served.trained.task.correction_refusal(correction, row["input"])
             if why:
                 raise ApiError(422, f"{body.id}: {why}", "invalid_body")
+            answer = served.trained.task.stored_answer(correction)
+        elif body.entities is not None:
+            raise ApiError(
+                409,
+                f"{body.id}: its model is no longer served, so its entities cannot be checked",
+                "not_served",
+            )
         if body.answer is not None:
             check_text(body.answer, settings, "answer")
         feedback_id = await loop.run_in_executor(
-            None, log.add_feedback, body.id, body.label, body.answer, body.note, body.rating
+            None, log.add_feedback, body.id, body.label, answer, body.note, body.rating
         )
         return {"object": "feedback", "id": feedback_id, "request_id": body.id, "model": row["model"]}
 
