@@ -75,7 +75,9 @@ def regression_scores(predicted: Any, truth: Any) -> dict[str, float]:
     return {k: m[k] for k in ("pearson", "spearman", "rmse", "r2")}
 
 
-def run_tunesmith_regression(job: dict, out: Any) -> None:
+def run_tunesmith(job: dict, out: Any) -> None:
+    """tunesmith's arm of `job["task"]`: its demo config (OURS) on the bench's splits, the seed set, the
+    forgetting check off (the recipes have none)."""
     import io
 
     import yaml
@@ -85,9 +87,10 @@ def run_tunesmith_regression(job: dict, out: Any) -> None:
     from tunesmith.recipes.finetune import finetune
     from tunesmith.training.loop import steps_per_epoch
 
+    config, data, metrics = OURS[job["task"]]
     with tempfile.TemporaryDirectory() as tmp:
-        tree = yaml.safe_load((ROOT / "configs" / "regression-sentiment.yaml").read_text())
-        tree["data"] = dict(REGRESSION_DATA)
+        tree = yaml.safe_load((ROOT / "configs" / config).read_text())
+        tree["data"] = dict(data)
         tree["train"]["seed"] = job["seed"]
         tree["evaluation"] = {"forgetting": False}
         tree["output_dir"] = str(Path(tmp) / "run")
@@ -98,13 +101,60 @@ def run_tunesmith_regression(job: dict, out: Any) -> None:
         tuned, base = evaluation["tuned"], evaluation["base"]
         out.put(
             {
-                **{k: tuned[k] for k in ("pearson", "spearman", "rmse", "r2")},
-                **{f"base_{k}": base[k] for k in ("pearson", "spearman", "rmse", "r2")},
+                **{k: tuned[k] for k in metrics},
+                **{f"base_{k}": base[k] for k in metrics},
                 "samples_per_second": summary["examples"]["train"] * epochs / summary["train_seconds"],
                 "train_seconds": summary["train_seconds"],
                 "peak_rss_mb": peak_rss_mb(),
             }
         )
+
+
+def train_recipe(
+    model: Any,
+    data: Any,
+    collator: Any,
+    compute_metrics: Any,
+    metric: str,
+    settings: dict,
+    seed: int,
+    *,
+    greater_is_better: bool = True,
+) -> tuple[Any, float]:
+    """The Trainer as its docs advise (length-grouped batches, validation each epoch, the best epoch kept on
+    `metric`) with a recipe's lr, batch and epochs; returns its predictions on the test split and the seconds
+    training took (validation included)."""
+    from transformers import Trainer, TrainingArguments
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            num_train_epochs=settings["epochs"],
+            per_device_train_batch_size=settings["batch_size"],
+            learning_rate=settings["learning_rate"],
+            train_sampling_strategy="group_by_length",
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_total_limit=1,
+            load_best_model_at_end=True,
+            metric_for_best_model=metric,
+            greater_is_better=greater_is_better,
+            report_to=[],
+            seed=seed,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=data["train"],
+            eval_dataset=data["validation"],
+            data_collator=collator,
+            compute_metrics=compute_metrics,
+        )
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        return trainer.predict(data["test"]), seconds
 
 
 def run_hf_regression(job: dict, out: Any) -> None:
@@ -114,8 +164,6 @@ def run_hf_regression(job: dict, out: Any) -> None:
         AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
         set_seed,
     )
 
@@ -137,35 +185,16 @@ def run_hf_regression(job: dict, out: Any) -> None:
     def mse(prediction: Any) -> dict[str, float]:
         return {"mse": float(np.mean((prediction.predictions[:, 0] - prediction.label_ids) ** 2))}
 
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp,
-            num_train_epochs=HF_REGRESSION["epochs"],
-            per_device_train_batch_size=HF_REGRESSION["batch_size"],
-            learning_rate=HF_REGRESSION["learning_rate"],
-            train_sampling_strategy="group_by_length",
-            eval_strategy="epoch",
-            save_strategy="epoch",
-            save_total_limit=1,
-            load_best_model_at_end=True,
-            metric_for_best_model="mse",
-            greater_is_better=False,
-            report_to=[],
-            seed=job["seed"],
-            disable_tqdm=True,
-        )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=data["train"],
-            eval_dataset=data["validation"],
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=mse,
-        )
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        prediction = trainer.predict(data["test"])
+    prediction, seconds = train_recipe(
+        model,
+        data,
+        DataCollatorWithPadding(tokenizer),
+        mse,
+        "mse",
+        HF_REGRESSION,
+        job["seed"],
+        greater_is_better=False,
+    )
     out.put(
         {
             **regression_scores(prediction.predictions[:, 0], prediction.label_ids),
@@ -174,38 +203,6 @@ def run_hf_regression(job: dict, out: Any) -> None:
             "peak_rss_mb": peak_rss_mb(),
         }
     )
-
-
-def run_tunesmith_multilabel(job: dict, out: Any) -> None:
-    import io
-
-    import yaml
-    from rich.console import Console
-
-    from tunesmith.config import build_config
-    from tunesmith.recipes.finetune import finetune
-    from tunesmith.training.loop import steps_per_epoch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = yaml.safe_load((ROOT / "configs" / "multilabel-tags.yaml").read_text())
-        tree["data"] = dict(MULTILABEL_DATA)
-        tree["train"]["seed"] = job["seed"]
-        tree["evaluation"] = {"forgetting": False}
-        tree["output_dir"] = str(Path(tmp) / "run")
-        cfg = build_config(tree)
-        result = finetune(cfg, Console(file=io.StringIO()))
-        summary, evaluation = result.summary, result.evaluation
-        epochs = summary["optimizer_steps"] / steps_per_epoch(summary["examples"]["train"], cfg.train)
-        tuned, base = evaluation["tuned"], evaluation["base"]
-        out.put(
-            {
-                **{k: tuned[k] for k in MULTILABEL_METRICS},
-                **{f"base_{k}": base[k] for k in MULTILABEL_METRICS},
-                "samples_per_second": summary["examples"]["train"] * epochs / summary["train_seconds"],
-                "train_seconds": summary["train_seconds"],
-                "peak_rss_mb": peak_rss_mb(),
-            }
-        )
 
 
 def run_hf_multilabel(job: dict, out: Any) -> None:
@@ -217,8 +214,6 @@ def run_hf_multilabel(job: dict, out: Any) -> None:
         AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
         set_seed,
     )
 
@@ -248,34 +243,10 @@ def run_hf_multilabel(job: dict, out: Any) -> None:
     def macro_f1(prediction: Any) -> dict[str, float]:
         return {"macro_f1": multilabel_metrics(*decided(prediction), names)["macro_f1"]}
 
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp,
-            num_train_epochs=HF_REGRESSION["epochs"],
-            per_device_train_batch_size=HF_REGRESSION["batch_size"],
-            learning_rate=HF_REGRESSION["learning_rate"],
-            train_sampling_strategy="group_by_length",
-            eval_strategy="epoch",
-            save_strategy="epoch",
-            save_total_limit=1,
-            load_best_model_at_end=True,
-            metric_for_best_model="macro_f1",
-            report_to=[],
-            seed=job["seed"],
-            disable_tqdm=True,
-        )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=data["train"],
-            eval_dataset=data["validation"],
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=macro_f1,
-        )
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        metrics = multilabel_metrics(*decided(trainer.predict(data["test"])), names)
+    prediction, seconds = train_recipe(
+        model, data, DataCollatorWithPadding(tokenizer), macro_f1, "macro_f1", HF_REGRESSION, job["seed"]
+    )
+    metrics = multilabel_metrics(*decided(prediction), names)
     out.put(
         {
             **{k: metrics[k] for k in MULTILABEL_METRICS},
@@ -284,38 +255,6 @@ def run_hf_multilabel(job: dict, out: Any) -> None:
             "peak_rss_mb": peak_rss_mb(),
         }
     )
-
-
-def run_tunesmith_tokens(job: dict, out: Any) -> None:
-    import io
-
-    import yaml
-    from rich.console import Console
-
-    from tunesmith.config import build_config
-    from tunesmith.recipes.finetune import finetune
-    from tunesmith.training.loop import steps_per_epoch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = yaml.safe_load((ROOT / "configs" / "tokens-entities.yaml").read_text())
-        tree["data"] = dict(TOKENS_DATA)
-        tree["train"]["seed"] = job["seed"]
-        tree["evaluation"] = {"forgetting": False}
-        tree["output_dir"] = str(Path(tmp) / "run")
-        cfg = build_config(tree)
-        result = finetune(cfg, Console(file=io.StringIO()))
-        summary, evaluation = result.summary, result.evaluation
-        epochs = summary["optimizer_steps"] / steps_per_epoch(summary["examples"]["train"], cfg.train)
-        tuned, base = evaluation["tuned"], evaluation["base"]
-        out.put(
-            {
-                **{k: tuned[k] for k in TOKENS_METRICS},
-                **{f"base_{k}": base[k] for k in TOKENS_METRICS},
-                "samples_per_second": summary["examples"]["train"] * epochs / summary["train_seconds"],
-                "train_seconds": summary["train_seconds"],
-                "peak_rss_mb": peak_rss_mb(),
-            }
-        )
 
 
 def words_and_tags(split: str) -> dict[str, list]:
@@ -340,8 +279,6 @@ def run_hf_tokens(job: dict, out: Any) -> None:
         AutoModelForTokenClassification,
         AutoTokenizer,
         DataCollatorForTokenClassification,
-        Trainer,
-        TrainingArguments,
         set_seed,
     )
 
@@ -387,34 +324,10 @@ def run_hf_tokens(job: dict, out: Any) -> None:
     def f1(prediction: Any) -> dict[str, float]:
         return {"f1": entity_metrics(*tags(prediction))["f1"]}
 
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp,
-            num_train_epochs=HF_NER["epochs"],
-            per_device_train_batch_size=HF_NER["batch_size"],
-            learning_rate=HF_NER["learning_rate"],
-            train_sampling_strategy="group_by_length",
-            eval_strategy="epoch",
-            save_strategy="epoch",
-            save_total_limit=1,
-            load_best_model_at_end=True,
-            metric_for_best_model="f1",
-            report_to=[],
-            seed=job["seed"],
-            disable_tqdm=True,
-        )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=data["train"],
-            eval_dataset=data["validation"],
-            data_collator=DataCollatorForTokenClassification(tokenizer),
-            compute_metrics=f1,
-        )
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        metrics = entity_metrics(*tags(trainer.predict(data["test"])))
+    prediction, seconds = train_recipe(
+        model, data, DataCollatorForTokenClassification(tokenizer), f1, "f1", HF_NER, job["seed"]
+    )
+    metrics = entity_metrics(*tags(prediction))
     out.put(
         {
             **{k: metrics[k] for k in TOKENS_METRICS},
@@ -425,10 +338,16 @@ def run_hf_tokens(job: dict, out: Any) -> None:
     )
 
 
+OURS = {
+    "regression": ("regression-sentiment.yaml", REGRESSION_DATA, ("pearson", "spearman", "rmse", "r2")),
+    "multilabel": ("multilabel-tags.yaml", MULTILABEL_DATA, MULTILABEL_METRICS),
+    "tokens": ("tokens-entities.yaml", TOKENS_DATA, TOKENS_METRICS),
+}
+"""tunesmith's arm per task: its config under configs/, the splits, the metrics kept (tuned and base)."""
 TASKS = {
-    "regression": {"tunesmith": run_tunesmith_regression, "hf-expert": run_hf_regression},
-    "multilabel": {"tunesmith": run_tunesmith_multilabel, "hf-expert": run_hf_multilabel},
-    "tokens": {"tunesmith": run_tunesmith_tokens, "hf-expert": run_hf_tokens},
+    "regression": {"tunesmith": run_tunesmith, "hf-expert": run_hf_regression},
+    "multilabel": {"tunesmith": run_tunesmith, "hf-expert": run_hf_multilabel},
+    "tokens": {"tunesmith": run_tunesmith, "hf-expert": run_hf_tokens},
 }
 HEADLINE = {"regression": "pearson", "multilabel": "macro_f1", "tokens": "f1"}
 """The metric of the last line per task: `metric_delta` is tunesmith's mean minus the Trainer's."""
@@ -478,7 +397,7 @@ def main() -> None:
         runs[task] = {arm: [] for arm in a.arms}
         for seed in a.seeds:
             for arm in a.arms:
-                r = run_apart(TASKS[task][arm], {"seed": seed})
+                r = run_apart(TASKS[task][arm], {"seed": seed, "task": task})
                 runs[task][arm].append({"seed": seed, **r})
                 scores = " ".join(f"{k} {r[k]:.3f}" for k in SHOWN[task])
                 print(
