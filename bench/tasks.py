@@ -29,7 +29,7 @@ precision, recall; training samples/s. Last line per task:
 metric minus the Trainer's).
 
     python bench/tasks.py [--tasks regression multilabel tokens] [--seeds 1 2 3] [--arms tunesmith hf-expert]
-                          [--json bench/results/tasks.json]
+                          [--json bench/results/tasks.json] [--set train.batch_size=32 ...]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def run_tunesmith(job: dict, out: Any) -> None:
         tree["train"]["seed"] = job["seed"]
         tree["evaluation"] = {"forgetting": False}
         tree["output_dir"] = str(Path(tmp) / "run")
-        cfg = build_config(tree)
+        cfg = build_config(tree, job.get("set", []))
         result = finetune(cfg, Console(file=io.StringIO()))
         summary, evaluation = result.summary, result.evaluation
         epochs = summary["optimizer_steps"] / steps_per_epoch(summary["examples"]["train"], cfg.train)
@@ -391,13 +391,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--arms", nargs="+", default=["tunesmith", "hf-expert"])
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for the tunesmith arm"
+    )
     a = parser.parse_args()
     runs: dict[str, dict[str, list[dict]]] = {}
     for task in a.tasks:
         runs[task] = {arm: [] for arm in a.arms}
         for seed in a.seeds:
             for arm in a.arms:
-                r = run_apart(TASKS[task][arm], {"seed": seed, "task": task})
+                r = run_apart(TASKS[task][arm], {"seed": seed, "task": task, "set": a.set})
                 runs[task][arm].append({"seed": seed, **r})
                 scores = " ".join(f"{k} {r[k]:.3f}" for k in SHOWN[task])
                 print(
