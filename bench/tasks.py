@@ -2,8 +2,8 @@
 example recipe for each, side by side in one run, each run in its own child process (peak RSS its own):
 
 - `regression` on data/vader-movies (2,000 / 400 / 800 movie snippets, mean rating -4..+4):
-  - `tunesmith`: configs/regression-sentiment.yaml (LoRA r16, lr 5e-4, 5 epochs, best epoch kept on
-    validation RMSE), the seed set;
+  - `tunesmith`: configs/regression-sentiment.yaml (LoRA r16 on the top half of the layers, the bottom half
+    run once per text; lr 1e-3, 5 epochs, best epoch kept on validation RMSE), the seed set;
   - `hf-expert`: transformers' examples/pytorch/text-classification/run_classification.py as its README
     runs a regression (AutoModelForSequenceClassification with num_labels=1, `problem_type` regression,
     MSE; full fine-tuning, lr 2e-5, batch 32, 3 epochs, max_seq_length 128), configured as the Trainer's docs
@@ -12,12 +12,14 @@ example recipe for each, side by side in one run, each run in its own child proc
   The base (the frozen encoder with a ridge regression) comes from the tunesmith runs.
 
 - `tokens` on data/debian-entities (1,500 / 300 / 600 Debian descriptions, LANG / FORMAT / PROTO spans):
-  - `tunesmith`: configs/tokens-entities.yaml (LoRA r16, lr 2e-3, 3 epochs, long texts in windows);
+  - `tunesmith`: configs/tokens-entities.yaml (LoRA r16 on the top half of the layers, lr 2e-3, 3 epochs,
+    long texts in windows);
   - `hf-expert`: run_ner.py as its README runs it (full fine-tuning, lr 5e-5, batch 8, 3 epochs, first
     sub-token labelled), per-batch padding, length-grouped batches, the best epoch kept on validation F1.
 
 - `multilabel` on data/debian-tags (2,000 / 400 / 800 Debian programs, 36 Debtags):
-  - `tunesmith`: configs/multilabel-tags.yaml (LoRA r16, lr 5e-4, thresholds tuned per label on validation);
+  - `tunesmith`: configs/multilabel-tags.yaml (LoRA r16 on the top half of the layers, lr 1e-3, thresholds
+    tuned per label on validation);
   - `hf-expert`: run_classification.py on a multi-label set (`problem_type` multi_label_classification,
     BCE, a label predicted at sigmoid >= 0.5), the same settings as for regression, the best epoch kept on
     validation macro-F1.

@@ -70,6 +70,11 @@ def test_base_and_tuned_are_compared_with_intervals_and_step_0_is_the_ridge(scor
     events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     step0 = next(e for e in events if e["event"] == "validation" and e["step"] == 0)
     assert step0["rmse"] == pytest.approx(ridge.metrics["rmse"], abs=0.01)
+    # the default adapts MiniLM's top 3 layers: the bottom 3 ran once per text (the epoch 2 and the
+    # validations after step 0 served from the cache)
+    cache = next(e for e in events if e["event"] == "frozen_prefix_cache")
+    assert cache["frozen_layers"] == 3 and cache["texts_kept"] <= 240 + 80
+    assert cache["hits"] >= 240 + 2 * 80 and cache["misses"] <= 8 + 240 + 80
     # predictions are in the target's units: the mean prediction is near the mean rating, not near 0 +/- 1
     assert abs(report["tuned"]["mean_predicted"] - report["tuned"]["mean_truth"]) < 0.5
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from tunesmith.training.checkpoint import (
     save_checkpoint,
 )
 from tunesmith.training.distributed import check_process_count, micro_batch_seed
+from tunesmith.training.frozen_prefix import FrozenPrefixCache, frozen_prefix
 from tunesmith.training.interrupt import StopSignals
 from tunesmith.training.progress import MetricsLog, TrainProgress
 from tunesmith.training.strategy import strategy_for
@@ -133,6 +135,7 @@ class TrainLoop:
         self.log = MetricsLog(run_dir / "metrics.jsonl")
         self.lengths = [f["length"] for f in train_features]
         self.total_steps = total_steps(len(train_features), cfg)
+        self.sharded = sharded
         self.strategy = strategy_for(accelerator, sharded)
         """One process, DDP or FSDP (training/strategy.py): how the processes share each step."""
         self.strategy.shard(task, model)
@@ -153,7 +156,10 @@ class TrainLoop:
     def run(self, resume: bool = False) -> LoopResult:
         state = self._restore() if resume else LoopState()
         step_seconds = 0.0
-        with TrainProgress(self.console, self.total_steps, state.step) as progress:
+        with (
+            TrainProgress(self.console, self.total_steps, state.step) as progress,
+            self._frozen_prefix_cached(progress),
+        ):
             if state.step == 0 and self.start_competes and self.val_features:
                 self.validate(state, progress, start=True)
                 state.start = state.best
@@ -202,6 +208,43 @@ class TrainLoop:
             self._checkpoint(state)
             seconds = time.perf_counter() - progress.started
             return LoopResult(state, progress.samples_per_second, seconds, step_seconds)
+
+    @contextmanager
+    def _frozen_prefix_cached(self, progress: TrainProgress) -> Iterator[None]:
+        """For the run: the frozen bottom of the model computed once per text (training/frozen_prefix.py),
+        where the method leaves one and the cache proves itself on a first batch."""
+        prefix = frozen_prefix(self.trained_model)
+        if prefix is None or self.sharded or not self.cfg.frozen_cache_mb or not self.train_features:
+            yield
+            return
+        cache = FrozenPrefixCache(prefix, self.cfg.frozen_cache_mb * 2**20)
+        with cache.installed():
+            probe = self.task.collate(list(self.train_features[:8]), self.pad_id)
+            if not cache.proves_itself({k: v.to(self.accelerator.device) for k, v in probe.items()}):
+                progress.say("the frozen layers' cache did not match the model's own outputs: it stays off")
+                cache = None
+        if cache is None:
+            yield
+            return
+        progress.say(
+            f"the embeddings and the {prefix.depth} frozen layers below the trained ones run once per text "
+            f"(train.frozen_cache_mb={self.cfg.frozen_cache_mb})"
+        )
+        try:
+            with cache.installed():
+                yield
+        finally:
+            if self.main:
+                self.log.write(
+                    {
+                        "event": "frozen_prefix_cache",
+                        "frozen_layers": prefix.depth,
+                        "texts_kept": len(cache.stored),
+                        "mb": round(cache.bytes / 2**20, 1),
+                        "hits": cache.hits,
+                        "misses": cache.misses,
+                    }
+                )
 
     def _pause_point(self, state: LoopState, checkpointed: bool) -> None:
         """After an optimizer step: write a checkpoint when train.checkpoint_every_minutes have passed since
