@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,6 +103,37 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def shipped_slices(
+    name: str,
+    folder: Path,
+    sizes: dict[str, int],
+    edit: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Path]:
+    """The first rows of each split of a shipped set, data/NAME/SPLIT.csv or .jsonl, written into `folder`
+    (JSON lines passed through `edit` when given): shipped_slices("vader-movies", tmp, {"train": 240}) ->
+    {"train": tmp/train.csv}."""
+    files = {}
+    for split, n in sizes.items():
+        source = next((ROOT / "data" / name).glob(f"{split}.*"))
+        out = folder / source.name
+        if source.suffix == ".csv":
+            with source.open(encoding="utf-8", newline="") as handle:
+                reader = csv.DictReader(handle)
+                rows = [row for _, row in zip(range(n), reader, strict=False)]
+                fields = list(reader.fieldnames or ())
+            with out.open("w", encoding="utf-8", newline="") as handle:
+                writer = csv.DictWriter(handle, fields)
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            lines = source.read_text(encoding="utf-8").splitlines()[:n]
+            if edit is not None:
+                lines = [json.dumps(edit(json.loads(line)), ensure_ascii=False) for line in lines]
+            out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        files[split] = out
+    return files
 
 
 SMALL_LABELS = ("doc", "libdevel", "net")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shipped_slices
 from tests.e2e.test_cli import train_cli, tunesmith
 
 pytestmark = pytest.mark.slow
@@ -23,23 +24,15 @@ TAGS = (
 )
 
 
-def slice_of(split: str, n: int, out: Path) -> Path:
-    """The first n programs of a split, their tags cut down to TAGS (some keep none)."""
-    lines = (ROOT / "data/debian-tags" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
-    rows = [json.loads(line) for line in lines]
-    out.write_text(
-        "".join(json.dumps({**r, "labels": [t for t in r["labels"] if t in TAGS]}) + "\n" for r in rows)
-    )
-    return out
-
-
 @pytest.fixture(scope="module")
 def tags_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tags")
-    data = {
-        split: slice_of(split, n, tmp / f"{split}.jsonl")
-        for split, n in (("train", 240), ("validation", 80), ("test", 80))
-    }
+    data = shipped_slices(
+        "debian-tags",
+        tmp,
+        {"train": 240, "validation": 80, "test": 80},
+        edit=lambda r: {**r, "labels": [t for t in r["labels"] if t in TAGS]},  # some keep none
+    )
     run = tmp / "run"
     proc = train_cli(
         run, data, "minilm", "lora", "--task", "multilabel", "model.max_length=64", "train.epochs=2",

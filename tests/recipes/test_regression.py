@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import shipped_slices
 from tests.e2e.test_cli import train_cli, tunesmith
 
 pytestmark = pytest.mark.slow
@@ -21,23 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["A warm, funny and moving film.", "Dull, lifeless and far too long.", "It is a film."]
 
 
-def slice_of(split: str, n: int, out: Path) -> Path:
-    with (ROOT / "data/vader-movies" / f"{split}.csv").open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:n]
-    with out.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, ["text", "sentiment"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
-
-
 @pytest.fixture(scope="module")
 def scored_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sentiment")
-    data = {
-        split: slice_of(split, n, tmp / f"{split}.csv")
-        for split, n in (("train", 240), ("validation", 80), ("test", 80))
-    }
+    data = shipped_slices("vader-movies", tmp, {"train": 240, "validation": 80, "test": 80})
     run = tmp / "run"
     proc = train_cli(
         run, data, "minilm", "lora", "--task", "regression", "task.target_column=sentiment", "model.max_length=64",

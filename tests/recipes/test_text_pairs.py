@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import shipped_slices
 from tests.e2e.test_cli import assert_user_error, train_cli, tunesmith
 
 pytestmark = pytest.mark.slow
@@ -27,23 +28,10 @@ PAIRS = [
 ]
 
 
-def slice_of(split: str, n: int, out: Path) -> Path:
-    with (ROOT / "data/debian-pairs" / f"{split}.csv").open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:n]
-    with out.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, ["synopsis", "description", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
-
-
 @pytest.fixture(scope="module")
 def pair_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pairs")
-    data = {
-        split: slice_of(split, n, tmp / f"{split}.csv")
-        for split, n in (("train", 320), ("validation", 80), ("test", 80))
-    }
+    data = shipped_slices("debian-pairs", tmp, {"train": 320, "validation": 80, "test": 80})
     run = tmp / "run"
     proc = train_cli(
         run, data, "minilm", "lora", "task.text_column=synopsis", "task.text_pair_column=description",

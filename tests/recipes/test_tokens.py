@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shipped_slices
 from tests.e2e.test_cli import train_cli, tunesmith
 
 pytestmark = pytest.mark.slow
@@ -22,19 +23,10 @@ TEXTS = [
 ]
 
 
-def slice_of(split: str, n: int, out: Path) -> Path:
-    lines = (ROOT / "data/debian-entities" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
-
-
 @pytest.fixture(scope="module")
 def entity_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("entities")
-    data = {
-        split: slice_of(split, n, tmp / f"{split}.jsonl")
-        for split, n in (("train", 300), ("validation", 60), ("test", 80))
-    }
+    data = shipped_slices("debian-entities", tmp, {"train": 300, "validation": 60, "test": 80})
     run = tmp / "run"
     proc = train_cli(
         run, data, "minilm", "lora", "--task", "tokens", "model.max_length=96", "train.epochs=2",
