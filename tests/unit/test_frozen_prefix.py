@@ -12,7 +12,7 @@ from tunesmith.methods.freeze import Freeze, FreezeParams
 from tunesmith.methods.full import Full, FullParams
 from tunesmith.methods.lora import Lora, LoraParams
 from tunesmith.models.pooled import PooledClassifierLoader
-from tunesmith.training.frozen_prefix import FrozenPrefixCache, frozen_prefix
+from tunesmith.training.frozen_prefix import FrozenPrefix, FrozenPrefixCache, frozen_prefix
 
 TEXTS = [
     "A library to parse PNG images",
@@ -150,3 +150,18 @@ def test_token_classifier_and_proof_on_a_first_batch(minilm_dir):
         served = loss_and_grads(model, inputs)
     assert cache.hits >= 3
     torch.testing.assert_close(served[0], reference[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_that_does_not_run_as_the_cache_expects_refuses_it(minilm_dir):
+    """Blocks the backbone never calls (another model's): the first batch says why, and nothing is served."""
+    model, other = lora(minilm_dir, layers=3), lora(minilm_dir, layers=3)
+    found = frozen_prefix(model)
+    stranger = FrozenPrefix(found.backbone, found.embeddings, frozen_prefix(other).blocks)
+    cache = FrozenPrefixCache(stranger, budget_bytes=2**30)
+    with cache.installed():
+        why = cache.refusal(batch(minilm_dir))
+    assert why == "RuntimeError: the backbone did not reach its last frozen block"
+    assert not cache.stored
+    ok = FrozenPrefixCache(found, budget_bytes=2**30)
+    with ok.installed():
+        assert ok.refusal(batch(minilm_dir)) is None

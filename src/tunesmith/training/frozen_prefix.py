@@ -118,6 +118,16 @@ class FrozenPrefixCache:
                     module.forward = original  # type: ignore[method-assign]
             self._inputs, self._skipping = None, False
 
+    def refusal(self, batch: Mapping[str, torch.Tensor]) -> str | None:
+        """Inside `installed()`: None when the cache proves itself on `batch`, else why it must stay off (its
+        outputs differ from the model's, or the model does not run the way the cache expects)."""
+        try:
+            if self.proves_itself(batch):
+                return None
+            return "its outputs differ from the model's own"
+        except (RuntimeError, TypeError, ValueError, AttributeError, KeyError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
     def proves_itself(self, batch: Mapping[str, torch.Tensor]) -> bool:
         """Whether, inside `installed()`, the backbone's last hidden states for `batch` (filled into the cache,
         then served from it) equal those of the model without the cache."""
@@ -236,7 +246,7 @@ class FrozenPrefixCache:
         try:
             with torch.no_grad():
                 self.prefix.backbone(**inputs)
-            raise RuntimeError("the backbone did not reach its last frozen block")  # pragma: no cover
+            raise RuntimeError("the backbone did not reach its last frozen block")
         except _Reached as reached:
             hidden = reached.output
         finally:

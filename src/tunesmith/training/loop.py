@@ -220,8 +220,11 @@ class TrainLoop:
         cache = FrozenPrefixCache(prefix, self.cfg.frozen_cache_mb * 2**20)
         with cache.installed():
             probe = self.task.collate(list(self.train_features[:8]), self.pad_id)
-            if not cache.proves_itself({k: v.to(self.accelerator.device) for k, v in probe.items()}):
-                progress.say("the frozen layers' cache did not match the model's own outputs: it stays off")
+            refusal = cache.refusal({k: v.to(self.accelerator.device) for k, v in probe.items()})
+            if refusal is not None:
+                progress.say(
+                    f"the frozen layers are computed at every pass (their cache stays off: {refusal})"
+                )
                 cache = None
         if cache is None:
             yield
