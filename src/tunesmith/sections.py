@@ -6,6 +6,7 @@ them, with the task's and the method's own sections, into the RunConfig.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,6 +140,18 @@ class TrainConfig(Section):
     """Validate every N optimizer steps; empty validates at the end of each epoch."""
     log_every_steps: int = Field(10, gt=0)
     """Write the training loss to metrics.jsonl every N optimizer steps (and at step 1)."""
+    report_to: list[str] = Field(default_factory=list)
+    """Trackers that receive the run live (tracking/): `tensorboard` (event files in RUN/tensorboard/) and
+    `mlflow` (train.mlflow_uri). Empty: none; metrics.jsonl and `tunesmith report` have everything either way.
+    They run off the training thread: with both, the demo trained within 1% of its speed without them
+    (bench/trackers.py)."""
+    mlflow_uri: str | None = None
+    """MLflow's tracking URI (a server such as http://mlflow.example:5000, sqlite:///path.db, a folder).
+    Empty, with mlflow in report_to: $MLFLOW_TRACKING_URI when set (MLflow's own variable), else
+    sqlite:///FOLDER/mlflow.db, FOLDER being the one that holds the run folder (runs/ for runs/demo), with
+    the files in FOLDER/mlartifacts; the resolved config records which (so a retune's versions log beside)."""
+    mlflow_experiment: str = "tunesmith"
+    """The MLflow experiment the run is logged under."""
     checkpoint_every_minutes: float | None = Field(30.0, gt=0)
     """Also write a resumable checkpoint mid-epoch once this many minutes have passed since the last one,
     so a kill -9 or a lost machine costs at most that much training (a signal costs none: SIGTERM and a
@@ -316,3 +329,9 @@ class RetuneConfig(Section):
     run did; `serving`, the serving version's trained weights (train.init_from), which then competes with the
     new checkpoints on validation. A version whose labels differ from the serving one's starts from the base.
     bench/retune.py measures both."""
+
+
+def default_mlflow_uri(output_dir: Path) -> str:
+    """train.mlflow_uri when the config leaves it empty: $MLFLOW_TRACKING_URI, else a SQLite file in the
+    folder that holds the run folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(output_dir).resolve().parent}/mlflow.db"

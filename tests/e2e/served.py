@@ -23,15 +23,17 @@ ADMIN_KEY = "admin-key-0123456789abcdef"
 FAST_EVALUATION = {"forgetting": False, "bootstrap_resamples": 200}
 
 
-def classifier_run(folder: Path, labels: tuple[str, ...], train: int = 90, seed: int = 42) -> Path:
-    """A LoRA MiniLM classifier on a slice of the shipped demo data (1 epoch)."""
+def classifier_run(
+    folder: Path, labels: tuple[str, ...], train: int = 90, seed: int = 42, **settings: object
+) -> Path:
+    """A LoRA MiniLM classifier on a slice of the shipped demo data (2 epochs); `settings`: more train keys."""
     folder.mkdir(parents=True, exist_ok=True)
     data = {k: str(v) for k, v in demo_files(folder, labels, train=train, validation=30, test=45).items()}
     tree = {
         "model": {"name": "minilm", "max_length": 64},
         "data": data,
         "method": {"name": "lora", "rank": 8},
-        "train": {"epochs": 2, "batch_size": 16, "learning_rate": 3e-3, "seed": seed},
+        "train": {"epochs": 2, "batch_size": 16, "learning_rate": 3e-3, "seed": seed, **settings},
         "evaluation": FAST_EVALUATION,
         "output_dir": str(folder / "run"),
     }

@@ -23,7 +23,7 @@ LABELS = ("doc", "libdevel", "net")
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deployed")
-    run = classifier_run(tmp / "tickets", LABELS)
+    run = classifier_run(tmp / "tickets", LABELS, report_to=["mlflow"])  # in tickets/mlflow.db
     server = Server([f"tickets={run}"], tmp / "server", "--batch-wait-ms", "5")
     yield run, server
     if server.process.poll() is None:
@@ -130,6 +130,24 @@ def test_feedback_retune_promote_and_roll_back_without_restart(deployed):
     listing = tunesmith("rollback", run, "--list")
     assert re.search(r"\* v1 ", listing.stdout) and "  v2 " in listing.stdout
     assert "Traceback" not in server.output.read_text()
+    assert "has the alias 'serving'" in back.stdout
+    assert_registry_serves(run, "v1", ["retune", "admin endpoint", "rollback", "rollback"])
+
+
+def assert_registry_serves(run, version: str, reasons: list[str]) -> None:
+    """MLflow's model registry, read with MlflowClient: each version trained (v1, and the retune's v2, logged
+    into the same store) is a model version, and the alias "serving" is on `version`; every change is a tag."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{run.parent}/mlflow.db")
+    versions = client.search_model_versions("name = 'tunesmith-run'")
+    assert sorted(v.tags["tunesmith.version"] for v in versions) == ["v1", "v2"]
+    runs = {v.tags["tunesmith.version"]: v.run_id for v in versions}
+    assert runs["v2"] != runs["v1"] and client.get_run(runs["v2"]).info.status == "FINISHED"
+    assert client.get_model_version_by_alias("tunesmith-run", "serving").tags["tunesmith.version"] == version
+    tags = client.get_registered_model("tunesmith-run").tags
+    changes = [tags[f"tunesmith.serving.{n}"] for n in range(1, len(reasons) + 1)]
+    assert [reason in said for reason, said in zip(reasons, changes, strict=True)] == [True] * len(reasons)
 
 
 def test_cli_refusals_are_plain_messages(deployed, tmp_path):

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "tunesmith"
 LAYERS = [
     {"cli", "serving", "__main__"},
     {"recipes", "monitoring", "reporting"},
-    {"training", "planning", "export", "inference", "config"},
+    {"training", "planning", "export", "inference", "config", "tracking"},
     {"tasks", "methods", "generation", "evaluation"},
     {"data", "models", "runs", "versions"},
     {"errors", "registry", "files", "quiet", "units", "plugin", "processes", "sections", "tunesmith"},

@@ -35,6 +35,7 @@ from tunesmith.recipes.finetune import finetune
 from tunesmith.recipes.prepare import load_splits
 from tunesmith.tasks import build_task
 from tunesmith.tasks.preference.task import PreferenceParams
+from tunesmith.tracking.run_tracking import record_serving
 from tunesmith.versions import Deployment
 
 
@@ -383,4 +384,8 @@ def retune(
     write_json_atomic(folder / "retune.json", decision)
     if promote:
         deployment.serve(version, reason=f"retune: {reason}")
+        for line in record_serving(
+            deployment, lambda text: console.print(f"tunesmith: {text}", markup=False)
+        ):
+            console.print(f"[dim]{line}[/]", highlight=False)
     return RetuneResult(version, folder, decision)

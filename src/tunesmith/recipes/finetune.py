@@ -13,8 +13,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from rich.console import Console
 
 from tunesmith.config import RunConfig, dump_config
 from tunesmith.data.checks.render import print_report
-from tunesmith.errors import ConfigError, UserError
+from tunesmith.errors import ConfigError, Interrupted, UserError
 from tunesmith.inference import load_run, read_run
 from tunesmith.methods import count_parameters
 from tunesmith.planning.estimate import Estimate, ShardedShare, worth_estimating
@@ -35,7 +35,9 @@ from tunesmith.recipes.evaluate import base_general_ability, evaluate_examples
 from tunesmith.recipes.plan import cheaper_methods, estimate_for
 from tunesmith.recipes.prepare import Prepared, absolute_data_paths, prepare
 from tunesmith.recipes.summary import Facts, measured_peak, not_kept_line, summarise
+from tunesmith.reporting.run_report import write_report
 from tunesmith.runs import RunFolder, writing
+from tunesmith.tracking.run_tracking import RunTracking, tracker_classes
 from tunesmith.training.checkpoint import latest_checkpoint
 from tunesmith.training.distributed import check_strategy, is_main_process
 from tunesmith.training.interrupt import StopSignals
@@ -85,6 +87,7 @@ def finetune(
     other processes of a distributed run compute the same and print nothing."""
     if config.output_dir is None:
         raise ConfigError("no run folder: give --out FOLDER or output_dir in the config")
+    tracker_classes(config.train)  # an unknown or uninstalled tracker is refused before anything is written
     main = is_main_process()
     with writing(config.output_dir) if main else nullcontext():
         config = absolute_data_paths(config)
@@ -100,18 +103,25 @@ def finetune(
         refuse_over_budget(p, built, probe)
         write_run_files(p, run, resume, overwrite, probe)
         accelerator.wait_for_everyone()  # the run folder exists before any process writes into it
-        result, model, facts = train(p, run, built, accelerator, console, resume, on_step, on_validation)
-        summary = summarise(facts, result, config.train.metric)
-        if not main:
-            return FinetuneResult(run.root, summary, None, model)
-        run.write_json(run.summary, summary)
-        if summary["holds"] != "tuned":  # said first, in plain words
-            what = (
-                "the base model" if summary["holds"] == "base" else f"the model of {config.train.init_from}"
+        with tracked(p, run, resume, console) as tracking:
+            result, model, facts = train(
+                p, run, built, accelerator, console, resume, on_step, on_validation, tracking
             )
-            console.print(f"[bold yellow]{not_kept_line(result.state, what, config.train)}[/]")
-        report = evaluate_run(p, run, accelerator.device) if p.splits.test and final_evaluation else None
-        return FinetuneResult(run.root, summary, report, model)
+            summary = summarise(facts, result, config.train.metric)
+            if not main:
+                return FinetuneResult(run.root, summary, None, model)
+            run.write_json(run.summary, summary)
+            tracking.trained(summary)
+            if summary["holds"] != "tuned":  # said first, in plain words
+                what = (
+                    "the base model"
+                    if summary["holds"] == "base"
+                    else f"the model of {config.train.init_from}"
+                )
+                console.print(f"[bold yellow]{not_kept_line(result.state, what, config.train)}[/]")
+            report = evaluate_run(p, run, accelerator.device) if p.splits.test and final_evaluation else None
+            send_results(tracking, run, report, summary)
+            return FinetuneResult(run.root, summary, report, model)
 
 
 def open_run(config: RunConfig, resume: bool) -> RunFolder:
@@ -251,6 +261,40 @@ def write_run_files(p: Prepared, run: RunFolder, resume: bool, overwrite: bool, 
         shutil.rmtree(probe.parent, ignore_errors=True)
 
 
+@contextmanager
+def tracked(p: Prepared, run: RunFolder, resume: bool, console: Console) -> Iterator[RunTracking]:
+    """The run's trackers (train.report_to; the main process sends), told the data check first and how the
+    run ended last: finished, interrupted (a signal; it resumes into the same tracked run) or failed."""
+
+    def warn(text: str) -> None:
+        console.print(f"tunesmith: {text}", style="yellow", markup=False, highlight=False)
+
+    tracking = RunTracking(run.root, p.config, resume, warn, active=is_main_process())
+    tracking.data_checked(p.report.to_dict())
+    status = "failed"
+    try:
+        yield tracking
+        status = "finished"
+    except Interrupted:
+        status = "interrupted"
+        raise
+    finally:
+        tracking.close(status)
+
+
+def send_results(
+    tracking: RunTracking, run: RunFolder, report: dict[str, Any] | None, summary: dict[str, Any]
+) -> None:
+    """Base vs tuned and forgetting by the trackers' last step; the run's files, the HTML report (written to
+    RUN/report.html, as `tunesmith report` does) and the model among them."""
+    if not tracking.active:
+        return
+    if report is not None:
+        tracking.evaluated(report, summary["optimizer_steps"])
+    page = write_report(run.root)
+    tracking.files([run.config, run.summary, run.eval, run.data_check, page, run.model])
+
+
 def train(
     p: Prepared,
     run: RunFolder,
@@ -260,6 +304,7 @@ def train(
     resume: bool,
     on_step: list[Any] | None,
     on_validation: list[Any] | None,
+    tracking: RunTracking,
 ) -> tuple[LoopResult, torch.nn.Module, Facts]:
     """The training loop, with validation, the best model kept in run/model and checkpoints; SIGTERM and a
     first Ctrl-C checkpoint the step in hand, then raise errors.Interrupted. Returns the loop's result, the
@@ -286,6 +331,7 @@ def train(
         start_competes=cfg.keep == "better" and built.start is not None,
         restart=built.restart,
         stop=stop,
+        on_record=[tracking.record],
     )
     started = time.perf_counter()
     with stop:

@@ -107,6 +107,7 @@ class TrainLoop:
         start_competes: bool = False,
         restart: dict[str, torch.Tensor] | None = None,
         stop: StopSignals | None = None,
+        on_record: Sequence[Callable[[dict[str, Any]], None]] = (),
     ):
         self.task, self.cfg, self.pad_id, self.console = task, cfg, pad_id, console
         self.train_features, self.val_features = train_features, val_features
@@ -132,7 +133,8 @@ class TrainLoop:
         self.run_dir = run_dir
         self.checkpoints = run_dir / "checkpoints"
         self._saved_at = time.monotonic()
-        self.log = MetricsLog(run_dir / "metrics.jsonl")
+        self.log = MetricsLog(run_dir / "metrics.jsonl", on_record)
+        """metrics.jsonl; each record it writes also goes to `on_record` (the run's trackers)."""
         self.lengths = [f["length"] for f in train_features]
         self.total_steps = total_steps(len(train_features), cfg)
         self.sharded = sharded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class MetricsLog:
-    """Appends one JSON object per event (train step summary, validation) to metrics.jsonl."""
+    """Appends one JSON object per event (train step summary, validation) to metrics.jsonl, and hands each to
+    the listeners (the run's trackers) once it is on disk."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, listeners: Sequence[Callable[[dict[str, Any]], None]] = ()):
         self.path = path
+        self.listeners = list(listeners)
 
     def truncate_after(self, step: int) -> None:
         """Drop records newer than a checkpoint we resume from, so a resumed log has no duplicates."""
@@ -31,6 +34,8 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        for listener in self.listeners:
+            listener(record)
 
 
 class TrainProgress:

@@ -3,6 +3,8 @@ a model's versions, which one serves, and a reload of what serving.json names.""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,6 +15,11 @@ from tunesmith.serving.errors import ApiError
 from tunesmith.serving.guard import require_admin, require_key
 from tunesmith.serving.schemas import VersionRequest
 from tunesmith.serving.state import Server
+from tunesmith.tracking.run_tracking import record_serving
+
+
+def _say(text: str) -> None:
+    print(f"tunesmith serve: {text}", file=sys.stderr, flush=True)
 
 
 def router(server: Server) -> APIRouter:
@@ -45,6 +52,7 @@ def router(server: Server) -> APIRouter:
         except UserError as exc:
             raise ApiError(404, str(exc), "version_not_found") from None
         await server.apply_switches()
+        await asyncio.to_thread(record_serving, served.deployment, _say)
         return {"model": name, "serving": pool.models[name].version}
 
     @routes.post("/v1/admin/reload")
