@@ -36,6 +36,9 @@ class RunFolder:
     baseline_probe.safetensors  the base model's linear head (see evaluation/baseline.py)
     eval.json                   base vs tuned on the test split
     checkpoints/                the latest resumable checkpoint
+    trackers.json               with train.report_to: each tracker's state (MLflow's run id) and what sending cost
+    tensorboard/                with tensorboard in train.report_to: the event files
+    report.html                 `tunesmith report`, or a tracked run's end: the HTML report
     """
 
     def __init__(self, root: Path):

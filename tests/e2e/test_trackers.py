@@ -96,6 +96,7 @@ def test_a_run_is_live_in_mlflow_and_tensorboard_as_its_folder_records_it(mlflow
     assert len(losses) == 8 and [s for s, _ in f1s] == [0, 4, 8]
 
     saved = json.loads((out / "trackers.json").read_text())
+    assert saved["worker"]["failed"] == {} and saved["worker"]["cpu_seconds"]["metrics_many"] > 0
     client = MlflowClient(mlflow_server)
     run = client.get_run(saved["mlflow"]["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "tickets"
@@ -160,4 +161,5 @@ def test_a_tracking_server_that_is_down_warns_once_and_training_finishes(tiny_be
     assert result.evaluation is not None and (tmp_path / "run" / "eval.json").is_file()
     warnings = [line for line in said.getvalue().splitlines() if "tracker mlflow stopped" in line]
     assert len(warnings) == 1 and "training goes on without it" in warnings[0]
-    assert not (tmp_path / "run" / "trackers.json").is_file()  # it never started: nothing to resume into
+    saved = json.loads((tmp_path / "run" / "trackers.json").read_text())
+    assert "mlflow" not in saved and list(saved["worker"]["failed"]) == ["mlflow"]  # nothing to resume into

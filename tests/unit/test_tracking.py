@@ -120,6 +120,23 @@ def test_a_failing_tracker_warns_once_and_the_others_go_on():
     assert list(worker.failed) == ["broken"]
 
 
+def test_metrics_queued_together_go_as_one_request_in_order():
+    class Gathering(Recording):
+        def metrics_many(self, batches: list[tuple[dict[str, float], int]]) -> None:
+            self.calls.append(("metrics_many", batches))
+
+    tracker = Gathering()
+    worker = TrackerWorker([tracker], print)
+    for step in range(50):
+        worker.call("metrics", {"train/loss": 1.0 / (step + 1)}, step)
+    worker.call("text", "after", "x")
+    assert worker.wait(10)  # everything queued before it was sent
+    assert [c[0] for c in tracker.calls][-1] == "text"
+    worker.close()
+    sent = [batch for method, batch in tracker.calls if method == "metrics_many"]
+    assert len(sent) <= 2 and [step for batch in sent for _, step in batch] == list(range(50))
+
+
 def test_a_tracker_that_hangs_never_holds_the_caller():
     hold, said = threading.Event(), []
     worker = TrackerWorker([Recording(hold=hold)], said.append)
@@ -129,7 +146,7 @@ def test_a_tracker_that_hangs_never_holds_the_caller():
     queued = time.perf_counter() - started
     worker.close(wait_s=0.5)
     assert queued < 0.5 and time.perf_counter() - started < 2.0
-    assert len(said) == 1 and "not sent after" in said[0] and "metrics.jsonl" in said[0]
+    assert len(said) == 1 and "still sending after" in said[0] and "metrics.jsonl" in said[0]
     hold.set()
 
 
@@ -236,3 +253,26 @@ def test_an_mlflow_server_that_does_not_answer_warns_once_and_never_blocks(tmp_p
     tracking.close("finished")
     assert time.perf_counter() - started < 30  # given up on in seconds (MLflow's default retries for minutes)
     assert len(said) == 1 and said[0].startswith("tracker mlflow stopped (") and "training goes on" in said[0]
+
+
+def test_a_resumed_run_carries_on_in_the_same_mlflow_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path / "run"
+    root.mkdir()
+    config = build_config({"train": {"report_to": ["mlflow"]}, "output_dir": str(root)})
+    first = RunTracking(root, config, resume=False, warn=print)
+    first.record({"event": "train", "step": 1, "epoch": 1, "loss": 2.0, "lr": 1e-3})
+    first.close("interrupted")
+    run_id = saved_states(root)["mlflow"]["run_id"]
+    client = MlflowClient(config.train.mlflow_uri)
+    assert client.get_run(run_id).info.status == "KILLED"
+
+    again = RunTracking(root, config, resume=True, warn=print)
+    again.record({"event": "train", "step": 10, "epoch": 1, "loss": 1.0, "lr": 1e-3})
+    again.close("finished")
+    assert saved_states(root)["mlflow"]["run_id"] == run_id
+    assert client.get_run(run_id).info.status == "FINISHED"
+    history = client.get_metric_history(run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 2.0), (10, 1.0)]
+    assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1

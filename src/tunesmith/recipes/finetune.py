@@ -271,6 +271,7 @@ def tracked(p: Prepared, run: RunFolder, resume: bool, console: Console) -> Iter
 
     tracking = RunTracking(run.root, p.config, resume, warn, active=is_main_process())
     tracking.data_checked(p.report.to_dict())
+    tracking.ready()
     status = "failed"
     try:
         yield tracking

@@ -41,6 +41,12 @@ class Tracker(ABC):
     @abstractmethod
     def metrics(self, values: dict[str, float], step: int) -> None: ...
 
+    def metrics_many(self, batches: list[tuple[dict[str, float], int]]) -> None:
+        """Several steps' metrics at once (the worker gathers what comes within a second); one request where
+        the tool takes one."""
+        for values, step in batches:
+            self.metrics(values, step)
+
     @abstractmethod
     def text(self, name: str, markdown: str) -> None: ...
 

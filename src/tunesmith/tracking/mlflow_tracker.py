@@ -24,7 +24,9 @@ from tunesmith.tracking.base import Tracker
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 BATCH = 100
-"""Params or metrics per request (MLflow takes up to 100 params and 1,000 metrics in one log_batch)."""
+"""Params per request (MLflow takes up to 100 params in one log_batch)."""
+METRICS_BATCH = 1000
+"""Metrics per request (MLflow's limit for one log_batch)."""
 RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 """A tracking server that does not answer is given up on within about half a minute (MLflow's own
 defaults retry for minutes); the user's own values of these variables win."""
@@ -94,12 +96,15 @@ class MlflowTracker(Tracker):
             self.client.log_batch(self.run_id, params=items[start : start + BATCH])
 
     def metrics(self, values: dict[str, float], step: int) -> None:
+        self.metrics_many([(values, step)])
+
+    def metrics_many(self, batches: list[tuple[dict[str, float], int]]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, v, now, step) for k, v in values.items()]
-        for start in range(0, len(items), BATCH):
-            self.client.log_batch(self.run_id, metrics=items[start : start + BATCH])
+        items = [Metric(k, v, now, step) for values, step in batches for k, v in values.items()]
+        for start in range(0, len(items), METRICS_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[start : start + METRICS_BATCH])
 
     def text(self, name: str, markdown: str) -> None:
         self.client.log_text(self.run_id, markdown, f"{name.replace(' ', '_')}.md")

@@ -33,6 +33,12 @@ from tunesmith.tracking.worker import TrackerWorker
 from tunesmith.versions import Deployment
 
 TRACKERS_FILE = "trackers.json"
+WORKER = "worker"
+"""The key of trackers.json that says what sending cost and which trackers failed (not a tracker's name)."""
+START_WAIT_S = 30.0
+"""Longest a run waits for its trackers to start before training anyway (they go on starting beside it).
+Starting them first keeps their imports and a new database's tables off the training's CPU: measured on
+the demo, a start beside the first steps cost it 4 s of its 28 s of training (bench/trackers.py)."""
 
 
 def tracker_classes(cfg: TrainConfig) -> list[type[Tracker]]:
@@ -87,6 +93,12 @@ class RunTracking:
             self._states[name] = state
             write_json_atomic(self.root / TRACKERS_FILE, self._states)
 
+    def ready(self, wait_s: float = START_WAIT_S) -> None:
+        """Wait (up to `wait_s`) until the trackers have started and taken the config and the data check, so
+        that their start does not compete with the first training steps."""
+        if self.worker is not None:
+            self.worker.wait(wait_s)
+
     def _call(self, method: str, *args: Any) -> None:
         if self.worker is not None:
             self.worker.call(method, *args)
@@ -113,9 +125,13 @@ class RunTracking:
         self._call("artifacts", [p for p in paths if p.exists()])
 
     def close(self, status: str) -> None:
+        """Tell the trackers how the run ended, wait for them (up to a minute), and keep in trackers.json
+        what sending cost this process ("worker": CPU seconds per kind of call) and which trackers failed."""
         if self.worker is not None:
             self._call("finish", status)
             self.worker.close()
+            cost = {k: round(v, 3) for k, v in self.worker.cpu_seconds.items()}
+            self._keep(WORKER, {"cpu_seconds": cost, "failed": dict(self.worker.failed)})
 
 
 def record_serving(deployment: Deployment, warn: Callable[[str], None]) -> list[str]:
