@@ -511,6 +511,33 @@ def plan(
 
 
 @app.command()
+def studio(
+    folder: Annotated[Path, typer.Argument(help="Folder whose run folders the studio shows (e.g. runs/)")],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; any but 127.0.0.1 needs --token-file")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one)")] = 7860,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the token every client must give (16+ characters)")
+    ] = None,
+    upload_limit_mb: Annotated[int, typer.Option(min=1, help="Largest upload (all files of one form)")] = 200,
+) -> None:
+    """A local web app over the runs in FOLDER: runs with their status and gain over base, live training
+    curves, each run's report, Cancel and Resume, and runs compared."""
+    from tunesmith.studio.app import StudioSettings
+    from tunesmith.studio.server import run_studio
+
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"{token_file}: cannot read the token file ({exc.strerror})") from None
+    settings = StudioSettings(host=host, port=port, token=token, upload_limit_mb=upload_limit_mb)
+    run_studio(folder, settings, console)
+
+
+@app.command()
 def serve(
     runs: Annotated[list[str], typer.Argument(help="Run folders to serve: RUN or NAME=RUN")],
     config: Annotated[

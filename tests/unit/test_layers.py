@@ -12,7 +12,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "tunesmith"
 
 LAYERS = [
-    {"cli", "serving", "__main__"},
+    {"cli", "serving", "studio", "__main__"},
     {"recipes", "monitoring", "reporting"},
     {"training", "planning", "export", "inference", "config", "tracking"},
     {"tasks", "methods", "generation", "evaluation"},

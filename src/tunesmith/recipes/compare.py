@@ -144,6 +144,12 @@ def print_comparison_table(console: Console, rows: Sequence[dict[str, Any]]) -> 
 
 
 def comparison_html(rows: Sequence[dict[str, Any]]) -> str:
+    return page("tunesmith: runs compared", comparison_body(rows))
+
+
+def comparison_body(rows: Sequence[dict[str, Any]]) -> str:
+    """The comparison as a page's body: its heading, the table (the best value of each metric marked), the
+    note and the runs' models (the studio's Compare page shows it too)."""
     metrics = metric_columns(rows)
     best = {m: best_runs(rows, m) for m in metrics}
     body_rows = []
@@ -163,4 +169,4 @@ def comparison_html(rows: Sequence[dict[str, Any]]) -> str:
         + "".join(f"<li>{escape(r['run'])}: {escape(str(r['model']))}</li>" for r in rows)
         + "</ul>"
     )
-    return page("tunesmith: runs compared", body)
+    return body

@@ -45,14 +45,20 @@ def write_report(run_path: Path, out: Path | None = None) -> Path:
 
 
 def build_report(run: RunFolder) -> str:
+    title = f"tunesmith run: {run.root.name}"
+    subtitle = _subtitle(_json(run.summary) or {})
+    head = f'<h1>{escape(title)}</h1>\n<p class="muted">{escape(subtitle)}</p>\n'
+    return page(title, head + report_sections(run))
+
+
+def report_sections(run: RunFolder) -> str:
+    """The report's sections below its title, as HTML (the studio's Run page shows them too); those a run
+    has not written yet (a run still training has no test section) are left out."""
     summary = _json(run.summary) or {}
     report = _json(run.eval) or {}
     check = _json(run.data_check) or {}
     events = _events(run.metrics)
-    title = f"tunesmith run: {run.root.name}"
     parts = [
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="muted">{escape(_subtitle(summary))}</p>',
         _glance(summary),
         _test_section(report),
         _curves(events, summary),
@@ -63,7 +69,7 @@ def build_report(run: RunFolder) -> str:
         _data_check(check),
         "<h2>Config</h2><pre>" + escape(run.config.read_text(encoding="utf-8")) + "</pre>",
     ]
-    return page(title, "\n".join(p for p in parts if p))
+    return "\n".join(p for p in parts if p)
 
 
 # --- reading ---
