@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,11 +69,9 @@ def folder(tmp_path_factory, tiny_bert_dir):
     """DIR with two finished runs (runs/a, runs/team/b) and a file that is not a run."""
     root = tmp_path_factory.mktemp("studio") / "runs"
     files = demo_files(root.parent, train=24, validation=12, test=12)
-    for name, seed in (("a", 1), ("team/b", 2)):
-        proc = tunesmith(
-            *train_args(tiny_bert_dir, files, root / name, "train.epochs=1", f"train.seed={seed}")
-        )
-        assert proc.returncode == 0, proc.stderr
+    proc = tunesmith(*train_args(tiny_bert_dir, files, root / "a", "train.epochs=1"))
+    assert proc.returncode == 0, proc.stderr
+    shutil.copytree(root / "a", root / "team" / "b")  # a second finished run, as its folder records it
     (root / "notes.txt").write_text("not a run\n")
     return root
 
@@ -263,3 +262,45 @@ def test_new_run_checks_the_upload_estimates_then_trains(studio, folder):
         assert 'class="status-finished"' in page and "Test set: base vs tuned" in page
         big = client.post("/new", data=fields, files={"train_upload": ("big.csv", b"x" * (3 * 2**20))})
         assert big.status_code == 413
+
+
+def test_try_answers_as_tunesmith_predict(studio, folder):
+    texts = ["Manual pages for the network tools", "Development files for the XML library"]
+    proc = tunesmith("predict", folder / "a", *texts, "--json")
+    assert proc.returncode == 0, proc.stderr
+    labels = [json.loads(line)["label"] for line in proc.stdout.splitlines()]
+    with studio.client() as client:
+        page = client.get("/runs/a").text
+        assert 'href="/runs/a/try"' in page
+        form = client.get("/runs/a/try").text
+        answered = client.post("/runs/a/try", data={"csrf": csrf_of(form), "inputs": "\n".join(texts)})
+        assert answered.status_code == 200, answered.text
+        cells = re.findall(r'<td class="answer">([^<]*)</td>', answered.text)
+        assert [cell.split("\t")[0] for cell in cells] == labels
+        assert client.post("/runs/a/try", data={"inputs": texts[0]}).status_code == 403
+
+
+def test_serve_and_watch_rolls_back_checks_drift_and_queues_a_retune(studio, folder):
+    shutil.copytree(folder / "a", folder / "a" / "versions" / "v2", ignore=shutil.ignore_patterns("versions"))
+    with studio.client() as client:
+        page = client.get("/runs/a/serve").text
+        assert "serving <strong>v1</strong> of v1, v2" in page and "No drift check yet." in page
+        assert "No corrections sent" in page and not (folder / "a" / "requests.db").exists()
+        csrf = csrf_of(page)
+        assert client.post("/runs/a/rollback", data={"csrf": csrf, "version": "v9"}).status_code == 404
+        assert client.post("/runs/a/rollback", data={"csrf": csrf, "version": "v2"}).status_code == 303
+        assert json.loads((folder / "a" / "serving.json").read_text())["current"] == "v2"
+        page = client.get("/runs/a/serve").text
+        assert "serving <strong>v2</strong>" in page and "<td>studio</td>" in page
+        assert client.post("/runs/a/monitor", data={"csrf": csrf}).status_code == 303
+        assert client.post("/runs/a/retune", data={"csrf": csrf}).status_code == 303
+        deadline = time.time() + 120
+        while time.time() < deadline and "insufficient_data" not in client.get("/runs/a/serve").text:
+            time.sleep(0.5)
+        while time.time() < deadline and "retune: failed" not in client.get("/runs/a/serve").text:
+            time.sleep(0.5)
+        page = client.get("/runs/a/serve").text
+        assert "insufficient_data" in page and "retune: failed" in page  # nothing to learn from yet
+        logs = sorted((folder / ".studio" / "logs").glob("*.log"), key=lambda p: int(p.stem))
+        assert "nothing to learn from" in logs[-1].read_text()
+        assert 'class="status-finished"' in client.get("/runs/a").text

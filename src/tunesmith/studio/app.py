@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,16 +33,33 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from tunesmith.errors import UserError
+from tunesmith.inference import load_run
 from tunesmith.recipes.compare import compare_runs, comparison_body
+from tunesmith.recipes.predict import predictions
 from tunesmith.reporting.run_report import report_sections
-from tunesmith.runs import LOCK, RunFolder
+from tunesmith.runs import LOCK, RunFolder, writing
+from tunesmith.studio.deployment_view import serve_view
 from tunesmith.studio.jobs import JobQueue
 from tunesmith.studio.new_run import SPLITS, Checked, Draft, check_draft, choices, save_upload, train_args
-from tunesmith.studio.pages import compare_page, message_page, new_run_page, run_page, runs_page
+from tunesmith.studio.pages import (
+    compare_page,
+    message_page,
+    new_run_page,
+    run_page,
+    runs_page,
+    serve_page,
+    try_page,
+)
 from tunesmith.studio.run_index import RunIndex, RunRow, holder_alive
 from tunesmith.studio.security import COOKIE, inside, new_csrf, same_secret
+from tunesmith.tracking.run_tracking import record_serving
+from tunesmith.versions import Deployment
 
 STATIC = Path(__file__).parent / "static"
+TRY_INPUTS = 50
+"""Most input lines the Try page answers at once."""
+TOP = 3
+"""Ranked labels shown per text (as `tunesmith predict --top 3`)."""
 TAIL_SECONDS = 0.25
 """How often an open event stream looks for new lines in metrics.jsonl (a stat; no client polling)."""
 
@@ -67,6 +85,8 @@ class Studio:
         self.queue = JobQueue(self.root)
         self.csrf = new_csrf()
         self._sections: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._loaded: tuple[tuple[str, int], Any] | None = None
+        self._loading = threading.Lock()
 
     def run(self, name: str) -> RunFolder:
         """The run folder `name` names; one that a queued or starting job will create counts too."""
@@ -87,13 +107,27 @@ class Studio:
             self._sections[name] = cached
         return cached[1]
 
+    def answers(self, name: str, lines: list[str]) -> list[tuple[str, str]]:
+        """What the run says for each input line, by `tunesmith predict`'s own code (predictions and the
+        task's prediction line); the run's model stays loaded until another run is tried or it changes."""
+        run = self.run(name)
+        run.require_run()
+        stamp = (name, _mtime(run.model / "tunesmith.json"))
+        with self._loading:
+            if self._loaded is None or self._loaded[0] != stamp:
+                self._loaded = None  # the old model goes before the new one loads
+                self._loaded = (stamp, load_run(run.root))
+            trained = self._loaded[1]
+        rows = predictions(trained, lines, None, None)
+        return [(line, trained.task.prediction_line(row, TOP)) for line, row in zip(lines, rows, strict=True)]
+
     def row(self, name: str) -> RunRow:
         """The run's row; a job's run whose folder `train` has not written yet is "queued"."""
         found = next((r for r in self.rows() if r.name == name), None)
         if found is not None:
             return found
         job = self.queue.last_job(name)
-        what = dict(zip(job.args[::2], job.args[1::2], strict=False)) if job is not None else {}
+        what = dict(zip(job.args[1::2], job.args[2::2], strict=False)) if job is not None else {}
         return RunRow(
             name, what.get("--task", "?"), what.get("--model", "default"), what.get("--method", "?"), "queued",
             *(None,) * 6, "tuned", 0.0,
@@ -118,6 +152,7 @@ def build_studio(root: Path, settings: StudioSettings) -> FastAPI:
     app.state.studio = studio
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.middleware("http")(_guard(studio))
+    _serving(app, studio)  # before _pages: /runs/{name}/serve is not a run named "name/serve"
     _pages(app, studio)
     _actions(app, studio)
     _new_run(app, studio)
@@ -200,6 +235,22 @@ def _pages(app: FastAPI, studio: Studio) -> None:
             row["run"] = name
         return _html(compare_page(comparison_body(rows)))
 
+    @app.get("/runs/{name:path}/try")
+    async def try_form(name: str) -> HTMLResponse:
+        studio.run(name)
+        return _html(try_page(studio.row(name), "", [], studio.csrf))
+
+    @app.post("/runs/{name:path}/try")
+    async def try_run(name: str, request: Request) -> HTMLResponse:
+        form = await checked_form(request, studio)
+        text = str(form.get("inputs") or "")
+        lines = [line for line in text.splitlines() if line.strip()][:TRY_INPUTS]
+        try:
+            answers = await asyncio.to_thread(studio.answers, name, lines)
+        except UserError as exc:
+            return _html(try_page(studio.row(name), text, [], studio.csrf, str(exc)), 422)
+        return _html(try_page(studio.row(name), text, answers, studio.csrf))
+
     @app.get("/runs/{name:path}/events")
     async def events(name: str) -> StreamingResponse:
         run = studio.run(name)
@@ -232,7 +283,7 @@ def _actions(app: FastAPI, studio: Studio) -> None:
     async def resume(name: str, request: Request) -> Response:
         await checked_form(request, studio)
         run = studio.run(name)
-        studio.queue.submit(name, ["--out", str(run.root), "--resume"])
+        studio.queue.submit(name, ["train", "--out", str(run.root), "--resume"])
         return RedirectResponse(f"/runs/{name}", status_code=303)
 
 
@@ -241,6 +292,42 @@ def _mtime(path: Path) -> int:
         return path.stat().st_mtime_ns
     except OSError:
         return 0
+
+
+def _serving(app: FastAPI, studio: Studio) -> None:
+    @app.get("/runs/{name:path}/serve")
+    async def serve(name: str) -> HTMLResponse:
+        run = studio.run(name)
+        view = await asyncio.to_thread(serve_view, run.root)
+        jobs = [j for j in studio.queue.jobs(run=name) if j.args[:1] != ["train"]]
+        return _html(serve_page(studio.row(name), view, jobs, studio.csrf))
+
+    @app.post("/runs/{name:path}/retune")
+    async def retune(name: str, request: Request) -> Response:
+        await checked_form(request, studio)
+        studio.queue.submit(name, ["retune", str(studio.run(name).root)])
+        return RedirectResponse(f"/runs/{name}/serve", status_code=303)
+
+    @app.post("/runs/{name:path}/monitor")
+    async def check_drift(name: str, request: Request) -> Response:
+        await checked_form(request, studio)
+        studio.queue.submit(name, ["monitor", str(studio.run(name).root)])
+        return RedirectResponse(f"/runs/{name}/serve", status_code=303)
+
+    @app.post("/runs/{name:path}/rollback")
+    async def rollback(name: str, request: Request) -> Response:
+        """Serve another version at once, as `tunesmith rollback --to` does (a running server swaps it in)."""
+        form = await checked_form(request, studio)
+        run = studio.run(name)
+        await asyncio.to_thread(serve_version, run.root, str(form.get("version") or ""))
+        return RedirectResponse(f"/runs/{name}/serve", status_code=303)
+
+
+def serve_version(root: Path, version: str) -> None:
+    deployment = Deployment(root)
+    with writing(root, command=f"tunesmith studio: serve {version}"):
+        deployment.serve(version, reason="studio")
+    record_serving(deployment, lambda text: print(f"tunesmith studio: {text}", flush=True))
 
 
 def _new_run(app: FastAPI, studio: Studio) -> None:
@@ -269,7 +356,7 @@ def _new_run(app: FastAPI, studio: Studio) -> None:
         except UserError as exc:
             checked = Checked(error=str(exc))
             return _html(new_run_page(draft, choices(studio.root), checked, studio.csrf, limit), 422)
-        studio.queue.submit(draft.name, args)
+        studio.queue.submit(draft.name, ["train", *args])
         return RedirectResponse(f"/runs/{draft.name}", status_code=303)
 
 

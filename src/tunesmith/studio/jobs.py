@@ -1,5 +1,5 @@
-"""The studio's training queue: one job at a time, each `tunesmith train` in its own process, exactly as
-the command line runs it; the queue lives in SQLite (DIR/.studio/jobs.db), so a restarted studio shows the
+"""The studio's job queue: one job at a time, each a tunesmith command (`train`, `retune`, `monitor`) in its
+own process, exactly as the command line runs it; the queue lives in SQLite (DIR/.studio/jobs.db), so a restarted studio shows the
 truth: a job whose process is gone while it was marked running is marked `died`, and its run can be resumed.
 
     queued -> running -> finished | failed | interrupted (Cancel: SIGTERM, the run checkpoints first)
@@ -51,9 +51,9 @@ class Job:
 
 
 class JobQueue:
-    """Queued `tunesmith train` commands for runs under `root`, started one at a time by a thread of the
-    studio's process; each job's output goes to DIR/.studio/logs/JOB.log (never into the run folder, which
-    `train` creates itself)."""
+    """Queued tunesmith commands (`args` starts with the verb) for runs under `root`, started one at a time
+    by a thread of the studio's process; each job's output goes to DIR/.studio/logs/JOB.log (never into the
+    run folder, which `train` creates itself)."""
 
     def __init__(self, root: Path, poll_s: float = 0.5):
         self.root = Path(root).resolve()
@@ -146,7 +146,7 @@ class JobQueue:
         log = self.log_path(job.id).open("wb")
         env = {**os.environ, "COLUMNS": "120", "PYTHONUNBUFFERED": "1"}
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tunesmith", "train", *job.args],
+            [sys.executable, "-m", "tunesmith", *job.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.root,

@@ -3,6 +3,7 @@ the stylesheet and the one script served from the package."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from html import escape
 from typing import Any
@@ -117,6 +118,8 @@ def run_page(row: RunRow, sections: str, job: Job | None, csrf: str, metric: str
     actions = ""
     if status == "running":
         actions = _post(f"{href}/cancel", "Cancel", csrf)
+    elif status == "finished":
+        actions = f'<a href="{href}/try">Try it</a> <a href="{href}/serve">Serve and watch</a>'
     elif status in ("interrupted", "failed") and row.status == "interrupted":
         actions = _post(f"{href}/resume", "Resume", csrf)
     live = (
@@ -250,3 +253,90 @@ def _train(draft: Any, csrf: str, enabled: bool) -> str:
     inputs = "".join(f'<input type="hidden" name="{k}" value="{escape(v)}">' for k, v in hidden.items())
     disabled = "" if enabled else " disabled"
     return f'<form method="post" action="/new/train">{inputs}<button type="submit" id="train"{disabled}>Train</button></form>'
+
+
+def try_page(row: RunRow, text: str, answers: Sequence[tuple[str, str]], csrf: str, error: str = "") -> str:
+    """A text box (one input per line, as `tunesmith predict` reads them) and what the run says for each,
+    in `predict`'s own words."""
+    href = run_href(row.name)
+    form = (
+        f'<form method="post" action="{href}/try"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<label for="inputs">one input per line (a message for a chat run; TEXT, a tab, PAIR for pairs)</label>'
+        f'<textarea id="inputs" name="inputs" rows="6" cols="90">{escape(text)}</textarea>'
+        '<p><button type="submit">Try</button></p></form>'
+    )
+    parts = [f'<h1>Try {escape(row.name)}</h1><p><a href="{href}">back to the run</a></p>', form]
+    if error:
+        parts.append(f'<p class="error" role="alert">{escape(error)}</p>')
+    if answers:
+        rows = "".join(
+            f'<tr><td>{escape(i)}</td><td class="answer">{escape(a)}</td></tr>' for i, a in answers
+        )
+        parts.append(
+            '<table class="answers"><thead><tr><th scope="col">input</th><th scope="col">answer</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+        )
+    return page(f"tunesmith studio: try {row.name}", "".join(parts))
+
+
+def serve_page(row: RunRow, view: Any, jobs: Sequence[Job], csrf: str) -> str:
+    """Which version serves and the changes so far, a rollback form, the drift status with a button that
+    runs `tunesmith monitor`, the corrections users sent, and Retune."""
+    href = run_href(row.name)
+    parts = [f'<h1>Serve and watch {escape(row.name)}</h1><p><a href="{href}">back to the run</a></p>']
+    if view.problem:
+        parts.append(f'<p class="error" role="alert">{escape(view.problem)}</p>')
+    serving = f"<p>serving <strong>{escape(view.current)}</strong> of {escape(', '.join(view.versions))}</p>"
+    options = "".join(
+        f'<option value="{escape(v)}"{" selected" if v == view.current else ""}>{escape(v)}</option>'
+        for v in view.versions
+    )
+    rollback = (
+        f'<form method="post" action="{href}/rollback"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<label>serve version <select name="version">{options}</select></label> '
+        '<button type="submit">Serve it</button></form>'
+    )
+    history = [[h.get("version"), h.get("from"), h.get("reason"), _when(h.get("at"))] for h in view.history]
+    parts += ["<h2>Versions</h2>", serving, rollback]
+    if history:
+        parts.append(table(["now serving", "was", "why", "when"], history[::-1]))
+    parts.append("<h2>Drift</h2>")
+    if view.drift is None:
+        parts.append('<p class="muted">No drift check yet.</p>')
+    else:
+        status = view.drift.get("status", "?")
+        parts.append(
+            f'<p>last check: <strong class="drift-{escape(status)}">{escape(status)}</strong> on '
+            f"{view.drift.get('requests', 0)} requests to {escape(str(view.drift.get('version')))}, {_when(view.drift.get('created'))}</p>"
+        )
+        parts.append("<ul>" + "".join(f"<li>{escape(line)}</li>" for line in view.drift_lines) + "</ul>")
+    parts.append(_post(f"{href}/monitor", "Check drift now", csrf))
+    parts.append(f"<h2>Corrections ({view.corrections_total})</h2>")
+    if view.corrections:
+        rows = [
+            [
+                str(c.get("id", ""))[:12],
+                _short(c.get("input")),
+                _short(c.get("output")),
+                _short(c.get("correct_label") or c.get("correct_answer")),
+                c.get("rating") or "",
+            ]
+            for c in view.corrections
+        ]
+        parts.append(table(["request", "input", "served", "correction", "rating"], rows))
+    else:
+        parts.append('<p class="muted">No corrections sent to /v1/feedback yet.</p>')
+    parts.append(_post(f"{href}/retune", "Retune from the corrections", csrf))
+    if jobs:
+        items = "".join(f"<li>{escape(' '.join(j.args[:1]))}: {escape(j.state)}</li>" for j in jobs[-5:])
+        parts.append(f"<h2>Jobs</h2><ul>{items}</ul>")
+    return page(f"tunesmith studio: serve {row.name}", "".join(parts))
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else "" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _when(seconds: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(seconds))) if seconds else ""
