@@ -17,7 +17,18 @@ LAYERS = [
     {"training", "planning", "export", "inference", "config", "tracking"},
     {"tasks", "methods", "generation", "evaluation"},
     {"data", "models", "runs", "versions"},
-    {"errors", "registry", "files", "quiet", "units", "plugin", "processes", "sections", "tunesmith"},
+    {
+        "errors",
+        "registry",
+        "files",
+        "quiet",
+        "units",
+        "plugin",
+        "processes",
+        "sections",
+        "sockets",
+        "tunesmith",
+    },
 ]
 
 KNOWN: dict[tuple[str, str], str] = {}

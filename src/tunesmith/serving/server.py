@@ -3,7 +3,6 @@ request log before exit)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import uvicorn
@@ -13,6 +12,7 @@ from tunesmith.errors import UserError
 from tunesmith.serving.app import build_app
 from tunesmith.serving.pool import ModelPool
 from tunesmith.serving.settings import ServeSettings
+from tunesmith.sockets import listening_socket
 
 
 def parse_runs(items: list[str]) -> dict[str, Path]:
@@ -49,15 +49,7 @@ def serve(runs: dict[str, Path], settings: ServeSettings, console: Console) -> N
     if settings.auth and not settings.api_keys:
         raise UserError("API keys are required: give --api-key-file FILE (or --no-auth for local use only)")
     pool = ModelPool(runs, settings.device, settings.engine, settings.quant, settings.context_tokens)
-    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it every
-    # keep-alive response waits ~40 ms for a delayed ACK between its header and body segments
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((settings.host, settings.port))
-    except OSError as exc:
-        raise UserError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    sock = listening_socket(settings.host, settings.port)
     loading = "loading models" + (
         " (a first GGUF export takes a minute or more)" if settings.engine != "torch" else ""
     )

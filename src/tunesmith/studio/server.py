@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import uvicorn
 from rich.console import Console
 
 from tunesmith.errors import UserError
+from tunesmith.sockets import listening_socket
 from tunesmith.studio.app import StudioSettings, build_studio
 from tunesmith.studio.security import check_bind
 
@@ -17,13 +17,7 @@ def run_studio(root: Path, settings: StudioSettings, console: Console) -> None:
     if not Path(root).is_dir():
         raise UserError(f"{root}: no such folder (the studio shows the run folders under it)")
     check_bind(settings.host, settings.token)
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((settings.host, settings.port))
-    except OSError as exc:
-        raise UserError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    sock = listening_socket(settings.host, settings.port)
     app = build_studio(root, settings)
     port = sock.getsockname()[1]
     link = f"http://{settings.host}:{port}/" + (f"?token={settings.token}" if settings.token else "")
