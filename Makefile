@@ -13,7 +13,7 @@ LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt models.txt
+$(STAMP): pyproject.toml constraints.txt models.txt tests/browser/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) -e ".[dev,qlora,onnx,gguf,index,trackers]"
@@ -32,9 +32,12 @@ define debian
 	  || echo "no $(2) here (needs root and apt): $(3)"
 endef
 
-# Chromium and its driver, for the test that opens `tunesmith report` pages in a real browser.
+# Chromium and its driver, for the tests that open `tunesmith report` and studio pages in a real browser;
+# axe-core from the npm registry (tests/browser/package-lock.json), the accessibility check run in those pages.
 browser:
-	$(call debian,command -v chromium >/dev/null && command -v chromedriver >/dev/null,chromium chromium-driver,the report's browser test will be skipped)
+	$(call debian,command -v chromium >/dev/null && command -v chromedriver >/dev/null,chromium chromium-driver,the browser tests will be skipped)
+	@{ command -v npm >/dev/null && npm ci --silent --no-audit --no-fund --prefix tests/browser >/dev/null; } \
+	  || echo "no npm here (or the registry did not answer): the studio's accessibility check will be skipped"
 
 # Go, for the test that renders an exported Ollama Modelfile's template with Go's own text/template.
 golang:

@@ -1,6 +1,6 @@
 """The README's screenshots of `tunesmith studio`: two small runs of the demo data trained, the studio
 started over them, each page opened in headless Chromium (Debian's chromium and chromium-driver) and saved
-as docs/studio-PAGE.png. The New run page is shown after its data check of an upload with duplicated rows.
+as docs/studio-PAGE.png (runs, run, compare, try, serve, new). The New run page is shown after its data check of an upload with duplicated rows.
 
     python scripts/studio_screenshots.py [--out docs]
 """
@@ -73,6 +73,16 @@ def main() -> None:
                     driver.get(url + path)
                     time.sleep(1.5)
                     driver.save_screenshot(str(args.out / f"studio-{name}.png"))
+                driver.get(url + "runs/sections-lora/try")
+                texts = ["Manual pages for the network tools", "Python bindings for the PNG image library"]
+                driver.find_element(By.ID, "inputs").send_keys("\n".join(texts))
+                driver.find_element(By.CSS_SELECTOR, "main form button").click()
+                while not driver.find_elements(By.CSS_SELECTOR, "td.answer"):
+                    time.sleep(0.5)
+                driver.save_screenshot(str(args.out / "studio-try.png"))
+                driver.get(url + "runs/sections-lora/serve")
+                time.sleep(1)
+                driver.save_screenshot(str(args.out / "studio-serve.png"))
                 driver.get(url + "new")
                 driver.find_element(By.NAME, "name").send_keys("sections-new")
                 driver.find_element(By.NAME, "train_file").send_keys("data/train.csv")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.browser import AXE, axe_violations, chromium, console_problems, needs_chromium
 from tests.e2e.test_cli import tunesmith
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -64,32 +61,11 @@ def test_report_is_one_self_contained_page_with_every_section(classifier_run):
     assert "95% interval" in page and "mean cosine similarity to the base" in page
 
 
-@pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER), reason="Debian chromium and chromium-driver are not installed"
-)
+@needs_chromium
 def test_report_renders_in_chromium_without_console_errors(classifier_run, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     page = tmp_path / "report.html"
     assert tunesmith("report", classifier_run, "--out", page).returncode == 0
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1300,3000",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver = chromium(tmp_path / "profile")
     try:
         driver.get(page.as_uri())
         images = driver.execute_script(
@@ -99,8 +75,9 @@ def test_report_renders_in_chromium_without_console_errors(classifier_run, tmp_p
         for complete, width, height, alt in images:
             assert complete and width > 300 and height > 200, alt  # the PNG decoded and has a real size
         assert driver.execute_script("return document.querySelectorAll('table').length") >= 5
-        errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
-        assert errors == []
+        assert console_problems(driver) == []
+        if AXE.is_file():  # make browser installs it where npm is
+            assert axe_violations(driver) == []
         driver.save_screenshot(str(tmp_path / "report.png"))
         assert (tmp_path / "report.png").stat().st_size > 20_000
     finally:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import SMALL_LABELS, demo_files, demo_rows
+from tests.e2e.browser import axe_violations, chromium, console_problems, needs_axe, needs_chromium
 from tests.e2e.test_cli import tunesmith
 
 pytestmark = pytest.mark.slow
@@ -103,7 +104,10 @@ def test_runs_page_lists_every_run_with_status_and_gain(studio, folder):
         assert "Test set: base vs tuned" in run and 'data-events="/runs/team/b/events"' in run
         compared = client.get("/compare", params=[("run", "a"), ("run", "team/b")])
         assert compared.status_code == 200 and compared.text.count("<tr>") >= 3
-        assert client.get("/static/studio.js").status_code == 200
+        script = client.get("/static/studio.js")
+        assert script.status_code == 200 and script.headers["x-content-type-options"] == "nosniff"
+        policy = client.get("/").headers["content-security-policy"]  # this origin's script only, no framing
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
 
 
 def test_no_path_outside_the_folder_can_be_named(studio, folder, tmp_path):
@@ -206,62 +210,43 @@ def test_a_network_bind_needs_a_token_and_clients_must_give_it(folder, tmp_path)
         guarded.stop()
 
 
-def test_new_run_checks_the_upload_estimates_then_trains(studio, folder):
-    rows = [f"{text.replace(',', ' ')},{label}" for text, label in demo_rows("train", SMALL_LABELS, 60)]
-    train = "text,label\n" + "\n".join(rows + rows[:4]) + "\n"  # four rows twice: a known problem
-    held = "text,label\n" + "\n".join(
-        f"{t.replace(',', ' ')},{lab}" for t, lab in demo_rows("test", SMALL_LABELS, 15)
-    )
+def test_new_run_shows_file_line_errors_and_refuses_what_it_must(studio, folder):
+    """The form's refusals over plain HTTP (the journey in Chromium below checks, estimates and trains)."""
+    rows = [f"{text.replace(',', ' ')},{label}" for text, label in demo_rows("train", SMALL_LABELS, 20)]
     with studio.client() as client:
         form = client.get("/new").text
         assert (
             'type="file" name="train_upload"' in form and "<button" in form and 'id="train" disabled' in form
         )
-        csrf = csrf_of(form)
-        fields = {
-            "csrf": csrf,
-            "name": "fresh",
-            "task": "classification",
-            "model": "minilm",
-            "method": "lora",
-        }
+        fields = {"csrf": csrf_of(form), "name": "fresh", "task": "classification", "model": "minilm"}
         broken = client.post(
             "/new",
             data=fields,
-            files={"train_upload": ("tickets.csv", "text,label\nno label here,\n" + train)},
+            files={"train_upload": ("../../evil.csv", "text,label\nno label here,\n" + "\n".join(rows))},
         )
-        assert (
-            broken.status_code == 200
-            and "tickets.csv line 2" in broken.text
-            and 'id="train" disabled' in broken.text
-        )
-        checked = client.post(
-            "/new",
-            data=fields,
-            files={"train_upload": ("../../evil.csv", train), "test_upload": ("held.csv", held + "\n")},
-        )
-        assert checked.status_code == 200, checked.text
-        page = checked.text
-        assert "duplicates" in page and 'class="warning"' in page  # the known problem, shown before Train
-        assert "Estimate on this machine" in page and "<td>lora</td>" in page
-        assert 'id="train" disabled' not in page and not (folder.parent / "evil.csv").exists()
+        page = broken.text
+        assert broken.status_code == 200 and "evil.csv line 2" in page and 'id="train" disabled' in page
+        assert not (folder.parent / "evil.csv").exists() and not (folder.parent.parent / "evil.csv").exists()
         hidden = dict(
             re.findall(
                 r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.split('action="/new/train"')[1]
             )
         )
-        assert hidden["train_file"].startswith(".studio/uploads/") and hidden["train_file"].endswith(
-            "/evil.csv"
-        )
+        assert re.fullmatch(r"\.studio/uploads/[0-9a-f]{12}/evil\.csv", hidden["train_file"])
+        for override, why in (
+            ("output_dir=/tmp/elsewhere", "under train."),
+            ("train.init_from=/etc", "paths or addresses"),
+            ("train.mlflow_uri=http://evil.example", "paths or addresses"),
+            ("train.epochs", "KEY=VALUE"),
+        ):
+            refused = client.post(
+                "/new", data={**fields, "train_file": hidden["train_file"], "overrides": override}
+            )
+            assert why in refused.text and 'id="train" disabled' in refused.text, override
         assert client.post("/new/train", data={**hidden, "csrf": "stale"}).status_code == 403
-        assert client.post("/new/train", data=hidden).status_code == 303
-        deadline = time.time() + 300
-        while time.time() < deadline and 'class="status-finished"' not in client.get("/runs/fresh").text:
-            time.sleep(1)
-        page = client.get("/runs/fresh").text
-        assert 'class="status-finished"' in page and "Test set: base vs tuned" in page
         big = client.post("/new", data=fields, files={"train_upload": ("big.csv", b"x" * (3 * 2**20))})
         assert big.status_code == 413
+    assert not (folder / "fresh").exists()
 
 
 def test_try_answers_as_tunesmith_predict(studio, folder):
@@ -287,7 +272,8 @@ def test_serve_and_watch_rolls_back_checks_drift_and_queues_a_retune(studio, fol
         assert "serving <strong>v1</strong> of v1, v2" in page and "No drift check yet." in page
         assert "No corrections sent" in page and not (folder / "a" / "requests.db").exists()
         csrf = csrf_of(page)
-        assert client.post("/runs/a/rollback", data={"csrf": csrf, "version": "v9"}).status_code == 404
+        missing = client.post("/runs/a/rollback", data={"csrf": csrf, "version": "v9"})
+        assert missing.status_code == 409 and "v9" in missing.text
         assert client.post("/runs/a/rollback", data={"csrf": csrf, "version": "v2"}).status_code == 303
         assert json.loads((folder / "a" / "serving.json").read_text())["current"] == "v2"
         page = client.get("/runs/a/serve").text
@@ -304,3 +290,97 @@ def test_serve_and_watch_rolls_back_checks_drift_and_queues_a_retune(studio, fol
         logs = sorted((folder / ".studio" / "logs").glob("*.log"), key=lambda p: int(p.stem))
         assert "nothing to learn from" in logs[-1].read_text()
         assert 'class="status-finished"' in client.get("/runs/a").text
+
+
+@needs_chromium
+@needs_axe
+def test_the_whole_journey_in_chromium(studio, folder, tmp_path):
+    """Upload a CSV with a known problem -> the warning shows -> Train -> the curve gains points while it
+    trains -> the run finishes -> base vs tuned -> Try gives `tunesmith predict`'s labels -> compare two runs.
+    On every page: axe-core finds no violation and the console stays clean; each page's screenshot is kept."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    rows = [f"{text.replace(',', ' ')},{label}" for text, label in demo_rows("train", SMALL_LABELS, 120)]
+    upload = tmp_path / "tickets.csv"
+    upload.write_text("text,label\n" + "\n".join(rows + rows[:5]) + "\n")  # five rows twice: the problem
+    held = tmp_path / "held.csv"
+    held.write_text("text,label\n" + "\n".join(
+        f"{t.replace(',', ' ')},{lab}" for t, lab in demo_rows("test", SMALL_LABELS, 30)) + "\n")  # fmt: skip
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    driver = chromium(tmp_path / "profile", "1280,1600")
+    wait = WebDriverWait(driver, 60, poll_frequency=0.1)
+
+    def checked(name: str) -> None:
+        """The page now open: no accessibility violation, nothing in the console, its screenshot."""
+        assert axe_violations(driver) == [], name
+        assert console_problems(driver) == [], name
+        driver.save_screenshot(str(shots / f"{name}.png"))
+
+    try:
+        driver.get(studio.url)
+        checked("runs")
+        driver.find_element(By.LINK_TEXT, "New run").click()
+        driver.find_element(By.NAME, "name").send_keys("journey")
+        Select(driver.find_element(By.NAME, "model")).select_by_value("minilm")
+        driver.find_element(By.NAME, "train_upload").send_keys(str(upload))
+        driver.find_element(By.NAME, "test_upload").send_keys(str(held))
+        overrides = (
+            "train.epochs=2", "train.batch_size=8", "train.log_every_steps=1", "model.max_length=32",
+            "evaluation.forgetting=false", "evaluation.bootstrap_resamples=100",
+        )  # fmt: skip
+        driver.find_element(By.NAME, "overrides").send_keys("\n".join(overrides))
+        assert not driver.find_element(By.ID, "train").is_enabled()
+        driver.find_element(By.CSS_SELECTOR, "form.new-run button").click()
+        WebDriverWait(driver, 240).until(lambda d: d.find_elements(By.CSS_SELECTOR, "section.check"))
+        warning = driver.find_element(By.CSS_SELECTOR, "section.check .warning").text
+        assert "duplicate" in warning and "tickets.csv" in warning  # the known problem, before Train
+        assert "Estimate on this machine" in driver.page_source
+        checked("new-run-checked")
+        driver.find_element(By.ID, "train").click()
+
+        wait.until(lambda d: d.current_url.endswith("/runs/journey"))
+        seen = []  # the loss curve's point count, read while the run trains
+        deadline = time.time() + 300
+        while time.time() < deadline and "Test set: base vs tuned" not in driver.page_source:
+            try:
+                points = driver.execute_script("return document.querySelectorAll('svg.loss .point').length")
+            except Exception:  # the page reloading once the run ended
+                points = None
+            if points and (not seen or points != seen[-1]):
+                seen.append(points)
+            time.sleep(0.2)
+        assert len(seen) >= 3 and seen == sorted(seen), seen  # it grew, live, before the report came
+        assert (folder / "journey" / "eval.json").is_file()
+        assert driver.find_element(By.CSS_SELECTOR, "strong.status-finished").text == "finished"
+        assert "Test set: base vs tuned" in driver.page_source and "95% interval" in driver.page_source
+        checked("run-finished")
+
+        texts = ["Manual pages for the network tools", "Development files for the XML library"]
+        proc = tunesmith("predict", folder / "journey", *texts, "--json")
+        assert proc.returncode == 0, proc.stderr
+        labels = [json.loads(line)["label"] for line in proc.stdout.splitlines()]
+        driver.find_element(By.LINK_TEXT, "Try it").click()
+        driver.find_element(By.ID, "inputs").send_keys("\n".join(texts))
+        driver.find_element(By.CSS_SELECTOR, "main form button").click()
+        answers = WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, "td.answer"))
+        assert [a.text.split()[0] for a in answers] == labels
+        checked("try")
+        driver.get(studio.url + "runs/journey/serve")
+        assert "serving v1" in driver.find_element(By.TAG_NAME, "main").text
+        checked("serve")
+
+        driver.get(studio.url)
+        driver.find_element(By.CSS_SELECTOR, 'input[value="journey"]').click()
+        driver.find_element(By.CSS_SELECTOR, 'input[value="a"]').click()
+        driver.find_element(By.CSS_SELECTOR, "#compare-form button").click()
+        wait.until(lambda d: "/compare?" in d.current_url)
+        table = driver.find_element(By.CSS_SELECTOR, "main table").text
+        assert "journey" in table and "a" in table.split()
+        checked("compare")
+    finally:
+        driver.quit()
+    assert sorted(p.name for p in shots.iterdir()) == [
+        f"{n}.png" for n in ("compare", "new-run-checked", "run-finished", "runs", "serve", "try")
+    ]

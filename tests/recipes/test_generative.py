@@ -342,3 +342,44 @@ def test_report_of_a_chat_run_shows_example_outputs_and_general_prompts(chat_run
     assert "<h2>Example outputs</h2>" in page and "general prompt" in page and "perplexity" in page
     assert "Confusion matrix" not in page
     assert page.count('src="data:image/png;base64,') == 1  # the curves
+
+
+def test_studio_try_holds_a_conversation_as_tunesmith_chat(chat_run):
+    """The studio's Try page on a chat run: each message a user turn, each reply what `tunesmith chat`'s
+    code (task.answer on the whole conversation) writes; Start over clears it; a tampered conversation is
+    refused with a message, not a traceback."""
+    import html
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from tunesmith.studio.app import StudioSettings, build_studio
+
+    _, result = chat_run
+    run = Path(result.run)
+    trained = load_run(run)
+    with TestClient(build_studio(run.parent, StudioSettings())) as client:
+        form = client.get(f"/runs/{run.name}/try").text
+        assert 'name="message"' in form and 'name="system"' in form
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+        conversation, history = "", []
+        for message in ("What is htop?", "Which section of the archive is it in?"):
+            sent = {"csrf": csrf, "conversation": conversation, "message": message, "action": "send"}
+            page = client.post(f"/runs/{run.name}/try", data=sent)
+            assert page.status_code == 200, page.text
+            conversation = html.unescape(
+                re.search(r'name="conversation" value="([^"]*)"', page.text).group(1)
+            )
+            history.append({"role": "user", "content": message})
+            history.append(
+                {"role": "assistant", "content": trained.task.answer(trained.model, history, trained.pad_id)}
+            )
+            assert json.loads(conversation) == history
+            assert html.escape(history[-1]["content"]) in page.text
+        reset = client.post(
+            f"/runs/{run.name}/try", data={"csrf": csrf, "conversation": conversation, "action": "reset"}
+        )
+        assert reset.status_code == 200 and 'class="chat"' not in reset.text
+        tampered = {"csrf": csrf, "conversation": '[{"role": "root", "content": 1}]', "message": "hi"}
+        refused = client.post(f"/runs/{run.name}/try", data=tampered)
+        assert refused.status_code == 422 and "start over" in refused.text

@@ -6,10 +6,13 @@
     POST /runs/{name}/cancel       SIGTERM to its training (it checkpoints, then stops)
     POST /runs/{name}/resume       queue `tunesmith train --out RUN --resume`
     GET  /compare?run=A&run=B      `tunesmith compare` for the ticked runs
+    GET|POST /runs/{name}/try      answer lines as `tunesmith predict` (a chat run: a conversation, as `chat`)
+    GET  /runs/{name}/serve        which version serves, drift, corrections; POST rollback, monitor, retune
+    GET|POST /new, POST /new/train the data check and estimates of a draft run, then its `tunesmith train`
     GET  /static/...               the stylesheet and the script, from the package
 
-Training jobs run one at a time from a queue kept in SQLite (studio/jobs.py), each `tunesmith train` in its
-own process.
+Jobs (train, resume, monitor, retune) run one at a time from a queue kept in SQLite (studio/jobs.py), each
+tunesmith command in its own process.
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ from tunesmith.recipes.compare import compare_runs, comparison_body
 from tunesmith.recipes.predict import predictions
 from tunesmith.reporting.run_report import report_sections
 from tunesmith.runs import LOCK, RunFolder, writing
+from tunesmith.studio.conversation import read_conversation, with_message
 from tunesmith.studio.deployment_view import serve_view
 from tunesmith.studio.jobs import JobQueue
 from tunesmith.studio.new_run import SPLITS, Checked, Draft, check_draft, choices, save_upload, train_args
 from tunesmith.studio.pages import (
+    chat_page,
     compare_page,
     message_page,
     new_run_page,
@@ -51,7 +56,7 @@ from tunesmith.studio.pages import (
     try_page,
 )
 from tunesmith.studio.run_index import RunIndex, RunRow, holder_alive
-from tunesmith.studio.security import COOKIE, inside, new_csrf, same_secret
+from tunesmith.studio.security import COOKIE, NotFound, inside, new_csrf, same_secret
 from tunesmith.tracking.run_tracking import record_serving
 from tunesmith.versions import Deployment
 
@@ -60,6 +65,14 @@ TRY_INPUTS = 50
 """Most input lines the Try page answers at once."""
 TOP = 3
 """Ranked labels shown per text (as `tunesmith predict --top 3`)."""
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+"""On every answer: only this origin's script, styles (the report's inline ones), images (its PNGs as data:
+URIs) and forms; no framing by another site (clickjacking)."""
 TAIL_SECONDS = 0.25
 """How often an open event stream looks for new lines in metrics.jsonl (a stat; no client polling)."""
 
@@ -92,7 +105,7 @@ class Studio:
         """The run folder `name` names; one that a queued or starting job will create counts too."""
         run = RunFolder(inside(self.root, name))
         if not run.is_run() and not self.queue.jobs(states=("queued", "running"), run=name):
-            raise UserError(f"{name!r}: no run folder of that name under {self.root}")
+            raise NotFound(f"{name!r}: no run folder of that name under {self.root}")
         return run
 
     def sections(self, name: str, run: RunFolder) -> str:
@@ -107,9 +120,9 @@ class Studio:
             self._sections[name] = cached
         return cached[1]
 
-    def answers(self, name: str, lines: list[str]) -> list[tuple[str, str]]:
-        """What the run says for each input line, by `tunesmith predict`'s own code (predictions and the
-        task's prediction line); the run's model stays loaded until another run is tried or it changes."""
+    def trained(self, name: str) -> Any:
+        """The run loaded as `predict` and `chat` load it; it stays loaded until another run is tried or its
+        model changes."""
         run = self.run(name)
         run.require_run()
         stamp = (name, _mtime(run.model / "tunesmith.json"))
@@ -117,9 +130,19 @@ class Studio:
             if self._loaded is None or self._loaded[0] != stamp:
                 self._loaded = None  # the old model goes before the new one loads
                 self._loaded = (stamp, load_run(run.root))
-            trained = self._loaded[1]
+            return self._loaded[1]
+
+    def answers(self, name: str, lines: list[str]) -> list[tuple[str, str]]:
+        """What the run says for each input line, by `tunesmith predict`'s own code (predictions and the
+        task's prediction line)."""
+        trained = self.trained(name)
         rows = predictions(trained, lines, None, None)
         return [(line, trained.task.prediction_line(row, TOP)) for line, row in zip(lines, rows, strict=True)]
+
+    def reply(self, name: str, turns: list[dict[str, str]]) -> str:
+        """The chat run's next reply to the conversation, by `tunesmith chat`'s own code."""
+        trained = self.trained(name)
+        return trained.task.answer(trained.model, turns, trained.pad_id)
 
     def row(self, name: str) -> RunRow:
         """The run's row; a job's run whose folder `train` has not written yet is "queued"."""
@@ -165,6 +188,11 @@ def _guard(
     """The token (when set) on every request; a POST must carry the CSRF token and come from this origin."""
 
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await checked(request, call_next)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    async def checked(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         token = studio.settings.token
         if token is not None:
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or None
@@ -192,8 +220,12 @@ def _guard(
             return await call_next(request)
         except Refused as exc:
             return _html(message_page("refused", str(exc), 403), 403)
-        except UserError as exc:
+        except NotFound as exc:
             return _html(message_page("not found", str(exc), 404), 404)
+        except (
+            UserError
+        ) as exc:  # e.g. a rollback while `tunesmith retune` writes the run, an unknown version
+            return _html(message_page("could not do that", str(exc), 409), 409)
 
     return guard
 
@@ -237,12 +269,16 @@ def _pages(app: FastAPI, studio: Studio) -> None:
 
     @app.get("/runs/{name:path}/try")
     async def try_form(name: str) -> HTMLResponse:
-        studio.run(name)
+        trained = await asyncio.to_thread(studio.trained, name)
+        if trained.task.converses:
+            return _html(chat_page(studio.row(name), [], studio.csrf))
         return _html(try_page(studio.row(name), "", [], studio.csrf))
 
     @app.post("/runs/{name:path}/try")
     async def try_run(name: str, request: Request) -> HTMLResponse:
         form = await checked_form(request, studio)
+        if "conversation" in form:
+            return await _chat_turn(studio, name, form)
         text = str(form.get("inputs") or "")
         lines = [line for line in text.splitlines() if line.strip()][:TRY_INPUTS]
         try:
@@ -265,6 +301,24 @@ def _pages(app: FastAPI, studio: Studio) -> None:
         sections = await asyncio.to_thread(studio.sections, name, folder)
         metric = _validation_metric(folder)
         return _html(run_page(row, sections, studio.queue.last_job(name), studio.csrf, metric))
+
+
+async def _chat_turn(studio: Studio, name: str, form: Any) -> HTMLResponse:
+    """One turn of the Try page's conversation: the user's message, then the run's reply (or Start over)."""
+    studio.run(name)
+    row = studio.row(name)
+    try:
+        turns = read_conversation(str(form.get("conversation") or ""))
+        if form.get("action") == "reset":
+            return _html(chat_page(row, [], studio.csrf))
+        message = str(form.get("message") or "")
+        if not message.strip():
+            return _html(chat_page(row, turns, studio.csrf, "write a message first"), 422)
+        turns = with_message(turns, str(form.get("system") or ""), message)
+        reply = await asyncio.to_thread(studio.reply, name, turns)
+    except UserError as exc:
+        return _html(chat_page(row, [], studio.csrf, str(exc)), 422)
+    return _html(chat_page(row, [*turns, {"role": "assistant", "content": reply}], studio.csrf))
 
 
 def _actions(app: FastAPI, studio: Studio) -> None:

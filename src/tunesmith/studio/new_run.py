@@ -26,6 +26,13 @@ UPLOADS = ".studio/uploads"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 CHEAPER = 2
 """How many cheaper methods the page estimates beside the chosen one (each is measured in a fresh process)."""
+OVERRIDE_SECTIONS = ("train.", "method.", "evaluation.", "task.", "model.max_length=")
+"""What the New run page's dotted overrides may set: how to train and evaluate, never where files are read or
+written (data, output_dir, model.name are the form's own fields)."""
+PATH_KEYS = ("dir", "path", "file", "uri", "init_from")
+"""Keys (their last part's ending) that name a place on disk or a server (train.init_from, train.mlflow_uri):
+refused in the page's overrides."""
+MAX_OVERRIDES = 20
 
 
 @dataclass
@@ -36,16 +43,20 @@ class Draft:
     method: str = "lora"
     files: dict[str, str] = field(default_factory=dict)
     """split -> a data file's path under the studio's folder."""
+    overrides: list[str] = field(default_factory=list)
+    """Dotted overrides, as `tunesmith train` takes them (train.epochs=2), within OVERRIDE_SECTIONS."""
 
     @classmethod
     def of(cls, form: Any) -> Draft:
         files = {s: str(form.get(f"{s}_file") or "").strip() for s in SPLITS}
+        typed = str(form.get("overrides") or "").splitlines() + [str(v) for v in form.getlist("override")]
         return cls(
             name=str(form.get("name") or "").strip(),
             task=str(form.get("task") or "classification"),
             model=str(form.get("model") or ""),
             method=str(form.get("method") or "lora"),
             files={k: v for k, v in files.items() if v},
+            overrides=[line.strip() for line in typed if line.strip()],
         )
 
 
@@ -104,12 +115,29 @@ def config_of(root: Path, draft: Draft) -> RunConfig:
         raise UserError(f"{draft.name}: a folder of that name exists; choose another run name")
     if "train" not in draft.files:
         raise UserError("pick or upload a training file")
+    check_overrides(draft.overrides)
     data = {split: str(inside(root, path)) for split, path in draft.files.items()}
     tree: dict[str, Any] = {"task": {"name": draft.task}, "method": {"name": draft.method}, "data": data}
     if draft.model:
         tree["model"] = {"name": draft.model}
     tree["output_dir"] = str(out)
-    return build_config(tree)
+    return build_config(tree, draft.overrides)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """UserError for an override the page does not take: not KEY=VALUE, outside OVERRIDE_SECTIONS, or a key
+    naming a file, folder or server (the studio reads and writes inside its folder only)."""
+    if len(overrides) > MAX_OVERRIDES:
+        raise UserError(f"at most {MAX_OVERRIDES} overrides")
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if "=" not in text or not text.startswith(OVERRIDE_SECTIONS):
+            raise UserError(
+                f"override {text!r}: give KEY=VALUE for a key under train., method., evaluation. or task. "
+                "(or model.max_length), e.g. train.epochs=2"
+            )
+        if key.split(".")[-1].endswith(PATH_KEYS):
+            raise UserError(f"override {text!r}: the studio does not take paths or addresses in overrides")
 
 
 @dataclass
@@ -153,4 +181,4 @@ def train_args(root: Path, draft: Draft) -> list[str]:
     flags = {"train": "--data", "validation": "--validation", "test": "--test"}
     for split, path in draft.files.items():
         args += [flags[split], str(inside(root, path))]
-    return args
+    return args + draft.overrides

@@ -3,6 +3,7 @@ the stylesheet and the one script served from the package."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from html import escape
@@ -27,6 +28,7 @@ def page(title: str, body: str, active: str = "") -> str:
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{STYLE}</style>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/static/studio.css"><script src="/static/studio.js" defer></script>'
         f'</head><body><header><nav aria-label="studio"><span class="brand">tunesmith studio</span>{nav}</nav>'
         f"</header><main>\n{body}\n</main></body></html>\n"
@@ -185,6 +187,11 @@ def new_run_page(draft: Any, offered: dict[str, list[str]], checked: Any, csrf: 
             )
             + f'<label>or upload one (up to {limit_mb} MB)<input type="file" name="{split}_upload"></label></fieldset>'
         )
+    fields.append(
+        '<label for="overrides">overrides, one per line, as <code>tunesmith train</code> takes them '
+        "(train.epochs=2, method.rank=16)</label>"
+        f'<textarea id="overrides" name="overrides" rows="3" cols="60">{escape(chr(10).join(draft.overrides))}</textarea>'
+    )
     form = (
         '<form class="new-run" method="post" action="/new" enctype="multipart/form-data">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">{"".join(fields)}'
@@ -251,6 +258,7 @@ def _train(draft: Any, csrf: str, enabled: bool) -> str:
     }
     hidden |= {f"{split}_file": path for split, path in draft.files.items()}
     inputs = "".join(f'<input type="hidden" name="{k}" value="{escape(v)}">' for k, v in hidden.items())
+    inputs += "".join(f'<input type="hidden" name="override" value="{escape(o)}">' for o in draft.overrides)
     disabled = "" if enabled else " disabled"
     return f'<form method="post" action="/new/train">{inputs}<button type="submit" id="train"{disabled}>Train</button></form>'
 
@@ -277,6 +285,32 @@ def try_page(row: RunRow, text: str, answers: Sequence[tuple[str, str]], csrf: s
             f"<tbody>{rows}</tbody></table>"
         )
     return page(f"tunesmith studio: try {row.name}", "".join(parts))
+
+
+def chat_page(row: RunRow, messages: Sequence[dict[str, str]], csrf: str, error: str = "") -> str:
+    """A conversation with a chat run, as `tunesmith chat` holds it: each message a user turn, the reply
+    written by the run's model from the whole conversation in its chat template; Start over clears it."""
+    href = run_href(row.name)
+    turns = "".join(
+        f'<li class="turn {escape(m["role"])}"><span class="role">{escape(m["role"])}</span> '
+        f'<span class="content">{escape(m["content"])}</span></li>'
+        for m in messages
+    )
+    said = f'<ol class="chat" aria-label="conversation">{turns}</ol>' if turns else ""
+    started = bool(messages)
+    system = "" if started else '<label>system message (optional)<input name="system" size="80"></label>'
+    form = (
+        f'<form method="post" action="{href}/try"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<input type="hidden" name="conversation" value="{escape(json.dumps(list(messages)))}">{system}'
+        '<label for="message">your message</label>'
+        '<textarea id="message" name="message" rows="3" cols="90" required></textarea>'
+        '<p><button type="submit" name="action" value="send">Send</button> '
+        '<button type="submit" name="action" value="reset" formnovalidate>Start over</button></p></form>'
+    )
+    parts = [f'<h1>Chat with {escape(row.name)}</h1><p><a href="{href}">back to the run</a></p>', said, form]
+    if error:
+        parts.append(f'<p class="error" role="alert">{escape(error)}</p>')
+    return page(f"tunesmith studio: chat with {row.name}", "".join(parts))
 
 
 def serve_page(row: RunRow, view: Any, jobs: Sequence[Job], csrf: str) -> str:

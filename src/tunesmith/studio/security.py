@@ -15,6 +15,10 @@ COOKIE = "tunesmith_studio"
 """The cookie a token login sets (HttpOnly, SameSite=Strict)."""
 
 
+class NotFound(UserError):
+    """A name the studio cannot serve: outside its folder, or no run there (the page says 404)."""
+
+
 def is_local(host: str) -> bool:
     if host == "localhost":
         return True
@@ -47,8 +51,8 @@ def inside(root: Path, name: str) -> Path:
     absolute path, a `..` part, or anything that resolves outside `root`."""
     parts = PurePosixPath(name).parts
     if not name or PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name or "\x00" in name:
-        raise UserError(f"{name!r}: not a path inside the studio's folder")
+        raise NotFound(f"{name!r}: not a path inside the studio's folder")
     target = (root / Path(*parts)).resolve()
     if target != root and root not in target.parents:
-        raise UserError(f"{name!r}: not a path inside the studio's folder")
+        raise NotFound(f"{name!r}: not a path inside the studio's folder")
     return target
