@@ -47,7 +47,7 @@ demo: setup
 	$(VENV)/bin/tunesmith train --config configs/demo.yaml --overwrite
 
 test: setup
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=40
 
 # The edit-run loop: the unit tests that do not fine-tune a real model (under 2 minutes).
 test-fast: setup

@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 ENDED = {0: "finished", 143: "interrupted", 130: "interrupted", -15: "interrupted", -2: "interrupted"}
 """Exit codes of `tunesmith train` (or the signal that ended it, negative) and the state they leave; anything
 else: failed."""
+ANSWERS = {"monitor": {1: "finished"}}
+"""Exit codes that are a command's answer, not its failure: `tunesmith monitor` exits 1 when it found drift
+(for cron); the Serve and watch page shows what it found."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class JobQueue:
         self.poll_s = poll_s
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
+        self._verb = ""  # the running job's tunesmith command
         with self._connect() as db:
             db.execute(SCHEMA)
         self._mark_dead()
@@ -154,11 +158,11 @@ class JobQueue:
             start_new_session=True,  # Cancel signals the whole job; the studio's own Ctrl-C does not
         )
         log.close()
-        self._running = job.id
+        self._running, self._verb = job.id, job.args[0] if job.args else ""
         self._set(job.id, state="running", pid=self._process.pid, started=time.time())
 
     def _finish(self, code: int) -> None:
-        state = ENDED.get(code, "failed")
+        state = ANSWERS.get(self._verb, {}).get(code) or ENDED.get(code, "failed")
         self._set(self._running, state=state, exit_code=code, ended=time.time())
         self._process = None
 
