@@ -46,8 +46,11 @@ golang:
 demo: setup
 	$(VENV)/bin/tunesmith train --config configs/demo.yaml --overwrite
 
+# The full suite in TEST_WORKERS processes (pytest-xdist), each taking whole test files (their module
+# fixtures are built once) and its share of the cores.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q --durations=40
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40
 
 # The edit-run loop: the unit tests that do not fine-tune a real model (under 2 minutes).
 test-fast: setup
