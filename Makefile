@@ -46,11 +46,13 @@ golang:
 demo: setup
 	$(VENV)/bin/tunesmith train --config configs/demo.yaml --overwrite
 
-# The full suite in TEST_WORKERS processes (pytest-xdist), each taking whole test files (their module
-# fixtures are built once) and its share of the cores.
+# The full suite: first in TEST_WORKERS processes (pytest-xdist), each taking whole test files (their module
+# fixtures are built once) and its share of the cores; then, alone, the tests that start several training
+# processes with torchrun (sharing the cores with another test file, a 2-process FSDP run lost a rank once).
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=40
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not distributed" --durations=30
+	$(PY) -m pytest -q -m distributed --durations=10
 
 # The edit-run loop: the unit tests that do not fine-tune a real model (under 2 minutes).
 test-fast: setup
