@@ -269,7 +269,7 @@ def try_page(row: RunRow, text: str, answers: Sequence[tuple[str, str]], csrf: s
     href = run_href(row.name)
     form = (
         f'<form method="post" action="{href}/try"><input type="hidden" name="csrf" value="{escape(csrf)}">'
-        f'<label for="inputs">one input per line (a message for a chat run; TEXT, a tab, PAIR for pairs)</label>'
+        f'<label for="inputs">one input per line (a text, a document to summarise, or TEXT, a tab, PAIR for pairs)</label>'
         f'<textarea id="inputs" name="inputs" rows="6" cols="90">{escape(text)}</textarea>'
         '<p><button type="submit">Try</button></p></form>'
     )
