@@ -20,7 +20,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # make test runs WORKERS processes at once (pytest-xdist): each computes on its share of the cores rather
     # than all of them, so they do not oversubscribe the machine (set before torch loads; subprocesses inherit).
-    share = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    from tunesmith.processes import usable_cores  # no torch there
+
+    share = max(1, usable_cores() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 needs_llama_cpp = pytest.mark.skipif(

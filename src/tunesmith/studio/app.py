@@ -222,9 +222,8 @@ def _guard(
             return _html(message_page("refused", str(exc), 403), 403)
         except NotFound as exc:
             return _html(message_page("not found", str(exc), 404), 404)
-        except (
-            UserError
-        ) as exc:  # e.g. a rollback while `tunesmith retune` writes the run, an unknown version
+        # any other refusal: e.g. a rollback while `tunesmith retune` writes the run, an unknown version
+        except UserError as exc:
             return _html(message_page("could not do that", str(exc), 409), 409)
 
     return guard

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import RunConfig, build_config
+from tunesmith.config import RunConfig, build_config, parse_override
 from tunesmith.errors import UserError
 from tunesmith.methods import METHODS
 from tunesmith.models.catalog import CATALOG
@@ -130,13 +130,13 @@ def check_overrides(overrides: list[str]) -> None:
     if len(overrides) > MAX_OVERRIDES:
         raise UserError(f"at most {MAX_OVERRIDES} overrides")
     for text in overrides:
-        key = text.split("=", 1)[0].strip()
-        if "=" not in text or not text.startswith(OVERRIDE_SECTIONS):
+        if not text.startswith(OVERRIDE_SECTIONS):
             raise UserError(
                 f"override {text!r}: give KEY=VALUE for a key under train., method., evaluation. or task. "
                 "(or model.max_length), e.g. train.epochs=2"
             )
-        if key.split(".")[-1].endswith(PATH_KEYS):
+        key, _ = parse_override(text)  # ConfigError (its message says KEY=VALUE) for one without a value
+        if key[-1].endswith(PATH_KEYS):
             raise UserError(f"override {text!r}: the studio does not take paths or addresses in overrides")
 
 
