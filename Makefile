@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # examples, tools or server.
 LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup browser golang demo test test-fast lint bench clean
+.PHONY: setup browser golang demo test test-fast lint bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,12 @@ test: setup
 # The edit-run loop: the unit tests that do not fine-tune a real model (under 2 minutes).
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests/unit
+
+# The GPU path run for real (scripts/gpu_check.py): LoRA and QLoRA on Gemma-3-270M in bf16, DDP on 2+ GPUs,
+# export and serve; tokens/s, peak memory and the planner's estimate. Under 10 minutes on one GPU.
+gpu-check: setup
+	$(PIP) -e ".[qlora]"
+	$(PY) scripts/gpu_check.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts

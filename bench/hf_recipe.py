@@ -52,10 +52,18 @@ def baseline_data_and_model(
 
 
 def train_and_test(
-    files: dict[str, str], lora: dict[str, Any], epochs: int, lr: float, seed: int, expert: bool
+    files: dict[str, str],
+    lora: dict[str, Any],
+    epochs: int,
+    lr: float,
+    seed: int,
+    expert: bool,
+    bf16: bool = False,
 ) -> dict[str, float]:
-    """Train the recipe, predict the test split; test macro-F1, training samples/s and seconds."""
+    """Train the recipe, predict the test split; test macro-F1, training samples/s and seconds. `bf16`: the
+    Trainer's bf16 autocast (on a CPU it needs use_cpu), given where tunesmith's precision auto picks bf16."""
     import numpy as np
+    import torch
     from sklearn.metrics import f1_score
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
@@ -89,6 +97,7 @@ def train_and_test(
             seed=seed,
             disable_tqdm=True,
             **({"save_strategy": "no"} | options),
+            **({"bf16": True, "use_cpu": not torch.cuda.is_available()} if bf16 else {}),
         )
         trainer = Trainer(
             model=model,

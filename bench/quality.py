@@ -98,10 +98,18 @@ def _epochs_run(summary: dict, cfg) -> float:
 
 
 def run_hf(job: dict, out) -> None:
+    import torch
+
     sys.path.insert(0, str(ROOT / "bench"))
     from hf_recipe import train_and_test
 
-    result = train_and_test(job["files"], HF_LORA, HF_EPOCHS, HF_LR, job["seed"], expert=job["expert"])
+    from tunesmith.training.setup import mixed_precision
+
+    # the Trainer in bf16 where tunesmith's precision auto picks it, so the speed ratio is like for like
+    bf16 = mixed_precision("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu")) == "bf16"
+    result = train_and_test(
+        job["files"], HF_LORA, HF_EPOCHS, HF_LR, job["seed"], expert=job["expert"], bf16=bf16
+    )
     out.put({**result, "peak_rss_mb": peak_rss_mb()})
 
 

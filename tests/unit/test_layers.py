@@ -25,6 +25,7 @@ LAYERS = [
         "units",
         "plugin",
         "processes",
+        "hardware",
         "sections",
         "sockets",
         "tunesmith",

@@ -7,11 +7,17 @@ elementwise passes and the mask draw cost about a quarter of a LoRA step on Smol
 profiler; bench/chat.py shows the end-to-end effect).
 
 Here one autograd function does the same maths:
-    h   = (x * keep) @ A.T / (1 - p)          keep ~ Bernoulli(1 - p), drawn as rand >= p
+    h   = (x * keep) @ A.T / (1 - p)          keep ~ Bernoulli(1 - p), drawn from 16-bit random lanes
     out = x @ W.T + b + scaling * h @ B.T      (an addmm into the base output)
 and its backward computes the gradients of x, A and B by hand. It saves only the input (which the graph holds
 anyway), a one-byte keep mask and the rank-r `h`, instead of a full-size float copy of the dropped input.
-Dropout masks are independent per layer, as in peft; the distribution is the same, the random stream is not.
+
+Under bf16 autocast (train.precision) it also does what autocast would do, once instead of per layer: the
+frozen base weight is cast once and kept (autocast casts a frozen weight again on every call), the layers that
+read one input (q, k, v; gate, up) share its cast and its dropout mask, and the output stays in bf16.
+Each layer's input is still dropped with probability p (rounded to a multiple of 1/65536); the masks of
+layers reading one input are the same draw, where peft draws each apart. Measured on the chat LoRA step:
+bench/profile_step.py.
 
 `fuse_lora_layers` swaps the forward of each eligible peft `lora.Linear`: a plain `nn.Linear` base with frozen
 weights, vanilla LoRA (no DoRA or other variant, no LoRA bias). At call time the fused path runs only for a
@@ -23,7 +29,9 @@ gradients against finite differences, dropout included.
 
 from __future__ import annotations
 
+import math
 import types
+import weakref
 from typing import Any
 
 import torch
@@ -32,37 +40,35 @@ import torch.nn.functional as F
 
 class _LoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x, weight, bias, lora_a, lora_b, scaling: float, p: float, dtype):
-        out_dtype = x.dtype
+    def forward(ctx: Any, x, x2, dropped, weight, bias, lora_a, lora_b, scaling: float, keep, p: float):
+        """`x2`: x as (tokens, features) in the compute dtype; `dropped`: x2 with the dropout's zeros (x2 itself
+        without dropout); `keep`: the dropout's keep mask (bool, x2's shape) or None without dropout; `p`: the
+        drop probability it was drawn with. `weight` and `bias` are already in the compute dtype."""
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1]).to(dtype)
-        weight, lora_a, lora_b = weight.to(dtype), lora_a.to(dtype), lora_b.to(dtype)
-        out = F.linear(x2, weight, None if bias is None else bias.to(dtype))
-        if p > 0:
-            keep = torch.rand(x2.shape, device=x2.device) >= p
-            h = torch.where(keep, x2, 0.0) @ lora_a.t()
+        ctx.a_dtype, ctx.b_dtype = lora_a.dtype, lora_b.dtype
+        lora_a, lora_b = lora_a.to(x2.dtype), lora_b.to(x2.dtype)
+        out = F.linear(x2, weight, bias)
+        h = dropped @ lora_a.t()
+        if keep is not None:
             h.mul_(1.0 / (1.0 - p))
-        else:
-            keep = None
-            h = x2 @ lora_a.t()
         out.addmm_(h, lora_b.t(), alpha=scaling)
-        ctx.save_for_backward(x2, weight, lora_a, lora_b, h, keep)
-        ctx.scaling, ctx.p, ctx.shape = scaling, p, shape
-        ctx.in_dtype = out_dtype
-        return out.view(*shape[:-1], -1).to(out_dtype)
+        ctx.save_for_backward(dropped, weight, lora_a, lora_b, h, keep)
+        ctx.scaling, ctx.p, ctx.shape, ctx.in_dtype = scaling, p, shape, x.dtype
+        # in the compute dtype, as autocast's own linear answers
+        return out.view(*shape[:-1], -1)
 
     @staticmethod
     def backward(ctx: Any, grad_out):
-        x2, weight, lora_a, lora_b, h, keep = ctx.saved_tensors
+        dropped, weight, lora_a, lora_b, h, keep = ctx.saved_tensors
         g = grad_out.reshape(-1, grad_out.shape[-1]).to(h.dtype)
         # d out / d h = scaling * B; the 1/(1-p) of h's definition moves onto the rank-r gradient.
         gh = (g @ lora_b).mul_(ctx.scaling)
-        grad_b = (g.t() @ h).mul_(ctx.scaling) if ctx.needs_input_grad[4] else None
-        if ctx.p > 0:
+        grad_b = (g.t() @ h).mul_(ctx.scaling) if ctx.needs_input_grad[6] else None
+        if keep is not None:
             gh.mul_(1.0 / (1.0 - ctx.p))
         grad_a = None
-        if ctx.needs_input_grad[3]:
-            grad_a = gh.t() @ (x2 if keep is None else torch.where(keep, x2, 0.0))
+        if ctx.needs_input_grad[5]:
+            grad_a = gh.t() @ dropped
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = g @ weight
@@ -75,12 +81,55 @@ class _LoraLinear(torch.autograd.Function):
             grad_x,
             None,
             None,
-            None if grad_a is None else grad_a.to(lora_a.dtype),
-            None if grad_b is None else grad_b.to(lora_b.dtype),
+            None,
+            None,
+            None if grad_a is None else grad_a.to(ctx.a_dtype),
+            None if grad_b is None else grad_b.to(ctx.b_dtype),
             None,
             None,
             None,
         )
+
+
+def keep_mask(shape: tuple[int, ...], p: float, device: torch.device) -> tuple[torch.Tensor, float]:
+    """A Bernoulli(1 - p) keep mask and the drop probability it has: p rounded to a multiple of 1/65536.
+
+    Drawn as 16-bit lanes of full-range 64-bit random words (four lanes a word) compared with a threshold:
+    about three times faster on a CPU than torch.rand's one float per element, which was 11% of a bf16 chat
+    LoRA step (bench/profile_step.py)."""
+    count = math.prod(shape)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    threshold = round(p * 65536)
+    keep = words.view(torch.int16)[:count].view(shape) >= threshold - 32768
+    return keep, threshold / 65536
+
+
+class _SharedInput:
+    """What the adapted layers of one model that read the same input tensor share within a call: the input in
+    the compute dtype and the dropout mask. q, k and v read one normed hidden state, gate and up another; each
+    is still dropped with probability p, the masks of those layers are the same draw (peft draws each layer's
+    apart). Only the last input is held (weakly): the layers sharing one are called one after another."""
+
+    def __init__(self) -> None:
+        self.source: weakref.ref | None = None
+        self.key: tuple = ()
+        self.x2: torch.Tensor | None = None
+        self.dropped: torch.Tensor | None = None
+        self.keep: torch.Tensor | None = None
+        self.p = 0.0
+
+    def of(
+        self, x: torch.Tensor, dtype: torch.dtype, p: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+        """x as (tokens, features) in `dtype`, the same with the dropout's zeros, the keep mask (None without
+        dropout) and the drop probability it was drawn with."""
+        key = (-1 if x.is_inference() else x._version, dtype, p, torch.is_grad_enabled())
+        if self.source is None or self.source() is not x or self.key != key:
+            x2 = x.detach().reshape(-1, x.shape[-1]).to(dtype)
+            keep, drop = keep_mask(x2.shape, p, x2.device) if p > 0 else (None, 0.0)
+            self.dropped = x2 if keep is None else torch.where(keep, x2, 0.0)
+            self.source, self.key, self.x2, self.keep, self.p = weakref.ref(x), key, x2, keep, drop
+        return self.x2, self.dropped, self.keep, self.p  # type: ignore[return-value]
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -88,6 +137,24 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return x.dtype
+
+
+def _base_in(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The frozen base weight and bias in the compute dtype: under autocast a copy made once and kept while
+    the weight is unchanged (autocast itself casts a frozen weight again on every call); in the weight's own
+    dtype the copy is dropped."""
+    base = self.base_layer
+    if dtype == base.weight.dtype:
+        self._base_copy = None
+        return base.weight, base.bias
+    key = (dtype, base.weight._version, None if base.bias is None else base.bias._version)
+    cached = getattr(self, "_base_copy", None)
+    if cached is None or cached[0] != key:
+        with torch.inference_mode(False), torch.no_grad():  # a copy made in a validation serves training too
+            bias = None if base.bias is None else base.bias.to(dtype)
+            cached = (key, base.weight.to(dtype), bias)
+        self._base_copy = cached
+    return cached[1], cached[2]
 
 
 def _fused_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -109,16 +176,12 @@ def _fused_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Te
     dropout = self.lora_dropout[name]
     p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
     dtype = _compute_dtype(x)
+    x2, dropped, keep, p = self._shared_input.of(x, dtype, p)
+    weight, bias = _base_in(self, dtype)
+    lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
     with torch.autocast(x.device.type, enabled=False):
         return _LoraLinear.apply(
-            x,
-            self.base_layer.weight,
-            self.base_layer.bias,
-            self.lora_A[name].weight,
-            self.lora_B[name].weight,
-            float(self.scaling[name]),
-            float(p),
-            dtype,
+            x, x2, dropped, weight, bias, lora_a, lora_b, float(self.scaling[name]), keep, p
         )
 
 
@@ -137,8 +200,10 @@ def fusable(module: torch.nn.Module) -> bool:
 def fuse_lora_layers(model: torch.nn.Module) -> int:
     """Give every eligible peft LoRA linear layer the fused forward; returns how many were fused."""
     count = 0
+    shared = _SharedInput()
     for module in model.modules():
         if fusable(module) and not hasattr(module, "_peft_forward"):
+            module._shared_input = shared
             module._peft_forward = module.forward
             module.forward = types.MethodType(_fused_forward, module)
             count += 1

@@ -145,8 +145,9 @@ def start_accelerator(config: RunConfig) -> Accelerator:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # cpu=True also where no GPU exists: accelerate only sets up a multi-process CPU run (gloo) when told so
-    on_cpu = training_device(config).type == "cpu"
-    accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed_precision(cfg.precision))
+    device = training_device(config)
+    on_cpu = device.type == "cpu"
+    accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed_precision(cfg.precision, device))
     if accelerator.num_processes > 1:
         check_strategy(config)
     set_seed(cfg.seed)
@@ -338,7 +339,7 @@ def train(
     with stop:
         result = loop.run(resume=resume)
     seconds = time.perf_counter() - started
-    model = loop.trained_model
+    model = loop.final_model()
     loop.release()  # the optimizer's state is not needed any more: room for the evaluation's models
     return result, model, facts_of(p, built, accelerator, (trainable, total), seconds)
 

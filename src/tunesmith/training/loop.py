@@ -155,6 +155,11 @@ class TrainLoop:
     def trained_model(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
+    def final_model(self) -> torch.nn.Module:
+        """The trained model once training is over, its forward without the training's autocast: the final
+        evaluation and the saved model run in full precision, as the base model they are compared with."""
+        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+
     def run(self, resume: bool = False) -> LoopResult:
         state = self._restore() if resume else LoopState()
         step_seconds = 0.0

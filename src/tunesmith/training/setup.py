@@ -11,6 +11,7 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import UserError
+from tunesmith.hardware import cpu_features
 from tunesmith.methods import Method
 from tunesmith.sections import TrainConfig
 from tunesmith.tasks import Task
@@ -23,11 +24,14 @@ def training_device(config: RunConfig) -> torch.device:
     return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def mixed_precision(name: str) -> str:
-    """train.precision as accelerate names it; auto: bf16 on a GPU that has it, else full precision (CPUs
-    differ in native bf16, and without it bf16 is slower than fp32)."""
+def mixed_precision(name: str, device: torch.device) -> str:
+    """train.precision as accelerate names it. auto: bf16 autocast on a GPU that supports it and on a CPU that
+    runs bf16 natively (AVX512-BF16, AMX-BF16, Arm BF16: hardware.cpu_features), else full precision: without
+    those instructions bf16 is emulated and many times slower than fp32."""
     if name == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if cpu_features().native_bf16 else "no"
     return {"fp32": "no"}.get(name, name)
 
 
