@@ -281,7 +281,13 @@ def test_a_token_cap_splits_batches_into_passes_with_the_same_step(small_data, t
     for cap in (None, 40):  # batches of 8 up to 48 tokens: 40 tokens is one to four examples a pass
         out = tmp_path / f"cap-{cap}"
         cfg = config(
-            small_data, out, str(undropped), {"name": "full"}, epochs=2, max_batch_tokens=cap, precision="fp32"
+            small_data,
+            out,
+            str(undropped),
+            {"name": "full"},
+            epochs=2,
+            max_batch_tokens=cap,
+            precision="fp32",
         )
         finetune(cfg, quiet())
         weights[cap] = final_weights(out)
