@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from rich.console import Console
 
@@ -147,7 +148,13 @@ def start_accelerator(config: RunConfig) -> Accelerator:
     # cpu=True also where no GPU exists: accelerate only sets up a multi-process CPU run (gloo) when told so
     device = training_device(config)
     on_cpu = device.type == "cpu"
-    accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed_precision(cfg.precision, device))
+    precision = mixed_precision(cfg.precision, device)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != precision and not torch.distributed.is_initialized():
+        # accelerate keeps one state per process and refuses another precision; a process that trains more
+        # than once (tune's trials, the studio, a test session) may change it between runs
+        AcceleratorState._reset_state()
+    accelerator = Accelerator(cpu=on_cpu, mixed_precision=precision)
     if accelerator.num_processes > 1:
         check_strategy(config)
     set_seed(cfg.seed)
