@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--trl-attention", default="sdpa", help="TRL at its best: attn_implementation")
     a = parser.parse_args()
     import torch
-    from machine import describe, linear_weights, matmul_peak, training_flops
+    from machine import describe, linear_weights, matmul_peak, training_flops, write_results
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunesmith.hardware import cpu_features
@@ -302,14 +302,7 @@ def main() -> None:
             f"{m['eval_loss']:.4f} ± {m['eval_loss_sd']:.4f}  {describe(m['useful_flops_per_second'], peak)}"
         )
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        machine = {
-            "cpu": cpu_features().describe(),
-            "bf16": bf16,
-            "matmul_peak_flops": peak,
-            "useful_flops": flops,
-        }
-        a.json.write_text(json.dumps({"machine": machine, "runs": runs, "summary": summary}, indent=2))
+        write_results(a.json, runs, summary, bf16=bf16, peak=peak, flops=flops)
     best, default, ours = summary["TRL at its best"], summary["TRL defaults"], summary["tunesmith"]
     if (grouped := summary.get("tunesmith, length-grouped")) is not None:
         print(

@@ -18,7 +18,6 @@ mean samples/s, tunesmith / baseline highest peak RSS, tunesmith - baseline mean
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import resource
 import sys
@@ -124,7 +123,7 @@ def main() -> None:
     import statistics
 
     import torch
-    from machine import describe, matmul_peak
+    from machine import describe, matmul_peak, write_results
 
     from tunesmith.hardware import cpu_features
     from tunesmith.training.setup import mixed_precision
@@ -180,14 +179,7 @@ def main() -> None:
             f"{s['macro_f1']:8.3f} +- {s['macro_f1_std']:.3f}  {describe(s['useful_flops_per_second'], peak)}"
         )
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        machine = {
-            "cpu": cpu_features().describe(),
-            "bf16": bf16,
-            "matmul_peak_flops": peak,
-            "useful_flops": flops,
-        }
-        a.json.write_text(json.dumps({"machine": machine, "runs": runs, "summary": summary}, indent=2))
+        write_results(a.json, runs, summary, bf16=bf16, peak=peak, flops=flops)
     base, ours = summary["baseline (HF Trainer + PEFT)"], summary["tunesmith"]
     speedup = ours["samples_per_second"] / base["samples_per_second"]
     memory = ours["peak_rss_mb"] / base["peak_rss_mb"]

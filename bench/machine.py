@@ -15,7 +15,9 @@ implementation happens to compute, so every side of a benchmark is credited the 
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 
 def matmul_peak(
@@ -67,3 +69,18 @@ def training_flops(
 
 def describe(useful_per_second: float, peak: float) -> str:
     return f"{useful_per_second / 1e9:.1f} GFLOP/s useful, {100 * useful_per_second / peak:.0f}% of the peak"
+
+
+def write_results(path: Path, runs: dict, summary: dict, *, bf16: bool, peak: float, flops: float) -> None:
+    """A training benchmark's --json: the machine it ran on (CPU, precision, matmul peak, useful FLOPs), every
+    run and the summary."""
+    from tunesmith.hardware import cpu_features
+
+    machine = {
+        "cpu": cpu_features().describe(),
+        "bf16": bf16,
+        "matmul_peak_flops": peak,
+        "useful_flops": flops,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": machine, "runs": runs, "summary": summary}, indent=2))
