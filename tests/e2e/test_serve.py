@@ -87,6 +87,59 @@ def test_official_openai_client_chats_streams_and_stops(server, runs):
         assert http.post("/v1/feedback", json={"id": reply.id, "rating": "meh"}).status_code == 422
 
 
+QUESTIONS = [
+    "How do I list the files a Debian package installed?",
+    "What is apt?",
+    "Which package gives me a C compiler, and how do I install it on a fresh Debian machine?",
+    "What does dpkg do?",
+]
+
+
+def test_concurrent_chats_decode_together_and_answer_as_each_alone(server):
+    """16 chats of mixed lengths and settings at once: the answers one at a time, and shared decode steps."""
+    bodies = []
+    for i in range(16):
+        body = {
+            "model": "bot",
+            "messages": [{"role": "user", "content": QUESTIONS[i % 4] + " Please." * (i // 4)}],
+            "max_tokens": 4 + (5 * i) % 13,
+            "temperature": 0,
+        }
+        if i % 5 == 1:
+            body.update(temperature=0.8, top_p=0.9, seed=i)  # seeded sampling: the same answer in a batch
+        if i % 7 == 3:
+            body["stop"] = [" the"]
+        bodies.append(body)
+
+    def answer(response: httpx.Response) -> tuple[str, str]:
+        choice = response.json()["choices"][0]
+        return choice["message"]["content"], choice["finish_reason"]
+
+    with server.client() as client:
+        alone = [answer(client.post("/v1/chat/completions", json=body)) for body in bodies]
+        before = client.get("/metrics").text
+
+    async def burst() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as c:
+            return await asyncio.gather(*[c.post("/v1/chat/completions", json=body) for body in bodies])
+
+    together = [answer(r) for r in asyncio.run(burst())]
+    assert together == alone
+    with server.client() as client:
+        after = client.get("/metrics").text
+
+    def steps(metrics: str) -> tuple[float, float]:
+        found = [
+            float(re.search(rf'tunesmith_batch_inputs_{k}\{{model="bot"\}} (\S+)', metrics).group(1))
+            for k in ("count", "sum")
+        ]
+        return found[0], found[1]
+
+    (count0, rows0), (count1, rows1) = steps(before), steps(after)
+    assert (rows1 - rows0) / (count1 - count0) > 3  # rows per decode step: the chats shared forward passes
+
+
 def test_keys_are_required_and_checked(server):
     from openai import AuthenticationError, OpenAI
 

@@ -15,7 +15,7 @@ LAYERS = [
     {"cli", "serving", "studio", "__main__"},
     {"recipes", "monitoring", "reporting"},
     {"training", "planning", "export", "inference", "config", "tracking"},
-    {"tasks", "methods", "generation", "evaluation"},
+    {"tasks", "methods", "generation", "decoding", "evaluation"},
     {"data", "models", "runs", "versions"},
     {
         "errors",

@@ -1,6 +1,8 @@
 """What writes a served chat model's answers (`serve --engine`):
 
 torch      the run's own model, as `tunesmith chat` and `eval` run it (the default; also every classifier).
+           Concurrent chats decode together in a continuous batch (decoding.py, serving/chat_batcher.py),
+           within a key/value cache budget; encoder-decoders and prompt-learning runs answer one at a time.
 llama.cpp  the run's version exported to GGUF (`export --format gguf`, checked against the run as that export
            always is) and run by llama.cpp. The export is made once per version and quantization and kept
            beside it, at VERSION/exports/gguf-QUANT/; a later start, or a switch back to that version, reuses it.
@@ -17,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Protocol
 
+from tunesmith.decoding import DecodeBatch, token_room
 from tunesmith.export.gguf import FILE, QUANTS
 from tunesmith.export.llama_reader import INSTALL_HINT, LlamaFile, llama_cpp_installed
 from tunesmith.generation import GenerationSettings, TokenObserver
@@ -29,9 +32,16 @@ from tunesmith.serving.settings import EngineName
 class Engine(Protocol):
     label: str
     """How the startup line and /v1/models name it."""
+    room_setting: str
+    """The serve setting that bounds `room`."""
 
     def room(self, prompt_tokens: int) -> int | None:
         """Most new tokens that fit after a prompt this long (<= 0: the prompt does not fit); None: no limit."""
+        ...
+
+    def decode_batch(self, max_rows: int) -> DecodeBatch | None:
+        """A fresh continuous batch that decodes several answers at once (serving/chat_batcher.py), or None
+        when this engine answers one request at a time (`generate`)."""
         ...
 
     def generate(self, prompt: list[int], settings: GenerationSettings, observer: TokenObserver) -> list[int]:
@@ -41,12 +51,21 @@ class Engine(Protocol):
 
 class TorchEngine:
     label = "torch"
+    room_setting = "chat_cache_mb"
 
-    def __init__(self, trained: TrainedRun):
+    def __init__(self, trained: TrainedRun, cache_bytes: int):
         self.trained = trained
+        self.cache_bytes = cache_bytes
+        """The key/value cache budget of a continuous batch (serve setting chat_cache_mb)."""
 
     def room(self, prompt_tokens: int) -> int | None:
-        return None
+        if self.decode_batch(1) is None:
+            return None
+        return token_room(self.trained.model, self.cache_bytes) - prompt_tokens
+
+    def decode_batch(self, max_rows: int) -> DecodeBatch | None:
+        trained = self.trained
+        return trained.task.decode_batch(trained.model, trained.pad_id, self.cache_bytes, max_rows)
 
     def generate(self, prompt: list[int], settings: GenerationSettings, observer: TokenObserver) -> list[int]:
         trained = self.trained
@@ -54,12 +73,17 @@ class TorchEngine:
 
 
 class LlamaEngine:
+    room_setting = "context_tokens"
+
     def __init__(self, path: Path, quant: str, context: int):
         self.label = f"llama.cpp ({quant} GGUF)"
         self.file = LlamaFile(path, context, scores=False)
 
     def room(self, prompt_tokens: int) -> int | None:
         return self.file.context - prompt_tokens
+
+    def decode_batch(self, max_rows: int) -> DecodeBatch | None:
+        return None  # llama-cpp-python's Llama decodes one sequence at a time
 
     def generate(self, prompt: list[int], settings: GenerationSettings, observer: TokenObserver) -> list[int]:
         return self.file.generate(prompt, settings, observer)

@@ -71,6 +71,7 @@ class ModelPool:
         engine: EngineName = "torch",
         quant: str | None = None,
         context: int = 4096,
+        chat_cache_mb: float = 1024,
     ):
         if not runs:
             raise UserError("nothing to serve: give one or more run folders")
@@ -80,6 +81,7 @@ class ModelPool:
         self.runs = {name: Deployment(path) for name, path in runs.items()}
         self.device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
         self.engine, self.quant, self.context = engine, quant, context
+        self.chat_cache_bytes = int(chat_cache_mb * 2**20)
         self.models: dict[str, ServedModel] = {}
         self._bases: dict[tuple[Any, ...], SharedBase] = {}
         self._lock = threading.Lock()  # loads may come from the watcher and an admin request at once
@@ -126,7 +128,7 @@ class ModelPool:
                     self._bases[key] = SharedBase(model, {adapter})
             spec.task.prepare_model(model)
             trained = TrainedRun(spec.run, spec.config, spec.task, tokenizer, model)
-            engine = TorchEngine(trained)
+            engine = TorchEngine(trained, self.chat_cache_bytes)
             return ServedModel(name, deployment, version, trained, engine, adapter, shared=key is not None)
 
     def _share_key(self, spec: Any) -> tuple[Any, ...] | None:

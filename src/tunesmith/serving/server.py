@@ -48,7 +48,14 @@ def read_keys(path: Path | None) -> list[str]:
 def serve(runs: dict[str, Path], settings: ServeSettings, console: Console) -> None:
     if settings.auth and not settings.api_keys:
         raise UserError("API keys are required: give --api-key-file FILE (or --no-auth for local use only)")
-    pool = ModelPool(runs, settings.device, settings.engine, settings.quant, settings.context_tokens)
+    pool = ModelPool(
+        runs,
+        settings.device,
+        settings.engine,
+        settings.quant,
+        settings.context_tokens,
+        settings.chat_cache_mb,
+    )
     sock = listening_socket(settings.host, settings.port)
     loading = "loading models" + (
         " (a first GGUF export takes a minute or more)" if settings.engine != "torch" else ""

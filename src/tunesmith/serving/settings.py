@@ -32,7 +32,12 @@ class ServeSettings(Section):
     max_tokens: int = Field(512, gt=0)
     """Cap on max_tokens of a chat completion."""
     batch_size: int = Field(32, gt=0)
-    """Most texts in one forward pass; 1 turns dynamic batching off."""
+    """Most texts (or chats decoding together) in one forward pass; 1 turns batching off."""
+    chat_cache_mb: float = Field(1024, gt=0)
+    """Torch engine: most memory the key/value cache of a model's chats decoding together may take (rows x
+    the longest row's prompt and max_tokens, padding included). A chat that would push it past waits for room;
+    max_tokens is cut to what fits alone, and a prompt that cannot fit alone is refused with 400
+    context_length_exceeded. 1,024 MB holds 32 chats of 700 tokens on SmolLM2-135M in fp32 (46 KB a token)."""
     batch_wait_ms: float = Field(2.0, ge=0)
     """How long a batch that is not full waits for more requests to join it."""
     max_queue: int = Field(1024, gt=0)

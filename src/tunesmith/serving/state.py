@@ -9,8 +9,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tunesmith.generation import GenerationSettings, TokenObserver
 from tunesmith.monitoring.request_log import default_url, encode_row, open_logs
 from tunesmith.serving.batcher import Batcher, Overloaded
+from tunesmith.serving.chat_batcher import ChatBatcher
 from tunesmith.serving.errors import ApiError
 from tunesmith.serving.metrics import Metrics
 from tunesmith.serving.pool import ModelPool, ServedModel
@@ -46,6 +48,14 @@ class Server:
                 wait_s=settings.batch_wait_ms / 1000,
                 max_queue=settings.max_queue,
                 on_batch=lambda n, name=name: self.metrics.batch_inputs.labels(name).observe(n),
+            )
+            for name in pool.runs
+        }
+        self.chat_batchers = {
+            name: ChatBatcher(
+                self.executor,
+                lambda served: served.engine.decode_batch(settings.batch_size),
+                on_step=lambda n, name=name: self.metrics.batch_inputs.labels(name).observe(n),
             )
             for name in pool.runs
         }
@@ -89,6 +99,24 @@ class Server:
         seconds = time.perf_counter() - started
         self.metrics.inference_seconds.labels(served.name, endpoint).observe(seconds)
         return outputs, seconds
+
+    async def chat_tokens(
+        self, served: ServedModel, prompt: list[int], generation: GenerationSettings, observer: TokenObserver
+    ) -> list[int]:
+        """A chat answer's tokens: decoded with the model's other chats in its continuous batch where its engine
+        has one, else alone on the model thread."""
+        self.chats_waiting[served.name] += 1
+        try:
+            if served.engine.decode_batch(1) is not None:
+                return await self.chat_batchers[served.name].submit(served, prompt, generation, observer)
+
+            def alone() -> list[int]:
+                served.activate()
+                return served.engine.generate(prompt, generation, observer)
+
+            return await self.in_worker(alone)
+        finally:
+            self.chats_waiting[served.name] -= 1
 
     def log_row(self, served: ServedModel, **row: Any) -> None:
         self.logs[served.name].record(
@@ -154,7 +182,7 @@ class Server:
         return changed
 
     async def close(self) -> None:
-        for batcher in self.batchers.values():
+        for batcher in [*self.batchers.values(), *self.chat_batchers.values()]:
             await batcher.close()
         self.executor.shutdown(wait=True)
         logs = set(self.logs.values())

@@ -359,6 +359,11 @@ class Task(ABC):
         entities). Only tasks with an endpoint have it."""
         raise UserError(f"a {self.name} model is not served one input at a time")
 
+    def decode_batch(self, model: torch.nn.Module, pad_id: int, cache_bytes: int, max_rows: int) -> Any:
+        """A continuous batch (decoding.DecodeBatch) in which the server decodes several of this task's
+        answers at once; None where the task writes no text or its answers decode one at a time."""
+        return None
+
     def served_outputs(self, model: torch.nn.Module, texts: list[Any], pad_id: int) -> list[dict[str, Any]]:
         """What the server would answer for each input (a text or a pair), as it logs it (`monitor` computes the reference's
         outputs with it); empty where the task's answers have no shares to compare (text it writes)."""

@@ -40,11 +40,13 @@ from tunesmith.data.chat_formats import Conversation
 from tunesmith.data.checks.view import TokenCount
 from tunesmith.data.packing import collate_packed, collate_padded, packing_supported
 from tunesmith.data.padding import pad
+from tunesmith.decoding import DecodeBatch
 from tunesmith.errors import ConfigError, DataError, UserError
 from tunesmith.evaluation.bootstrap import Resampler, mean_resampler
 from tunesmith.evaluation.forgetting import ANSWER_TOKENS, GeneralAbility, decoder_ability
 from tunesmith.evaluation.text_metrics import perplexity
 from tunesmith.generation import GenerationSettings, TokenObserver, generate
+from tunesmith.methods.prompt_learning import is_prompt_learning
 from tunesmith.models.loader import load_pretrained
 from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
@@ -475,6 +477,21 @@ class GenerativeTask(Task):
             batch_size=batch_size,
             encoder_decoder=self.encoder_decoder,
             observer=observer,
+        )
+
+    def decode_batch(
+        self, model: torch.nn.Module, pad_id: int, cache_bytes: int, max_rows: int
+    ) -> DecodeBatch | None:
+        """A continuous batch in which the server decodes this task's answers (decoding.py), or None where
+        answers decode one at a time (encoder-decoders; prompt and prefix tuning, which `generate` gets wrong)."""
+        if self.encoder_decoder or is_prompt_learning(model):
+            return None
+        return DecodeBatch(
+            model,
+            stop_ids=stop_token_ids(self.tokenizer),
+            pad_id=pad_id,
+            cache_bytes=cache_bytes,
+            max_rows=max_rows,
         )
 
     def decode(self, tokens: Sequence[int]) -> str:

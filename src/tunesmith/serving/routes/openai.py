@@ -60,7 +60,7 @@ def router(server: Server) -> APIRouter:
             )
         started = time.perf_counter()
         stream = TextStream(served.trained.tokenizer, body.stops())
-        tokens = await _generate(server, served, prompt, generation, stream)
+        tokens = await server.chat_tokens(served, prompt, generation, stream)
         text = stream.finish()
         used = usage(prompt, tokens)
         server.chat_done(served, completion.id, messages, text, used, time.perf_counter() - started)
@@ -111,24 +111,10 @@ def _fitted(served: ServedModel, prompt_tokens: int, generation: GenerationSetti
         raise ApiError(
             400,
             f"the conversation is {prompt_tokens} tokens; {served.name} is served with room for "
-            f"{prompt_tokens + room} tokens of prompt and answer together (serve setting context_tokens)",
+            f"{prompt_tokens + room} tokens of prompt and answer together (serve setting {served.engine.room_setting})",
             "context_length_exceeded",
         )
     return generation.model_copy(update={"max_new_tokens": min(generation.max_new_tokens, room)})
-
-
-async def _generate(
-    server: Server, served: ServedModel, prompt: list[int], generation: GenerationSettings, stream: TextStream
-) -> list[int]:
-    def work() -> list[int]:
-        served.activate()
-        return served.engine.generate(prompt, generation, stream)
-
-    server.chats_waiting[served.name] += 1
-    try:
-        return await server.in_worker(work)
-    finally:
-        server.chats_waiting[served.name] -= 1
 
 
 async def _stream(
@@ -147,7 +133,7 @@ async def _stream(
         served.trained.tokenizer, body.stops(), lambda s: loop.call_soon_threadsafe(pieces.put_nowait, s)
     )
     started = time.perf_counter()
-    generating = asyncio.ensure_future(_generate(server, served, prompt, generation, stream))
+    generating = asyncio.ensure_future(server.chat_tokens(served, prompt, generation, stream))
     generating.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece the worker sent
     try:
         yield completion.chunk({"role": "assistant", "content": ""})
