@@ -561,7 +561,11 @@ def serve(
     batch_wait_ms: Annotated[float | None, typer.Option(help="How long a batch waits to fill")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
     engine: Annotated[
-        str | None, typer.Option(help="What writes chat answers: torch (default) or llama.cpp (GGUF)")
+        str | None,
+        typer.Option(
+            help="What computes answers: torch (default), llama.cpp (chat, from GGUF) or onnx "
+            "(classifiers and embeddings, from ONNX)"
+        ),
     ] = None,
     quant: Annotated[
         str | None, typer.Option(help="llama.cpp engine: f16 (default), f32, q8_0, q4_k_m, q5_k_m, q6_k")

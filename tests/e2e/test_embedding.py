@@ -132,3 +132,19 @@ def test_openai_client_gets_the_runs_vectors_in_both_encodings_and_matryoshka_di
     report = json.loads(proc.stdout)
     assert proc.returncode == 1 and report["status"] == "drift", proc.stderr[-2000:]
     assert report["requests"] == 46 and report["detectors"]["domain_classifier_auc"]["alert"]
+
+
+def test_the_onnx_engine_serves_the_runs_vectors(run: Path, tmp_path: Path) -> None:
+    served = Server([f"faq={run}"], tmp_path / "server", "--engine", "onnx", start_seconds=300)
+    try:
+        with served.client() as http:
+            card = http.get("/v1/models").json()["data"][0]
+            got = http.post("/v1/embeddings", json={"input": TEXTS, "encoding_format": "float"}).json()
+            cut = http.post("/v1/embeddings", json={"input": TEXTS[0], "dimensions": 128}).json()
+    finally:
+        served.stop()
+    assert card["engine"] == "ONNX Runtime" and card["dimensions"] == 384
+    vectors = np.array([d["embedding"] for d in got["data"]])
+    assert np.allclose(vectors, run_vectors(run, TEXTS).numpy(), atol=1e-4)
+    short = np.array(cut["data"][0]["embedding"])
+    assert short.shape == (128,) and abs(np.linalg.norm(short) - 1) < 1e-5

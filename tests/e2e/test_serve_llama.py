@@ -54,7 +54,7 @@ def test_llama_cpp_writes_the_runs_own_answers_whole_streamed_and_cut_at_a_stop(
 
     client = OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY)
     cards = {card.id: card for card in client.models.list().data}
-    assert cards["bot"].engine == "llama.cpp (f16 GGUF)" and not hasattr(cards["tickets"], "engine")
+    assert cards["bot"].engine == "llama.cpp (f16 GGUF)" and cards["tickets"].engine == "torch"
     assert "bot: chat (lora on smollm2-135m-instruct), version v1; answers from llama.cpp (f16 GGUF)" in (
         server.output.read_text()
     )

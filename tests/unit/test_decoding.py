@@ -42,7 +42,7 @@ def decode_all(lm, rows: list[Row], cache_bytes: int = 2**30, max_rows: int = 8,
         batch.step()
         steps += 1
         if batch.cache is not None:
-            largest = max(largest, sum(l.keys.nbytes + l.values.nbytes for l in batch.cache.layers))
+            largest = max(largest, sum(x.keys.nbytes + x.values.nbytes for x in batch.cache.layers))
     return largest
 
 
@@ -143,7 +143,9 @@ def test_the_batcher_answers_concurrent_requests_as_each_alone_and_observers_sto
         with ThreadPoolExecutor(1) as executor:
             batcher = ChatBatcher(
                 executor,
-                lambda s: DecodeBatch(s.trained.model, stop_ids=[STOP], pad_id=PAD, cache_bytes=2**30, max_rows=6),
+                lambda s: DecodeBatch(
+                    s.trained.model, stop_ids=[STOP], pad_id=PAD, cache_bytes=2**30, max_rows=6
+                ),
                 on_step=sizes.append,
             )
             calls = [

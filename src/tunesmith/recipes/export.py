@@ -50,6 +50,7 @@ FORMATS: tuple[Format, ...] = ("merged", "adapter", "onnx", "gguf", "sentence-tr
 
 ADAPTER_TOLERANCE = 1e-5
 """The same weights loaded the same way: any difference at all would be a bug."""
+ONNX_FILE = "model.onnx"
 ONNX_TOLERANCE = 1e-4
 """ONNX Runtime's kernels sum in another order than torch's."""
 RECORD = "tunesmith_export.json"
@@ -229,7 +230,7 @@ def _onnx(spec: RunSpec, quant: str | None) -> Plan:
             torch.onnx.export(
                 _ScoresOnly(trained.task, model, names, inputs),
                 tuple(batch[k] for k in inputs),
-                str(folder / "model.onnx"),
+                str(folder / ONNX_FILE),
                 input_names=inputs,
                 output_names=names,
                 dynamic_axes={
@@ -245,7 +246,7 @@ def _onnx(spec: RunSpec, quant: str | None) -> Plan:
     def check(trained: Any, folder: Path, reference: Outputs) -> Outputs:
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
         batch = encoder_batch(trained.task, trained.tokenizer)
         results = session.run(names, {k: v.numpy() for k, v in batch.items()})
         return Outputs({n: torch.from_numpy(r) for n, r in zip(names, results, strict=True)}, [])

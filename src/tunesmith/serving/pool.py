@@ -4,8 +4,9 @@ Adapter runs (LoRA, DoRA, IA3, LoHa, LoKr) on the same base model, task and head
 base: each run's adapter is loaded onto it under its own name and made active for that run's batch
 (peft's `load_adapter` / `set_adapter`). All model work runs on one worker thread, so a switch never
 happens under another batch. A promoted or rolled-back version is loaded beside the serving one and then
-swapped in; requests already batched finish on the version they started with. A chat run served with the
-llama.cpp engine (engines.py) holds its GGUF file instead of a torch model.
+swapped in; requests already batched finish on the version they started with. A run served from an export
+(engines.py: a chat run's GGUF file with llama.cpp, a classifier's ONNX file with ONNX Runtime) holds no
+torch model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import torch
 from tunesmith.errors import UserError
 from tunesmith.inference import TrainedRun, read_run
 from tunesmith.models.catalog import resolve_model
-from tunesmith.serving.engines import Engine, EngineName, TorchEngine, engine_refusal, llama_engine
+from tunesmith.serving.engines import (
+    Engine,
+    EngineName,
+    TorchEngine,
+    engine_refusal,
+    llama_engine,
+    onnx_engine,
+)
 from tunesmith.versions import Deployment
 
 SHAREABLE_METHODS = ("lora", "dora", "ia3", "loha", "lokr")
@@ -104,12 +112,16 @@ class ModelPool:
             spec = read_run(folder)
             tokenizer = AutoTokenizer.from_pretrained(spec.run.model)
             spec.task.use_tokenizer(tokenizer)
-            if self.engine == "llama.cpp" and spec.task.endpoint == "chat":
-                try:
-                    engine = llama_engine(folder, self.quant, self.context)
-                except UserError as exc:
-                    raise UserError(f"{name} {version}: cannot serve it with llama.cpp: {exc}") from None
+            if self.from_export(spec.task):
                 trained = TrainedRun(spec.run, spec.config, spec.task, tokenizer, None)  # type: ignore[arg-type]
+                try:
+                    engine: Engine = (
+                        llama_engine(folder, self.quant, self.context)
+                        if self.engine == "llama.cpp"
+                        else onnx_engine(folder, trained)
+                    )
+                except UserError as exc:
+                    raise UserError(f"{name} {version}: cannot serve it with {self.engine}: {exc}") from None
                 return ServedModel(name, deployment, version, trained, engine)
             key = self._share_key(spec)
             adapter = None
@@ -130,6 +142,12 @@ class ModelPool:
             trained = TrainedRun(spec.run, spec.config, spec.task, tokenizer, model)
             engine = TorchEngine(trained, self.chat_cache_bytes)
             return ServedModel(name, deployment, version, trained, engine, adapter, shared=key is not None)
+
+    def from_export(self, task: Any) -> bool:
+        """Whether this pool's engine serves a run of `task` from an export (else the torch model does)."""
+        if self.engine == "llama.cpp":
+            return bool(task.endpoint == "chat")
+        return self.engine == "onnx" and task.serves_from_export
 
     def _share_key(self, spec: Any) -> tuple[Any, ...] | None:
         if spec.method.name not in SHAREABLE_METHODS:

@@ -77,8 +77,7 @@ def model_card(pool: ModelPool, name: str) -> dict[str, Any]:
     }
     if served.endpoint == "classify":
         card["labels"] = list(served.trained.task.labels)
-    if served.endpoint == "chat":
-        card["engine"] = served.engine.label
+    card["engine"] = served.engine.label
     if served.endpoint == "embeddings":
-        card["dimensions"] = served.trained.task.dimensions(served.trained.model)
+        card["dimensions"] = served.engine.dimensions()
     return card

@@ -58,7 +58,7 @@ def serve(runs: dict[str, Path], settings: ServeSettings, console: Console) -> N
     )
     sock = listening_socket(settings.host, settings.port)
     loading = "loading models" + (
-        " (a first GGUF export takes a minute or more)" if settings.engine != "torch" else ""
+        " (a first export takes a minute or more)" if settings.engine != "torch" else ""
     )
     with console.status(loading):
         pool.load_all()
@@ -67,7 +67,7 @@ def serve(runs: dict[str, Path], settings: ServeSettings, console: Console) -> N
         note = f", shares its base with {', '.join(shared)}" if shared else ""
         if served.trained.run.holds() != "tuned":
             note += f"; holds the {served.trained.run.holds()} model (fine-tuning did not beat it)"
-        if served.endpoint == "chat":
+        if served.endpoint == "chat" or served.engine.label != "torch":
             note += f"; answers from {served.engine.label}"
         console.print(
             f"{name}: {served.trained.task.name} ({served.trained.config.method.name} on "

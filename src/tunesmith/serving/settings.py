@@ -8,8 +8,8 @@ from pydantic import Field
 
 from tunesmith.plugin import Section
 
-EngineName = Literal["torch", "llama.cpp"]
-"""What writes a chat run's answers (serving/engines.py)."""
+EngineName = Literal["torch", "llama.cpp", "onnx"]
+"""What computes a run's answers (serving/engines.py)."""
 
 
 class ServeSettings(Section):
@@ -49,10 +49,11 @@ class ServeSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the torch engine runs (llama.cpp runs on the CPU: the `gguf` extra builds it without CUDA)."""
     engine: EngineName = "torch"
-    """What writes chat answers: the run's own torch model, or llama.cpp on the run's GGUF export (made and
-    checked at start, then kept at VERSION/exports/gguf-QUANT; serving/engines.py). Classifiers always run on
-    torch. At f16, llama.cpp served a SmolLM2 run's answers word for word at 6.5x the torch engine's tokens/s
-    on 2 CPU cores (bench/serve_engines.py)."""
+    """What computes answers: the run's own torch model; llama.cpp on a chat run's GGUF export; ONNX Runtime
+    on a classifier's or embedding run's ONNX export (each export made and checked at start, then kept at
+    VERSION/exports/; serving/engines.py). Runs the engine does not take are served by torch. At f16,
+    llama.cpp served a SmolLM2 run's answers word for word at 6.5x the torch engine's tokens/s on 2 CPU
+    cores (bench/serve_engines.py)."""
     quant: str | None = None
     """The GGUF's quantization for the llama.cpp engine: f16 (the default: the run's exact greedy answers),
     f32, q8_0, q4_k_m, q5_k_m, q6_k (smaller and faster; checked by next-token agreement with the run)."""

@@ -157,9 +157,7 @@ class Server:
         for idx in groups.values():
             served = items[idx[0]][0]
             served.activate()
-            texts = [items[i][1] for i in idx]
-            trained = served.trained
-            results = trained.task.serve_inputs(trained.model, texts, trained.pad_id, len(idx))
+            results = served.engine.serve_inputs([items[i][1] for i in idx], len(idx))
             for i, result in zip(idx, results, strict=True):
                 out[i] = result
         return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TextIO
@@ -358,6 +358,21 @@ class Task(ABC):
         into its response (classification: ranked labels; regression: numbers; embedding: vectors; tokens:
         entities). Only tasks with an endpoint have it."""
         raise UserError(f"a {self.name} model is not served one input at a time")
+
+    serves_from_export: ClassVar[bool] = False
+    """Its server answers can come from its ONNX export (`serve --engine onnx`): see `serve_exported`."""
+
+    def serve_exported(
+        self,
+        scores: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+        inputs: list[Any],
+        pad_id: int,
+        batch_size: int,
+    ) -> list[Any]:
+        """`serve_inputs`' answers computed from an export's scores instead of the model: `scores` maps a padded
+        batch (input_ids, attention_mask and, for pairs, token_type_ids) to what `export_scores` gives for it,
+        as the ONNX file computes it. Only where `serves_from_export`."""
+        raise UserError(f"a {self.name} model is not served from its export")
 
     def decode_batch(self, model: torch.nn.Module, pad_id: int, cache_bytes: int, max_rows: int) -> Any:
         """A continuous batch (decoding.DecodeBatch) in which the server decodes several of this task's

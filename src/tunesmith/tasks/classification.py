@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -10,6 +10,7 @@ from typing import Any, Literal, TextIO
 import torch
 import torch.nn.functional as F
 from pydantic import model_validator
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.readers import (
@@ -119,6 +120,19 @@ def sorted_labels(names: set[str]) -> list[str]:
     if all(n.lstrip("-").isdigit() for n in names):
         return sorted(names, key=int)
     return sorted(names)
+
+
+class ExportedLogits(torch.nn.Module):
+    """Stands in for a classifier in the task's own serving code: its logits are an export's (the ONNX file's,
+    computed by ONNX Runtime on the CPU)."""
+
+    def __init__(self, scores: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]):
+        super().__init__()
+        self.scores = scores
+        self.on_cpu = torch.nn.Parameter(torch.empty(0), requires_grad=False)  # where evaluating() looks
+
+    def forward(self, **inputs: torch.Tensor) -> SequenceClassifierOutput:
+        return SequenceClassifierOutput(logits=self.scores(inputs)["logits"])
 
 
 @TASKS.register("classification")
@@ -381,6 +395,19 @@ class Classification(Task):
 
     def served_outputs(self, model: torch.nn.Module, texts: list[Any], pad_id: int) -> list[dict[str, Any]]:
         return [self.classify_item(scores, None) for scores in self.rank(model, texts, pad_id)]
+
+    serves_from_export = True
+
+    def serve_exported(
+        self,
+        scores: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+        inputs: list[Any],
+        pad_id: int,
+        batch_size: int,
+    ) -> list[Any]:
+        """The served answers with the export's logits in the model's place (every task of this family reads
+        the model's logits alone: labels, multilabel shares, regression scores)."""
+        return self.serve_inputs(ExportedLogits(scores), inputs, pad_id, batch_size)
 
     def output_categories(
         self, reference: list[dict[str, Any]], recent: list[dict[str, Any]]

@@ -33,7 +33,7 @@ def router(server: Server) -> APIRouter:
         served = server.model(body.model, "embeddings")
         texts = body.texts()
         check_inputs(texts, settings)
-        width = served.trained.task.dimensions(served.trained.model)
+        width = served.engine.dimensions()
         if body.dimensions is not None and body.dimensions > width:
             raise ApiError(
                 422, f"dimensions {body.dimensions}: the model's vectors have {width}", "invalid_body"

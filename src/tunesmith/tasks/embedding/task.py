@@ -16,7 +16,7 @@ pairs' cosines with their scores.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +48,7 @@ from tunesmith.evaluation.retrieval import METRICS, retrieval_scores
 from tunesmith.evaluation.vector_search import CorpusIndex, build_index, search_kind, top_documents
 from tunesmith.models.catalog import resolve_model
 from tunesmith.models.loader import load_pretrained
-from tunesmith.models.running import evaluating, move
+from tunesmith.models.running import evaluating
 from tunesmith.models.sentence_pooling import (
     POOLING_MODES,
     SentencePooling,
@@ -487,16 +487,29 @@ class Embedding(Task):
     ) -> torch.Tensor:
         """Unit-length vectors of token-id rows, in length-sorted batches of at most `batch_size` rows and
         model.inference_batch_tokens padded tokens."""
-        out = torch.empty((len(rows), 0))
         with evaluating(model) as device:
-            lengths = [len(r) for r in rows]
-            for idx in token_capped_batches(lengths, batch_size, self.model_cfg.inference_batch_tokens):
-                ids, mask = pad([rows[i] for i in idx], pad_id)
-                batch = move({"ids": ids, "mask": mask}, device)
-                vectors = self.vectors(model, batch["ids"], batch["mask"]).float().cpu()
-                if out.shape[1] == 0:
-                    out = torch.empty((len(rows), vectors.shape[1]))
-                out[idx] = torch.nn.functional.normalize(vectors, dim=-1)
+
+            def vectors(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                return self.vectors(model, ids.to(device), mask.to(device)).float().cpu()
+
+            return self._batched_vectors(vectors, rows, batch_size, pad_id)
+
+    def _batched_vectors(
+        self,
+        vectors: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        rows: Sequence[Sequence[int]],
+        batch_size: int,
+        pad_id: int,
+    ) -> torch.Tensor:
+        """`vectors` (padded ids, mask -> pooled vectors) over length-sorted batches, at unit length."""
+        out = torch.empty((len(rows), 0))
+        lengths = [len(r) for r in rows]
+        for idx in token_capped_batches(lengths, batch_size, self.model_cfg.inference_batch_tokens):
+            ids, mask = pad([rows[i] for i in idx], pad_id)
+            found = vectors(ids, mask)
+            if out.shape[1] == 0:
+                out = torch.empty((len(rows), found.shape[1]))
+            out[idx] = torch.nn.functional.normalize(found, dim=-1)
         return out
 
     def evaluate(
@@ -596,8 +609,26 @@ class Embedding(Task):
         self, model: torch.nn.Module, texts: Sequence[str], pad_id: int, batch_size: int = 64
     ) -> torch.Tensor:
         """Unit-length vectors of `texts` (each cut at model.max_length tokens), texts x dimensions."""
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.model_cfg.max_length)["input_ids"]
-        return self.embed_rows(model, ids, batch_size, pad_id)
+        return self.embed_rows(model, self._text_ids(texts), batch_size, pad_id)
+
+    def _text_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), truncation=True, max_length=self.model_cfg.max_length)["input_ids"]
+
+    serves_from_export = True
+
+    def serve_exported(
+        self,
+        scores: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+        inputs: list[Any],
+        pad_id: int,
+        batch_size: int,
+    ) -> list[Any]:
+        """The vectors of the export (unit length already; normalised again, as the model's are)."""
+
+        def vectors(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return scores({"input_ids": ids, "attention_mask": mask})["embeddings"].float()
+
+        return list(self._batched_vectors(vectors, self._text_ids(inputs), batch_size, pad_id))
 
     def dimensions(self, model: torch.nn.Module) -> int:
         """The width of the model's vectors."""
