@@ -13,14 +13,18 @@ a time, as the server did before continuous batching). The client keeps CONCURRE
 validation chat of data/debian-chat, greedy, up to 64 new tokens, until REQUESTS are answered; tokens/s is
 the answers' completion tokens over the wall time.
 
+ONNX (`--onnx`): the classify bench with `--engine onnx` (the run's checked ONNX export, made at the first
+start and kept) against `--engine torch`, both with dynamic batching.
+
     python bench/serve.py [--run runs/demo] [--requests 400] [--concurrency 1 8 32] [--repeats 3]
     python bench/serve.py --chat [--run RUN] [--requests 32] [--concurrency 1 8] [--repeats 2] [--json FILE]
+    python bench/serve.py --onnx [--run RUN] [--requests 400] [--concurrency 1 8 32] [--json FILE]
 
 The two modes alternate, `--repeats` times each (client and server share the machine's cores, so one pass
 is noisy). Prints one line per (mode, concurrency): the median over repeats of requests/s (chat: also
 tokens/s), p50 and p95 latency in ms; then the ratio of batched to unbatched at each concurrency. With
 `--chat`, last line: `chat_speedup_C X.XX` for the largest concurrency C (batched tokens/s at C over batched
-tokens/s at concurrency 1).
+tokens/s at concurrency 1); with `--onnx`, `onnx_speedup_C X.XX` (ONNX over torch requests/s at C).
 """
 
 from __future__ import annotations
@@ -73,10 +77,10 @@ def texts() -> list[str]:
         return [row["text"] for row in csv.DictReader(handle)]
 
 
-def start(run: Path, folder: Path, batch_size: int, *flags: str) -> tuple[subprocess.Popen, str]:
+def start(run: Path, folder: Path, mode: str, flags: list[str]) -> tuple[subprocess.Popen, str]:
     keys = folder / "keys.txt"
     keys.write_text(KEY + "\n")
-    log = folder / f"server-{batch_size}.log"
+    log = folder / f"server-{mode}.log"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -88,10 +92,8 @@ def start(run: Path, folder: Path, batch_size: int, *flags: str) -> tuple[subpro
             "0",
             "--api-key-file",
             str(keys),
-            "--batch-size",
-            str(batch_size),
             "--log-url",
-            f"sqlite:///{folder / f'log-{batch_size}.db'}",
+            f"sqlite:///{folder / f'log-{mode}.db'}",
             *flags,
         ],
         stdout=log.open("w"),
@@ -152,8 +154,8 @@ def measure(run: Path, folder: Path, args: argparse.Namespace, bodies: list[dict
     """Both modes, alternating, `args.repeats` times: per (mode, concurrency) the passes' numbers."""
     results: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
     for _ in range(args.repeats):
-        for mode, batch_size in (("batched", 32), ("unbatched", 1)):
-            process, url = start(run.resolve(), folder, batch_size)
+        for mode, flags in modes(args).items():
+            process, url = start(run.resolve(), folder, mode, flags)
             try:
                 asyncio.run(drive(url, bodies, 16 if args.chat else 64, 8, path))  # warm-up
                 for concurrency in args.concurrency:
@@ -171,10 +173,18 @@ def measure(run: Path, folder: Path, args: argparse.Namespace, bodies: list[dict
     return results
 
 
+def modes(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The server's two configurations compared, by name: the first is the one measured for."""
+    if args.onnx:
+        return {"onnx": ["--engine", "onnx"], "torch": ["--engine", "torch"]}
+    return {"batched": ["--batch-size", "32"], "unbatched": ["--batch-size", "1"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, help="The run to serve (default: train one)")
     parser.add_argument("--chat", action="store_true", help="Chat completions instead of /v1/classify")
+    parser.add_argument("--onnx", action="store_true", help="Classify: --engine onnx against torch")
     parser.add_argument("--requests", type=int)
     parser.add_argument("--concurrency", type=int, nargs="+")
     parser.add_argument("--repeats", type=int)
@@ -221,16 +231,20 @@ def report(results: dict, args: argparse.Namespace) -> dict:
             flush=True,
         )
     summary = {}
+    first, second = modes(args)
     for concurrency in args.concurrency:
-        ratio = rates[("batched", concurrency)] / rates[("unbatched", concurrency)]
-        summary[f"batched_over_unbatched_{concurrency}"] = ratio
+        ratio = rates[(first, concurrency)] / rates[(second, concurrency)]
+        summary[f"{first}_over_{second}_{concurrency}"] = ratio
         print(
-            f"concurrency {concurrency:3}: batched / unbatched {'tokens' if args.chat else 'requests'}/s = {ratio:.2f}"
+            f"concurrency {concurrency:3}: {first} / {second} {'tokens' if args.chat else 'requests'}/s = {ratio:.2f}"
         )
     if args.chat:
         top = max(args.concurrency)
         summary[f"chat_speedup_{top}"] = rates[("batched", top)] / rates[("batched", min(args.concurrency))]
         print(f"chat_speedup_{top} {summary[f'chat_speedup_{top}']:.2f}")
+    if args.onnx:
+        top = max(args.concurrency)
+        print(f"onnx_speedup_{top} {summary[f'onnx_over_torch_{top}']:.2f}")
     return summary
 
 

@@ -10,7 +10,6 @@ from typing import Any, Literal, TextIO
 import torch
 import torch.nn.functional as F
 from pydantic import model_validator
-from transformers.modeling_outputs import SequenceClassifierOutput
 
 from tunesmith.data.checks.view import ExampleView, TokenCount
 from tunesmith.data.readers import (
@@ -131,7 +130,9 @@ class ExportedLogits(torch.nn.Module):
         self.scores = scores
         self.on_cpu = torch.nn.Parameter(torch.empty(0), requires_grad=False)  # where evaluating() looks
 
-    def forward(self, **inputs: torch.Tensor) -> SequenceClassifierOutput:
+    def forward(self, **inputs: torch.Tensor) -> Any:
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
         return SequenceClassifierOutput(logits=self.scores(inputs)["logits"])
 
 
