@@ -13,7 +13,8 @@ The key/value memory is bounded: `fits` says whether a request can join without 
 growing past `cache_bytes` (rows x the widest row's final length, padding included).
 
 Causal LMs with the plain dynamic cache only (what `generate` uses for them); a sliding-window layer is
-kept below its window, where it is a plain layer. Encoder-decoders and prompt-learning models decode one
+kept below its window, where it is a plain layer (`fits` refuses a request that would reach it: the server
+then decodes it alone, as `generate` does). Encoder-decoders and prompt-learning models decode one
 at a time (generation.generate)."""
 
 from __future__ import annotations
@@ -37,11 +38,8 @@ def kv_bytes_per_token(model: torch.nn.Module) -> int:
 
 
 def token_room(model: torch.nn.Module, cache_bytes: int) -> int:
-    """Most tokens (prompt and answer) one request may take in a cache of `cache_bytes` (and below a sliding
-    window, if the model has one)."""
-    room = cache_bytes // kv_bytes_per_token(model)
-    window = sliding_window(model)
-    return min(room, window - 1) if window else room
+    """Most tokens (prompt and answer) one request may take in a cache of `cache_bytes`."""
+    return cache_bytes // kv_bytes_per_token(model)
 
 
 def sliding_window(model: torch.nn.Module) -> int | None:

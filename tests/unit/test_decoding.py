@@ -104,7 +104,8 @@ def test_a_sliding_window_model_decodes_below_its_window():
         sliding_window=48,
     )
     lm = MistralForCausalLM(config).eval()
-    assert token_room(lm, 2**30) == 47
+    batch = DecodeBatch(lm, stop_ids=[STOP], pad_id=PAD, cache_bytes=2**30, max_rows=8)
+    assert batch.fits(30, 17) and not batch.fits(30, 18)  # 47 tokens: one below the window
     settings = [GenerationSettings(max_new_tokens=10) for _ in range(8)]
     rows = [Row(p, s) for p, s in zip(prompts(8, seed=3), settings, strict=True)]
     decode_all(lm, rows, every=2)

@@ -104,10 +104,11 @@ class Server:
         self, served: ServedModel, prompt: list[int], generation: GenerationSettings, observer: TokenObserver
     ) -> list[int]:
         """A chat answer's tokens: decoded with the model's other chats in its continuous batch where its engine
-        has one, else alone on the model thread."""
+        has one and the chat fits one (below a sliding attention window), else alone on the model thread."""
         self.chats_waiting[served.name] += 1
         try:
-            if served.engine.decode_batch(1) is not None:
+            alone_batch = served.engine.decode_batch(1)
+            if alone_batch is not None and alone_batch.fits(len(prompt), generation.max_new_tokens):
                 return await self.chat_batchers[served.name].submit(served, prompt, generation, observer)
 
             def alone() -> list[int]:
