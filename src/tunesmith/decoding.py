@@ -77,13 +77,11 @@ class DecodeBatch:
         model: torch.nn.Module,
         *,
         stop_ids: Sequence[int],
-        pad_id: int,
         cache_bytes: int,
         max_rows: int,
     ):
         self.model = model
         self.stop_ids = set(stop_ids)
-        self.pad_id = pad_id
         self.cache_bytes = cache_bytes
         self.max_rows = max_rows
         self.token_bytes = kv_bytes_per_token(model)
@@ -129,7 +127,7 @@ class DecodeBatch:
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1]
-        self._take(row, self._pick(row, ids, logits[0]))
+        self._take(row, self._pick(row, logits[0]))
         if row.done:
             return
         self._lay_beside(cache, torch.ones_like(ids), ids.new_tensor([[row.tokens[-1]]]))
@@ -157,8 +155,7 @@ class DecodeBatch:
             ).logits[:, -1]
         chosen = []
         for i, row in enumerate(self.rows):
-            seen = torch.tensor([row.prompt + row.tokens], device=logits.device)
-            token = self._pick(row, seen, logits[i])
+            token = self._pick(row, logits[i])
             self._take(row, token)
             chosen.append(token)
         self.last = self.last.new_tensor(chosen).unsqueeze(1)
@@ -167,8 +164,11 @@ class DecodeBatch:
         return finished
 
     # --- one row's token ---
-    def _pick(self, row: Row, seen: torch.Tensor, logits: torch.Tensor) -> int:
-        scores = row.processors(seen, logits.float().unsqueeze(0)) if row.processors else logits.unsqueeze(0)
+    def _pick(self, row: Row, logits: torch.Tensor) -> int:
+        scores = logits.unsqueeze(0)
+        if row.processors:  # they read the text so far (the repetition penalty)
+            seen = torch.tensor([row.prompt + row.tokens], device=logits.device)
+            scores = row.processors(seen, scores.float())
         if row.settings.do_sample:
             probabilities = torch.softmax(scores, -1)
             return int(torch.multinomial(probabilities[0], 1, generator=row.generator))

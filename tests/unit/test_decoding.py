@@ -34,7 +34,7 @@ def alone(lm, prompt: list[int], settings: GenerationSettings) -> list[int]:
 
 def decode_all(lm, rows: list[Row], cache_bytes: int = 2**30, max_rows: int = 8, every: int = 1):
     """Decode `rows`, letting one more in every `every` steps while it fits; returns the largest cache seen."""
-    batch = DecodeBatch(lm, stop_ids=[STOP], pad_id=PAD, cache_bytes=cache_bytes, max_rows=max_rows)
+    batch = DecodeBatch(lm, stop_ids=[STOP], cache_bytes=cache_bytes, max_rows=max_rows)
     waiting, steps, largest = list(rows), 0, 0
     while waiting or batch.rows:
         while waiting and steps % every == 0 and batch.fits(len(waiting[0].prompt), waiting[0].remaining):
@@ -86,7 +86,7 @@ def test_the_cache_stays_within_its_budget_and_a_full_batch_makes_room_as_rows_l
     assert 0 < largest <= budget
     assert all(r.tokens == alone(lm, r.prompt, r.settings) for r in rows)
     assert token_room(lm, budget) == 120
-    batch = DecodeBatch(lm, stop_ids=[STOP], pad_id=PAD, cache_bytes=budget, max_rows=8)
+    batch = DecodeBatch(lm, stop_ids=[STOP], cache_bytes=budget, max_rows=8)
     assert batch.fits(100, 20) and not batch.fits(100, 21)  # alone: 120 tokens at most
 
 
@@ -104,7 +104,7 @@ def test_a_sliding_window_model_decodes_below_its_window():
         sliding_window=48,
     )
     lm = MistralForCausalLM(config).eval()
-    batch = DecodeBatch(lm, stop_ids=[STOP], pad_id=PAD, cache_bytes=2**30, max_rows=8)
+    batch = DecodeBatch(lm, stop_ids=[STOP], cache_bytes=2**30, max_rows=8)
     assert batch.fits(30, 17) and not batch.fits(30, 18)  # 47 tokens: one below the window
     settings = [GenerationSettings(max_new_tokens=10) for _ in range(8)]
     rows = [Row(p, s) for p, s in zip(prompts(8, seed=3), settings, strict=True)]
@@ -144,9 +144,7 @@ def test_the_batcher_answers_concurrent_requests_as_each_alone_and_observers_sto
         with ThreadPoolExecutor(1) as executor:
             batcher = ChatBatcher(
                 executor,
-                lambda s: DecodeBatch(
-                    s.trained.model, stop_ids=[STOP], pad_id=PAD, cache_bytes=2**30, max_rows=6
-                ),
+                lambda s: DecodeBatch(s.trained.model, stop_ids=[STOP], cache_bytes=2**30, max_rows=6),
                 on_step=sizes.append,
             )
             calls = [

@@ -27,7 +27,8 @@ class _Pending:
     future: asyncio.Future[list[Any]]
 
 
-def _settle(pending: _Pending, outputs: list[Any] | None = None, exc: Exception | None = None) -> None:
+def settle(pending: Any, outputs: list[Any] | None = None, exc: Exception | None = None) -> None:
+    """Hand a request (anything with a `future`) its outputs or its error, unless its client has gone."""
     if pending.future.done():  # a client that went away has cancelled its future
         return
     if exc is not None:
@@ -102,7 +103,7 @@ class Batcher:
             outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, inputs)
         except Exception as exc:  # noqa: BLE001 - the worker goes on
             if len(batch) == 1:
-                _settle(batch[0], exc=exc)
+                settle(batch[0], exc=exc)
                 return
             for pending in batch:  # one request's bad input must not fail the others that shared the pass
                 await self._run_alone(pending)
@@ -110,7 +111,7 @@ class Batcher:
         start = 0
         for pending in batch:
             end = start + len(pending.inputs)
-            _settle(pending, outputs[start:end])
+            settle(pending, outputs[start:end])
             start = end
 
     async def _run_alone(self, pending: _Pending) -> None:
@@ -121,9 +122,9 @@ class Batcher:
                 self.executor, self.run, pending.inputs
             )
         except Exception as exc:  # noqa: BLE001 - this request's own failure, handed to it alone
-            _settle(pending, exc=exc)
+            settle(pending, exc=exc)
             return
-        _settle(pending, outputs)
+        settle(pending, outputs)
 
     async def close(self) -> None:
         if self._worker is not None:

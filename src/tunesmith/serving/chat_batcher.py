@@ -21,6 +21,7 @@ from typing import Any
 
 from tunesmith.decoding import DecodeBatch, Row
 from tunesmith.generation import GenerationSettings, TokenObserver
+from tunesmith.serving.batcher import settle
 
 
 @dataclass
@@ -50,11 +51,6 @@ class ChatBatcher:
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
-    @property
-    def decoding(self) -> int:
-        """Requests in the running batch."""
-        return len(self._running)
-
     async def submit(
         self, served: Any, prompt: list[int], settings: GenerationSettings, observer: TokenObserver
     ) -> list[int]:
@@ -81,7 +77,7 @@ class ChatBatcher:
             except Exception as exc:  # noqa: BLE001 - the batch's requests get the error; the batcher goes on
                 let_in = [w for w in joining if w.row.ticket is not None]
                 for waiting in [*self._running.values(), *let_in]:
-                    _settle(waiting, exc=exc)
+                    settle(waiting, exc=exc)
                     if waiting in self.waiting:
                         self.waiting.remove(waiting)
                 self._running.clear()
@@ -92,7 +88,7 @@ class ChatBatcher:
                 self._running[id(waiting)] = waiting
             for row in finished:
                 waiting = self._running.pop(id(row.ticket))
-                _settle(waiting, row.tokens)
+                settle(waiting, row.tokens)
             for waiting in self._running.values():  # a client gone: its row ends before the next step
                 if waiting.future.done():
                     waiting.row.done = True
@@ -134,12 +130,3 @@ class ChatBatcher:
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-
-
-def _settle(waiting: _Waiting, tokens: list[int] | None = None, exc: Exception | None = None) -> None:
-    if waiting.future.done():
-        return
-    if exc is not None:
-        waiting.future.set_exception(exc)
-    else:
-        waiting.future.set_result(tokens or [])

@@ -80,7 +80,7 @@ class TorchEngine:
 
     def decode_batch(self, max_rows: int) -> DecodeBatch | None:
         trained = self.trained
-        return trained.task.decode_batch(trained.model, trained.pad_id, self.cache_bytes, max_rows)
+        return trained.task.decode_batch(trained.model, self.cache_bytes, max_rows)
 
     def generate(self, prompt: list[int], settings: GenerationSettings, observer: TokenObserver) -> list[int]:
         trained = self.trained

@@ -374,7 +374,7 @@ class Task(ABC):
         as the ONNX file computes it. Only where `serves_from_export`."""
         raise UserError(f"a {self.name} model is not served from its export")
 
-    def decode_batch(self, model: torch.nn.Module, pad_id: int, cache_bytes: int, max_rows: int) -> Any:
+    def decode_batch(self, model: torch.nn.Module, cache_bytes: int, max_rows: int) -> Any:
         """A continuous batch (decoding.DecodeBatch) in which the server decodes several of this task's
         answers at once; None where the task writes no text or its answers decode one at a time."""
         return None

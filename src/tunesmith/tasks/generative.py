@@ -479,9 +479,7 @@ class GenerativeTask(Task):
             observer=observer,
         )
 
-    def decode_batch(
-        self, model: torch.nn.Module, pad_id: int, cache_bytes: int, max_rows: int
-    ) -> DecodeBatch | None:
+    def decode_batch(self, model: torch.nn.Module, cache_bytes: int, max_rows: int) -> DecodeBatch | None:
         """A continuous batch in which the server decodes this task's answers (decoding.py), or None where
         answers decode one at a time (encoder-decoders; prompt and prefix tuning, which `generate` gets wrong)."""
         if self.encoder_decoder or is_prompt_learning(model):
@@ -489,7 +487,6 @@ class GenerativeTask(Task):
         return DecodeBatch(
             model,
             stop_ids=stop_token_ids(self.tokenizer),
-            pad_id=pad_id,
             cache_bytes=cache_bytes,
             max_rows=max_rows,
         )
