@@ -10,8 +10,8 @@ REQUESTS have been answered, after a warm-up.
 Chat (`--chat`): a SmolLM2-135M LoRA chat run (`--run`, else the GGUF bench's run, trained here) is served
 with the torch engine, `--batch-size 32` (concurrent chats decode together) and `--batch-size 1` (one chat at
 a time, as the server did before continuous batching). The client keeps CONCURRENCY chats in flight, each a
-validation chat of data/debian-chat, greedy, up to 64 new tokens, until REQUESTS are answered; tokens/s is
-the answers' completion tokens over the wall time.
+validation chat of data/debian-chat without its answer, greedy, up to 64 new tokens, until REQUESTS are
+answered; tokens/s is the answers' completion tokens over the wall time.
 
 ONNX (`--onnx`): the classify bench with `--engine onnx` (the run's checked ONNX export, made at the first
 start and kept) against `--engine torch`, both with dynamic batching.
@@ -199,7 +199,8 @@ def main() -> None:
         from gguf_engines import validation_chats
 
         run = args.run or train_chat_run(folder)
-        bodies, path = [chat_body(m) for m in validation_chats()], "/v1/chat/completions"
+        questions = [chat[:-1] for chat in validation_chats()]  # each chat without its answer
+        bodies, path = [chat_body(m) for m in questions], "/v1/chat/completions"
     else:
         run = args.run or train_run(folder)
         bodies, path = [classify_body(t) for t in texts()], "/v1/classify"

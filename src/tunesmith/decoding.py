@@ -1,8 +1,10 @@
 """Continuous batching for a causal LM: answers are decoded together, one forward pass per new token for the
 whole batch, and a request joins or leaves the running batch at any token boundary.
 
-A joining prompt is prefilled alone (no padding: its first token is the one it would get alone), then its key/value
-cache is laid beside the batch's, left-padded to the same width; each decode step feeds every row's last token
+The prompts joining at one token boundary are prefilled together in one forward pass, left-padded with their own
+positions as `generate` does for a batch (one pass over many prompts runs the CPU's matrix products far better
+than one per prompt), then their key/value cache is laid beside the batch's, left-padded to the same width; each
+decode step feeds every row's last token
 with its own position and attention mask, as `generate` does for a left-padded batch. A row leaves when it
 makes a stop token, reaches its max_new_tokens or its observer stops it (a stop string, a client that left);
 its cache rows are dropped, and columns that only padding fills any more are cut. Each row keeps its own
@@ -99,39 +101,61 @@ class DecodeBatch:
 
     def fits(self, prompt_tokens: int, max_new_tokens: int) -> bool:
         """Can a request this long join now without the cache ever outgrowing its budget (or a sliding window)?"""
-        if len(self.rows) >= self.max_rows:
-            return False
-        width = max(self.width, prompt_tokens)
-        final = width + max([max_new_tokens, *(r.remaining for r in self.rows)])
-        if self.window is not None and final >= self.window:
-            return False
-        return (len(self.rows) + 1) * final * self.token_bytes <= self.cache_bytes
+        return self._fitting([(prompt_tokens, max_new_tokens)]) == 1
 
-    def join(self, row: Row) -> None:
-        """Prefill `row`'s prompt and give it its first token; it decodes with the batch from the next step
-        (unless that token already ended it: see `done`). Runs the model: call on the model's thread."""
+    def fitting(self, rows: Sequence[Row]) -> int:
+        """How many of `rows`, taken in order, can join now together (see `fits`)."""
+        return self._fitting([(len(r.prompt), r.settings.max_new_tokens) for r in rows])
+
+    def _fitting(self, requests: Sequence[tuple[int, int]]) -> int:
+        width, longest = self.width, max((r.remaining for r in self.rows), default=0)
+        for count, (prompt_tokens, max_new_tokens) in enumerate(requests):
+            width, longest = max(width, prompt_tokens), max(longest, max_new_tokens)
+            rows, final = len(self.rows) + count + 1, width + longest
+            too_wide = self.window is not None and final >= self.window
+            if rows > self.max_rows or too_wide or rows * final * self.token_bytes > self.cache_bytes:
+                return count
+        return len(requests)
+
+    def join(self, rows: Sequence[Row]) -> list[Row]:
+        """Prefill `rows`' prompts in one forward pass (left-padded, with their own positions, as `generate` does
+        for a batch) and give each its first token; they decode with the batch from the next step. Returns the
+        rows whose first token already ended them (they do not join). Runs the model: call on the model's thread."""
+        if not rows:
+            return []
         model = self.model
         device = next(model.parameters()).device
-        row.processors = _processors(model, row.settings)
-        if row.settings.do_sample:
-            row.generator = torch.Generator(device=device).manual_seed(row.settings.seed)
+        for row in rows:
+            row.processors = _processors(model, row.settings)
+            if row.settings.do_sample:
+                row.generator = torch.Generator(device=device).manual_seed(row.settings.seed)
         from transformers import DynamicCache
 
         cache = DynamicCache(config=model.config)
-        ids = torch.tensor([row.prompt], device=device)
+        width = max(len(r.prompt) for r in rows)
+        ids = torch.tensor([[0] * (width - len(r.prompt)) + r.prompt for r in rows], device=device)
+        mask = torch.tensor(
+            [[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows], device=device
+        )
         with torch.inference_mode():
             logits = model(
                 input_ids=ids,
-                attention_mask=torch.ones_like(ids),
+                attention_mask=mask,
+                position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                 cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1]
-        self._take(row, self._pick(row, logits[0]))
-        if row.done:
-            return
-        self._lay_beside(cache, torch.ones_like(ids), ids.new_tensor([[row.tokens[-1]]]))
-        self.rows.append(row)
+        for i, row in enumerate(rows):
+            self._take(row, self._pick(row, logits[i]))
+        keep = [i for i, r in enumerate(rows) if not r.done]
+        if keep:
+            if len(keep) < len(rows):
+                cache.batch_select_indices(torch.tensor(keep, device=device))
+            mask = _cut_padding(cache, mask[keep])
+            self._lay_beside(cache, mask, ids.new_tensor([[rows[i].tokens[-1]] for i in keep]))
+            self.rows += [rows[i] for i in keep]
+        return [r for r in rows if r.done]
 
     def step(self) -> list[Row]:
         """One new token for every row; returns the rows that finished (removed from the batch)."""
@@ -188,7 +212,7 @@ class DecodeBatch:
 
     # --- the shared cache ---
     def _lay_beside(self, cache: Any, mask: torch.Tensor, last: torch.Tensor) -> None:
-        """Append one prefilled request (`cache`, `mask`: batch of one) to the batch, left-padding the narrower."""
+        """Append prefilled requests (`cache`, `mask`, `last`: their rows) to the batch, left-padding the narrower."""
         if self.cache is None:
             self.cache, self.mask, self.last = cache, mask, last
             return
@@ -214,14 +238,18 @@ class DecodeBatch:
         assert self.mask is not None and self.last is not None
         index = torch.tensor(keep, device=self.mask.device)
         self.cache.batch_select_indices(index)
-        self.mask, self.last = self.mask[index], self.last[index]
-        cut = int(self.mask.any(0).int().argmax())  # the first column some row uses
-        if cut:
-            self.mask = self.mask[:, cut:]
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, cut:], layer.values[:, :, cut:]
-                if hasattr(layer, "cumulative_length"):
-                    layer.cumulative_length -= cut
+        self.mask, self.last = _cut_padding(self.cache, self.mask[index]), self.last[index]
+
+
+def _cut_padding(cache: Any, mask: torch.Tensor) -> torch.Tensor:
+    """Cut the left columns that are padding in every row from `cache` and `mask`; returns the mask."""
+    cut = int(mask.any(0).int().argmax())  # the first column some row uses
+    if cut:
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, cut:], layer.values[:, :, cut:]
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length -= cut
+    return mask[:, cut:]
 
 
 def _pad_left(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:

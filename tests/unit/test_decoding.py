@@ -37,8 +37,10 @@ def decode_all(lm, rows: list[Row], cache_bytes: int = 2**30, max_rows: int = 8,
     batch = DecodeBatch(lm, stop_ids=[STOP], cache_bytes=cache_bytes, max_rows=max_rows)
     waiting, steps, largest = list(rows), 0, 0
     while waiting or batch.rows:
-        while waiting and steps % every == 0 and batch.fits(len(waiting[0].prompt), waiting[0].remaining):
-            batch.join(waiting.pop(0))
+        if steps % every == 0:
+            joining = waiting[: batch.fitting(waiting)]
+            del waiting[: len(joining)]
+            batch.join(joining)
         batch.step()
         steps += 1
         if batch.cache is not None:
@@ -55,6 +57,21 @@ def test_greedy_answers_decoded_together_are_the_answers_alone():
         decode_all(lm, rows, every=every)
         assert [r.tokens for r in rows] == want
     assert any(len(w) < s.max_new_tokens for w, s in zip(want, settings, strict=True)), "no stop token met"
+
+
+def test_rows_that_end_at_their_first_token_leave_a_joint_prefill_and_the_rest_decode_as_alone():
+    lm = model()
+    settings = [GenerationSettings(max_new_tokens=1 if i % 2 else 9) for i in range(6)]
+    rows = [Row(p, s) for p, s in zip(prompts(6, seed=2), settings, strict=True)]
+    batch = DecodeBatch(lm, stop_ids=[STOP], cache_bytes=2**30, max_rows=8)
+    assert batch.fitting(rows) == 6
+    ended = batch.join(rows)
+    assert ended == rows[1::2] and batch.rows == rows[::2]
+    assert batch.mask is not None and batch.mask.shape == (3, max(len(r.prompt) for r in rows[::2]))
+    while batch.rows:
+        batch.step()
+    for row in rows:
+        assert row.tokens == alone(lm, row.prompt, row.settings)
 
 
 def test_each_row_keeps_its_sampling_settings_and_seed():

@@ -1,7 +1,7 @@
 """Continuous batching of one served chat model's completions: concurrent requests share each forward pass.
 
 Requests queue here; between two decode steps, those waiting join the running batch (decoding.DecodeBatch:
-each is prefilled alone, then decodes with the others) as long as the batch's key/value cache stays within its
+they are prefilled together, then decode with the others) as long as the batch's key/value cache stays within its
 budget (serve setting chat_cache_mb) and row limit (batch_size); the rest wait their turn, first come first
 served. A request leaves at its own stop token, max_tokens, stop string or when its client goes away. Each
 step is one job on the server's model thread, so other models' batches (and adapter switches on a shared
@@ -110,18 +110,14 @@ class ChatBatcher:
         self.served.activate()
         if self.batch is None or (not self.batch.rows and self.batch.model is not self.served.trained.model):
             self.batch = self.make_batch(self.served)
-        batch, admitted, finished = self.batch, [], []
-        for waiting in joining:
-            row = waiting.row
-            if not batch.fits(len(row.prompt), row.settings.max_new_tokens):
-                if not batch.rows and not admitted:
-                    raise RuntimeError("a request larger than the whole key/value cache budget was let in")
-                break
-            row.ticket = waiting
-            batch.join(row)
-            admitted.append(waiting)
-            if row.done:  # its first token ended it
-                finished.append(row)
+        batch = self.batch
+        rows = [w.row for w in joining]
+        admitted = joining[: batch.fitting(rows)]
+        if joining and not admitted and not batch.rows:
+            raise RuntimeError("a request larger than the whole key/value cache budget was let in")
+        for waiting in admitted:
+            waiting.row.ticket = waiting
+        finished = batch.join([w.row for w in admitted])  # those whose first token ended them
         if self.on_step is not None and batch.rows:
             self.on_step(len(batch.rows))
         finished += batch.step()
