@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tunesmith.generation import GenerationSettings, TokenObserver
+from tunesmith.hardware import cpu_features
 from tunesmith.processes import usable_cores
 
 INSTALL_HINT = "pip install 'tunesmith[gguf]' (builds llama.cpp from the sources in llama-cpp-python)"
@@ -22,14 +23,6 @@ INSTALL_HINT = "pip install 'tunesmith[gguf]' (builds llama.cpp from the sources
 
 def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
-
-
-def has_amx() -> bool:
-    """Whether this CPU has Intel AMX (read from /proc/cpuinfo's flags; False where there is none)."""
-    try:
-        return "amx_int8" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
 
 
 @contextmanager
@@ -42,7 +35,7 @@ def plain_weight_buffers() -> Iterator[None]:
     anyway. Elsewhere nothing changes."""
     import llama_cpp.llama_cpp as native
 
-    if not has_amx():
+    if "amx_int8" not in cpu_features().flags:
         yield
         return
     defaults = native.llama_model_default_params
