@@ -4,12 +4,11 @@ whole batch, and a request joins or leaves the running batch at any token bounda
 The prompts joining at one token boundary are prefilled together in one forward pass, left-padded with their own
 positions as `generate` does for a batch (one pass over many prompts runs the CPU's matrix products far better
 than one per prompt), then their key/value cache is laid beside the batch's, left-padded to the same width; each
-decode step feeds every row's last token
-with its own position and attention mask, as `generate` does for a left-padded batch. A row leaves when it
-makes a stop token, reaches its max_new_tokens or its observer stops it (a stop string, a client that left);
-its cache rows are dropped, and columns that only padding fills any more are cut. Each row keeps its own
-sampling settings (temperature, top-p, repetition penalty) and its own seeded generator, so a sampled answer
-does not depend on what else was in the batch.
+decode step feeds every row's last token with its own position and attention mask, as `generate` does for a
+left-padded batch. A row leaves when it makes a stop token, reaches its max_new_tokens or its observer stops it
+(a stop string, a client that left); its cache rows are dropped, and columns that only padding fills any more
+are cut. Each row keeps its own sampling settings (temperature, top-p, repetition penalty) and its own seeded
+generator, so a sampled answer does not depend on what else was in the batch.
 
 The key/value memory is bounded: `fits` says whether a request can join without the batch's cache ever
 growing past `cache_bytes` (rows x the widest row's final length, padding included).
@@ -132,7 +131,7 @@ class DecodeBatch:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=model.config)
-        width = max(len(r.prompt) for r in rows)
+        width = max(len(r.prompt) for r in rows)  # left padding: token 0, masked out
         ids = torch.tensor([[0] * (width - len(r.prompt)) + r.prompt for r in rows], device=device)
         mask = torch.tensor(
             [[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows], device=device

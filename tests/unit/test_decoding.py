@@ -33,7 +33,8 @@ def alone(lm, prompt: list[int], settings: GenerationSettings) -> list[int]:
 
 
 def decode_all(lm, rows: list[Row], cache_bytes: int = 2**30, max_rows: int = 8, every: int = 1):
-    """Decode `rows`, letting one more in every `every` steps while it fits; returns the largest cache seen."""
+    """Decode `rows`, letting in every `every` steps those next in line that fit together (prefilled in one
+    pass); returns the largest cache seen."""
     batch = DecodeBatch(lm, stop_ids=[STOP], cache_bytes=cache_bytes, max_rows=max_rows)
     waiting, steps, largest = list(rows), 0, 0
     while waiting or batch.rows:

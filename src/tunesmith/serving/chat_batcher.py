@@ -117,7 +117,7 @@ class ChatBatcher:
             raise RuntimeError("a request larger than the whole key/value cache budget was let in")
         for waiting in admitted:
             waiting.row.ticket = waiting
-        finished = batch.join([w.row for w in admitted])  # those whose first token ended them
+        finished = batch.join(rows[: len(admitted)])  # those whose first token ended them
         if self.on_step is not None and batch.rows:
             self.on_step(len(batch.rows))
         finished += batch.step()
