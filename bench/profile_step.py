@@ -4,10 +4,11 @@ The run is bench/chat.py's tunesmith side (SmolLM2-135M-Instruct, LoRA r=16 on a
 0.05, batch 8, max_length 256, packed; data/debian-chat). The profiler skips the first steps (warm-up), then
 records `--steps` steps and attributes every operator's own CPU time to one part of the step:
 
-- matmuls: the frozen base model's projections, forward and backward (aten::mm/addmm/bmm);
+- matmuls: the frozen base model's projections, forward and backward (aten::mm/addmm);
 - LoRA: the adapters' rank-r matmuls and their dropout masks and adds (a matmul with the rank as a dimension,
   and everything done inside the fused LoRA function or its backward that is not a base matmul);
-- attention: scaled-dot-product attention, forward and backward;
+- attention: scaled-dot-product attention (or tunesmith's segment attention's matmuls and softmax), forward
+  and backward;
 - LM head and loss: the vocabulary projection (a matmul with the vocabulary as a dimension), log-softmax, loss;
 - optimizer: AdamW's step and zeroing the gradients;
 - data: the DataLoader's next batch (collation, packing);
@@ -41,6 +42,9 @@ MATMULS = {
     "aten::_weight_int4pack_mm",
 }
 ATTENTION = ("scaled_dot_product", "flash_attention", "_efficient_attention", "aten::_softmax")
+"""Operators (or their callers) counted as attention. tunesmith's segment attention (models/
+segment_attention.py) runs short examples as batched matmuls, which only attention uses in these models."""
+ATTENTION_OPS = {"aten::bmm", "aten::masked_fill_", "aten::_softmax_backward_data"}
 LOSS = ("log_softmax", "nll_loss", "cross_entropy")
 
 
@@ -68,7 +72,7 @@ def part_of(event, vocab: int, rank: int) -> str:
         return "data"
     if any(n.startswith("Optimizer.") for n in names):
         return "optimizer"
-    if any(any(a in n for a in ATTENTION) for n in names):
+    if event.name in ATTENTION_OPS or any(any(a in n for a in ATTENTION) for n in names):
         return "attention"
     if event.name in MATMULS:
         dims = {d for shape in event.input_shapes for d in shape}

@@ -109,15 +109,15 @@ def test_under_autocast_the_base_weight_is_cast_once_and_dropped_in_full_precisi
     q = fused.base_model.model.model.layers[0].self_attn.q_proj
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fused.train()(ids)
-        copy_1 = q._base_copy[1]
+        copy_1 = q.base_layer._compute_copy[1]
         fused(ids)
-        assert q._base_copy[1] is copy_1 and copy_1.dtype == torch.bfloat16
+        assert q.base_layer._compute_copy[1] is copy_1 and copy_1.dtype == torch.bfloat16
         with torch.no_grad():
             q.base_layer.weight.mul_(2)  # a changed weight is cast again
         fused(ids)
-        torch.testing.assert_close(q._base_copy[1], (q.base_layer.weight).bfloat16())
+        torch.testing.assert_close(q.base_layer._compute_copy[1], (q.base_layer.weight).bfloat16())
     fused(ids)
-    assert q._base_copy is None
+    assert q.base_layer._compute_copy is None
 
 
 def test_bf16_autocast_follows_peft_closely():

@@ -41,6 +41,24 @@ def test_packed_batch_keeps_every_token_and_never_mixes_labels():
             assert pos[row, a:b].tolist() == list(range(b - a))
 
 
+def test_one_row_lays_every_example_end_to_end_with_its_bounds():
+    feats = [feature(range(100, 105)), feature(range(200, 203), [IGNORE, 201, 202]), feature(range(300, 307))]
+    batch = collate_packed(feats, capacity=4, pad_id=0, one_row=True)  # the capacity bounds rows only
+    assert batch["input_ids"][0].tolist() == [*range(100, 105), *range(200, 203), *range(300, 307)]
+    assert batch["cu_seq_lens_q"].tolist() == [0, 5, 8, 15]
+    assert batch["position_ids"][0].tolist() == [*range(5), *range(3), *range(7)]
+    assert batch["labels"][0].tolist() == [
+        IGNORE,
+        *range(101, 105),
+        IGNORE,
+        201,
+        202,
+        IGNORE,
+        *range(301, 307),
+    ]
+    assert "cu_seq_lens_q" not in collate_packed(feats, capacity=10, pad_id=0)
+
+
 def test_padded_batch_masks_padding():
     batch = collate_padded([feature([5, 6, 7]), feature([8])], pad_id=0)
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

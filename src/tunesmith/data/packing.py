@@ -43,10 +43,17 @@ def rows_first_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def collate_packed(features: Sequence[dict[str, Any]], capacity: int, pad_id: int) -> dict[str, torch.Tensor]:
+def collate_packed(
+    features: Sequence[dict[str, Any]], capacity: int, pad_id: int, *, one_row: bool = False
+) -> dict[str, torch.Tensor]:
     """input_ids, labels and position_ids of packed rows; a row's unused tail is one padding segment whose
-    labels are ignored (it forms its own block, so no real token attends to it)."""
-    rows = rows_first_fit([f["length"] for f in features], capacity)
+    labels are ignored (it forms its own block, so no real token attends to it).
+
+    `one_row`: every example in one row, in order, no padding, and `cu_seq_lens_q` (where each example starts,
+    then the row's end) for attention that runs example by example (models/segment_attention.py); a dense
+    mask over such a row would grow with the square of the whole batch."""
+    lengths = [f["length"] for f in features]
+    rows = [list(range(len(features)))] if one_row else rows_first_fit(lengths, capacity)
     width = max(sum(features[i]["length"] for i in row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -62,7 +69,10 @@ def collate_packed(features: Sequence[dict[str, Any]], capacity: int, pad_id: in
             positions[r, at : at + n] = torch.arange(n)
             at += n
         positions[r, at:] = torch.arange(width - at)
-    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+    batch = {"input_ids": ids, "labels": labels, "position_ids": positions}
+    if one_row:
+        batch["cu_seq_lens_q"] = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    return batch
 
 
 def collate_padded(features: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -79,9 +89,17 @@ mask). With eager or SDPA attention a packed row gets a dense block-diagonal mas
 costs more than padding a batch of similar lengths but much less than padding a random batch."""
 
 
+SEGMENT_ATTENTION = "tunesmith_segments"
+"""The name tunesmith's attention for one-row packed batches (models/segment_attention.py) is registered under
+with transformers. Everything but such a row goes to SDPA, masks included: `attention_implementation` says
+"sdpa" for it."""
+
+
 def attention_implementation(model: torch.nn.Module) -> str:
+    """The model's attention as transformers names it (segment attention answering as the SDPA it runs on)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return str(getattr(getattr(base, "config", None), "_attn_implementation", None) or "eager")
+    name = str(getattr(getattr(base, "config", None), "_attn_implementation", None) or "eager")
+    return "sdpa" if name == SEGMENT_ATTENTION else name
 
 
 def packing_supported(model: torch.nn.Module) -> bool:

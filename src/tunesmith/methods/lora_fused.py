@@ -13,8 +13,9 @@ and its backward computes the gradients of x, A and B by hand. It saves only the
 anyway), a one-byte keep mask and the rank-r `h`, instead of a full-size float copy of the dropped input.
 
 Under bf16 autocast (train.precision) it also does what autocast would do, once instead of per layer: the
-frozen base weight is cast once and kept (autocast casts a frozen weight again on every call), the layers that
-read one input (q, k, v; gate, up) share its cast and its dropout mask, and the output stays in bf16.
+frozen base weight is cast once and kept (models/compute_copy.py; autocast casts it again on every call), the
+layers that read one input (q, k, v; gate, up) share its cast and its dropout mask, and the output stays in
+bf16.
 Each layer's input is still dropped with probability p (rounded to a multiple of 1/65536); the masks of
 layers reading one input are the same draw, where peft draws each apart. Measured on the chat LoRA step:
 bench/profile_step.py.
@@ -36,6 +37,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from tunesmith.models.compute_copy import weights_in
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -139,24 +142,6 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _base_in(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The frozen base weight and bias in the compute dtype: under autocast a copy made once and kept while
-    the weight is unchanged (autocast itself casts a frozen weight again on every call); in the weight's own
-    dtype the copy is dropped."""
-    base = self.base_layer
-    if dtype == base.weight.dtype:
-        self._base_copy = None
-        return base.weight, base.bias
-    key = (dtype, base.weight._version, None if base.bias is None else base.bias._version)
-    cached = getattr(self, "_base_copy", None)
-    if cached is None or cached[0] != key:
-        with torch.inference_mode(False), torch.no_grad():  # a copy made in a validation serves training too
-            bias = None if base.bias is None else base.bias.to(dtype)
-            cached = (key, base.weight.to(dtype), bias)
-        self._base_copy = cached
-    return cached[1], cached[2]
-
-
 def _fused_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """peft's lora.Linear.forward, fused where the call is plain LoRA on one active adapter."""
     active = self.active_adapters
@@ -177,7 +162,7 @@ def _fused_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Te
     p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
     dtype = _compute_dtype(x)
     x2, dropped, keep, p = self._shared_input.of(x, dtype, p)
-    weight, bias = _base_in(self, dtype)
+    weight, bias = weights_in(self.base_layer, dtype)
     lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
     with torch.autocast(x.device.type, enabled=False):
         return _LoraLinear.apply(

@@ -8,6 +8,7 @@ import torch
 
 from tunesmith.data.chat_encoding import IGNORE
 from tunesmith.methods.prompt_learning import virtual_tokens
+from tunesmith.models.compute_copy import frozen_linear
 
 
 def answer_logits(
@@ -28,7 +29,7 @@ def answer_logits(
         backbone, head = split
         hidden = backbone(**inputs, use_cache=False).last_hidden_state
         wanted = labels[:, 1:] != IGNORE
-        return head(hidden[:, :-1][wanted]), labels[:, 1:][wanted]
+        return frozen_linear(head, hidden[:, :-1][wanted]), labels[:, 1:][wanted]
     keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(-1)
     # prompt tuning puts its virtual tokens in front: the kept positions move right by as many
     logits = model(**inputs, use_cache=False, logits_to_keep=keep + virtual_tokens(model)).logits

@@ -49,6 +49,7 @@ from tunesmith.generation import GenerationSettings, TokenObserver, generate
 from tunesmith.methods.prompt_learning import is_prompt_learning
 from tunesmith.models.loader import load_pretrained
 from tunesmith.models.running import evaluating, move
+from tunesmith.models.segment_attention import segment_attention_supported, use_segment_attention
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks.answer_logits import answer_logits
 from tunesmith.tasks.base import Evaluation, Task
@@ -102,6 +103,7 @@ class GenerativeTask(Task):
         super().__init__(params, model_cfg)
         self.encoder_decoder = False
         self.pack = False
+        self.one_row = False
         self.template = ""
         self.decoder_start = 0
         self._fitted: dict[Any, tuple[Any, int | None]] = {}
@@ -199,6 +201,10 @@ class GenerativeTask(Task):
 
     def prepare_model(self, model: torch.nn.Module) -> None:
         self.pack = self.params.packing and not self.encoder_decoder and packing_supported(model)
+        # a packed batch as one row, each example attending to itself alone (no dense mask, no padding)
+        self.one_row = self.pack and segment_attention_supported(model)
+        if self.one_row:
+            use_segment_attention(model)
         if self.encoder_decoder:
             start = model.config.decoder_start_token_id
             self.decoder_start = start if start is not None else self.tokenizer.pad_token_id
@@ -355,7 +361,7 @@ class GenerativeTask(Task):
         if self.encoder_decoder:
             return _collate_seq2seq(features, pad_id, self.decoder_start)
         if self.pack:
-            return collate_packed(features, self.model_cfg.max_length, pad_id)
+            return collate_packed(features, self.model_cfg.max_length, pad_id, one_row=self.one_row)
         return collate_padded(features, pad_id)
 
     # --- loss ---
