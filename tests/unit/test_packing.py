@@ -46,6 +46,7 @@ def test_one_row_lays_every_example_end_to_end_with_its_bounds():
     batch = collate_packed(feats, capacity=4, pad_id=0, one_row=True)  # the capacity bounds rows only
     assert batch["input_ids"][0].tolist() == [*range(100, 105), *range(200, 203), *range(300, 307)]
     assert batch["cu_seq_lens_q"].tolist() == [0, 5, 8, 15]
+    assert batch["attention_mask"].tolist() == [[1] * 15]  # no padding: no dense mask built either
     assert batch["position_ids"][0].tolist() == [*range(5), *range(3), *range(7)]
     assert batch["labels"][0].tolist() == [
         IGNORE,

@@ -49,9 +49,9 @@ def collate_packed(
     """input_ids, labels and position_ids of packed rows; a row's unused tail is one padding segment whose
     labels are ignored (it forms its own block, so no real token attends to it).
 
-    `one_row`: every example in one row, in order, no padding, and `cu_seq_lens_q` (where each example starts,
-    then the row's end) for attention that runs example by example (models/segment_attention.py); a dense
-    mask over such a row would grow with the square of the whole batch."""
+    `one_row`: every example in one row, in order, no padding, with `cu_seq_lens_q` (where each example starts,
+    then the row's end) for attention that runs example by example (models/segment_attention.py) and an
+    all-ones attention_mask; a dense mask over such a row would grow with the square of the whole batch."""
     lengths = [f["length"] for f in features]
     rows = [list(range(len(features)))] if one_row else rows_first_fit(lengths, capacity)
     width = max(sum(features[i]["length"] for i in row) for row in rows)
@@ -72,6 +72,9 @@ def collate_packed(
     batch = {"input_ids": ids, "labels": labels, "position_ids": positions}
     if one_row:
         batch["cu_seq_lens_q"] = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+        # an all-ones mask: transformers then skips its packed-sequence detection, which would build a dense
+        # (tokens x tokens) block mask that segment attention never reads (256 MB for 8 examples of 2,048)
+        batch["attention_mask"] = torch.ones_like(ids)
     return batch
 
 
