@@ -106,14 +106,17 @@ def segment_attention_forward(
     return torch.cat(outputs).unsqueeze(0), None
 
 
-@lru_cache(maxsize=256)
 def _hidden(length: int, window: int | None, device: torch.device) -> torch.Tensor:
-    """(length, length): True where a query may not see a key (a later key, or one `window` or more back).
-    Kept per length: every layer of every step asks again. Never written to."""
+    """(length, length): True where a query may not see a key (a later key, or one `window` or more back)."""
     hidden = torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
     if window is not None and length > window:
         hidden |= torch.ones_like(hidden).tril(-window)
     return hidden
+
+
+_short_hidden = lru_cache(maxsize=EAGER_UP_TO)(_hidden)
+"""`_hidden` kept per length for eager segments (at most EAGER_UP_TO tokens, 64 KB each): every layer of every
+step asks again. Never written to."""
 
 
 def _eager(
@@ -126,7 +129,7 @@ def _eager(
     groups = heads // kv_heads
     scores = torch.bmm(q.reshape(kv_heads, groups * length, dim), k.transpose(1, 2)).mul_(scale)
     scores = scores.view(kv_heads, groups, length, length)
-    scores.masked_fill_(_hidden(length, window, q.device), float("-inf"))
+    scores.masked_fill_(_short_hidden(length, window, q.device), float("-inf"))
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     if dropout > 0:
         probs = F.dropout(probs, p=dropout, training=True)
