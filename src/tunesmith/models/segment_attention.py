@@ -95,10 +95,14 @@ def segment_attention_forward(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     window = sliding_window or None
     ends = bounds.tolist()
+    sizes = [end - start for start, end in zip(ends, ends[1:], strict=False)]
+    # split along the tokens (one backward node that concatenates the gradients): indexing each segment apart
+    # costs a zero-filled gradient of the whole row per segment in the backward pass
+    segments = zip(*(t[0].transpose(0, 1).split(sizes) for t in (query, key, value)), strict=True)
     outputs = []
-    for start, end in zip(ends, ends[1:], strict=False):
-        q, k, v = query[0, :, start:end], key[0, :, start:end], value[0, :, start:end]
-        if end - start <= EAGER_UP_TO and torch.is_grad_enabled():
+    for q, k, v in segments:
+        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
+        if q.shape[1] <= EAGER_UP_TO and torch.is_grad_enabled():
             out = _eager(q, k, v, scale, dropout, window)
         else:
             out = _sdpa(q, k, v, scale, dropout, window)
@@ -114,26 +118,38 @@ def _hidden(length: int, window: int | None, device: torch.device) -> torch.Tens
     return hidden
 
 
-_short_hidden = lru_cache(maxsize=EAGER_UP_TO)(_hidden)
-"""`_hidden` kept per length for eager segments (at most EAGER_UP_TO tokens, 64 KB each): every layer of every
-step asks again. Never written to."""
+@lru_cache(maxsize=16)
+def _hidden_bias(
+    length: int, groups: int, window: int | None, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """(groups * length, length): -inf where a query may not see a key, else 0, once per query head of a
+    key-value head (eager scores are laid out so). Kept for the few lengths of the last calls: every layer of
+    a step asks again for the same lengths. At most EAGER_UP_TO tokens; never written to."""
+    bias = torch.zeros(length, length, dtype=dtype, device=device)
+    bias.masked_fill_(_hidden(length, window, device), float("-inf"))
+    return bias.repeat(groups, 1)
 
 
 def _eager(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout: float, window: int | None
 ) -> torch.Tensor:
     """One segment's causal attention as transformers' eager attention: (heads, length, dim) queries, (kv
-    heads, length, dim) keys and values; each key-value head serves `heads / kv heads` query heads in a row."""
+    heads, length, dim) keys and values; each key-value head serves `heads / kv heads` query heads in a row.
+    The scale and the mask go into the score matmul (baddbmm: the same numbers as a matmul, a multiply and a
+    masked fill, and the backward pass skips both)."""
     heads, length, dim = q.shape
     kv_heads = k.shape[0]
     groups = heads // kv_heads
-    scores = torch.bmm(q.reshape(kv_heads, groups * length, dim), k.transpose(1, 2)).mul_(scale)
-    scores = scores.view(kv_heads, groups, length, length)
-    scores.masked_fill_(_short_hidden(length, window, q.device), float("-inf"))
+    scores = torch.baddbmm(
+        _hidden_bias(length, groups, window, q.dtype, q.device),
+        q.reshape(kv_heads, groups * length, dim),
+        k.transpose(1, 2),
+        alpha=scale,
+    )
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     if dropout > 0:
         probs = F.dropout(probs, p=dropout, training=True)
-    return torch.bmm(probs.view(kv_heads, groups * length, length), v).view(heads, length, dim)
+    return torch.bmm(probs, v).view(heads, length, dim)
 
 
 def _sdpa(
