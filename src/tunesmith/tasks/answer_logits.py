@@ -5,10 +5,12 @@ supervised token go through it. Shared by the generative tasks' cross-entropy an
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from tunesmith.data.chat_encoding import IGNORE
 from tunesmith.methods.prompt_learning import virtual_tokens
 from tunesmith.models.compute_copy import frozen_linear
+from tunesmith.tasks.linear_cross_entropy import summed_cross_entropy
 
 
 def answer_logits(
@@ -22,18 +24,44 @@ def answer_logits(
     more than a plain projection (logit soft-capping or scaling) or that a wrapper must drive (prompt
     learning) go through their own forward instead, keeping only the columns some row needs.
     """
-    labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
     split = backbone_and_head(model)
     if split is not None:
-        backbone, head = split
-        hidden = backbone(**inputs, use_cache=False).last_hidden_state
-        wanted = labels[:, 1:] != IGNORE
-        return frozen_linear(head, hidden[:, :-1][wanted]), labels[:, 1:][wanted]
+        hidden, targets = _answer_hidden(split[0], batch)
+        return frozen_linear(split[1], hidden), targets
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
     keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(-1)
     # prompt tuning puts its virtual tokens in front: the kept positions move right by as many
     logits = model(**inputs, use_cache=False, logits_to_keep=keep + virtual_tokens(model)).logits
     return logits, labels[:, keep + 1]
+
+
+def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """The summed cross-entropy of the answer tokens (the positions `answer_logits` keeps) and their count.
+    With a backbone and a plain head, the head and the loss are one step (tasks/linear_cross_entropy.py)."""
+    split = backbone_and_head(model)
+    if split is not None:
+        hidden, targets = _answer_hidden(split[0], batch)
+        return summed_cross_entropy(hidden, split[1], targets), targets.numel()
+    logits, targets = answer_logits(model, batch)
+    loss = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+    return loss, int((targets != IGNORE).sum())
+
+
+def _answer_hidden(
+    backbone: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's last hidden states at the positions whose next token is a target, and those targets."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    hidden = backbone(**inputs, use_cache=False).last_hidden_state
+    wanted = labels[:, 1:] != IGNORE
+    return hidden[:, :-1][wanted], labels[:, 1:][wanted]
 
 
 def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:

@@ -51,7 +51,7 @@ from tunesmith.models.loader import load_pretrained
 from tunesmith.models.running import evaluating, move
 from tunesmith.models.segment_attention import segment_attention_supported, use_segment_attention
 from tunesmith.plugin import PluginParams
-from tunesmith.tasks.answer_logits import answer_logits
+from tunesmith.tasks.answer_logits import answer_loss
 from tunesmith.tasks.base import Evaluation, Task
 
 EXAMPLES_SHOWN = 5
@@ -366,16 +366,14 @@ class GenerativeTask(Task):
 
     # --- loss ---
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        labels = batch["labels"]
-        if self.encoder_decoder:
-            logits = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                decoder_input_ids=batch["decoder_input_ids"],
-            ).logits
-            targets = labels
-        else:
-            logits, targets = answer_logits(model, batch)
+        if not self.encoder_decoder:
+            return answer_loss(model, batch)
+        targets = batch["labels"]
+        logits = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=batch["decoder_input_ids"],
+        ).logits
         count = int((targets != IGNORE).sum())
         loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]),
