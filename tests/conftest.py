@@ -54,6 +54,34 @@ def tiny_llama(
     return LlamaForCausalLM(config)
 
 
+def tiny_mistral(
+    window: int,
+    vocab_size: int = 64,
+    hidden_size: int = 32,
+    intermediate_size: int = 48,
+    max_positions: int = 64,
+    seed: int = 0,
+):
+    """A randomly initialised two-layer Mistral (4 query heads, 2 key/value heads) whose attention sees only the
+    last `window` tokens: for tests of sliding-window attention (SDPA, transformers' own sliding mask)."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(seed)
+    config = MistralConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        sliding_window=window,
+        attn_implementation="sdpa",
+    )
+    return MistralForCausalLM(config)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Converted models (GGUF -> safetensors) go to a per-session folder, not the user's home."""

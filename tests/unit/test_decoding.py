@@ -8,9 +8,7 @@ import asyncio
 import random
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
-
-from tests.conftest import tiny_llama
+from tests.conftest import tiny_llama, tiny_mistral
 from tunesmith.decoding import DecodeBatch, Row, kv_bytes_per_token, token_room
 from tunesmith.generation import GenerationSettings, generate
 from tunesmith.serving.chat_batcher import ChatBatcher
@@ -109,19 +107,9 @@ def test_the_cache_stays_within_its_budget_and_a_full_batch_makes_room_as_rows_l
 
 
 def test_a_sliding_window_model_decodes_below_its_window():
-    from transformers import MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        sliding_window=48,
-    )
-    lm = MistralForCausalLM(config).eval()
+    lm = tiny_mistral(
+        window=48, vocab_size=300, hidden_size=64, intermediate_size=96, max_positions=4096 * 32
+    ).eval()
     batch = DecodeBatch(lm, stop_ids=[STOP], cache_bytes=2**30, max_rows=8)
     assert batch.fits(30, 17) and not batch.fits(30, 18)  # 47 tokens: one below the window
     settings = [GenerationSettings(max_new_tokens=10) for _ in range(8)]

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import tiny_llama
+from tests.conftest import tiny_llama, tiny_mistral
 from tunesmith.data.packing import attention_implementation, collate_packed
 from tunesmith.models.segment_attention import (
     EAGER_UP_TO,
@@ -112,24 +112,6 @@ def test_bf16_autocast_is_as_close_to_float32_as_sdpa(smollm):
         assert a.dtype == b.dtype == torch.bfloat16
         ours_off, theirs_off = ((y.float() - x).abs().mean().item() for y in (a, b))
         assert ours_off < 1.25 * theirs_off + 0.01, (ours_off, theirs_off)
-
-
-def tiny_mistral(window: int):
-    from transformers import MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        sliding_window=window,
-        attn_implementation="sdpa",
-    )
-    return MistralForCausalLM(config)
 
 
 @pytest.mark.parametrize("grad", [True, False])
