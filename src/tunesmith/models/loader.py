@@ -56,20 +56,11 @@ def config_overrides(model: ResolvedModel, cfg: ModelConfig) -> dict[str, Any]:
 
 def load_pretrained(auto_class: Any, model: ResolvedModel, cfg: ModelConfig, **kwargs: Any) -> Any:
     """`auto_class.from_pretrained` with safetensors weights only (never a pickle), the model's config
-    overridden as the run says (`config_overrides`), and without the Hub's kernels: transformers turns them
-    on whenever the `kernels` package is installed, which means running code fetched from the Hub (like
-    trust_remote_code, off here); offline they fall back to torch anyway, and a kernelized model re-kernelizes
-    at every train()/eval() switch, putting back the forward of every decorated layer (models/rms_norm.py's
-    fused norms included)."""
+    overridden as the run says (`config_overrides`)."""
     overrides = config_overrides(model, cfg)
     try:
         return auto_class.from_pretrained(
-            model.source,
-            use_safetensors=True,
-            use_kernels=False,
-            **_offline_kwargs(model, cfg),
-            **overrides,
-            **kwargs,
+            model.source, use_safetensors=True, **_offline_kwargs(model, cfg), **overrides, **kwargs
         )
     except (OSError, ValueError) as exc:
         raise _not_found(model, cfg, exc) from None

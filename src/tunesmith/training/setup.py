@@ -13,8 +13,6 @@ from tunesmith.config import RunConfig
 from tunesmith.errors import UserError
 from tunesmith.hardware import cpu_features
 from tunesmith.methods import Method
-from tunesmith.models.rms_norm import fuse_rms_norms
-from tunesmith.models.rotary_precision import rotary_in_compute_dtype
 from tunesmith.sections import TrainConfig
 from tunesmith.tasks import Task
 
@@ -57,9 +55,6 @@ def build_model(
     if not getattr(base, "is_quantized", False) and not sharded:
         base = base.to(device)
     model = method.apply(base, task.peft_task_type, steps)
-    if not sharded:  # sharded, a norm's weight is a DTensor between forwards
-        fuse_rms_norms(model)
-    rotary_in_compute_dtype(model)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     task.prepare_model(model)
