@@ -5,12 +5,11 @@ supervised token go through it. Shared by the generative tasks' cross-entropy an
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from tunesmith.data.chat_encoding import IGNORE
 from tunesmith.methods.prompt_learning import virtual_tokens
 from tunesmith.models.compute_copy import frozen_linear
-from tunesmith.tasks.linear_cross_entropy import summed_cross_entropy
+from tunesmith.tasks.linear_cross_entropy import summed_cross_entropy, summed_token_cross_entropy
 
 
 def answer_logits(
@@ -44,13 +43,7 @@ def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple
         hidden, targets = _answer_hidden(split[0], batch)
         return summed_cross_entropy(hidden, split[1], targets), targets.numel()
     logits, targets = answer_logits(model, batch)
-    loss = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
-    return loss, int((targets != IGNORE).sum())
+    return summed_token_cross_entropy(logits, targets, IGNORE)
 
 
 def _answer_hidden(

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from tunesmith.data.chat_encoding import (
@@ -53,6 +52,7 @@ from tunesmith.models.segment_attention import segment_attention_supported, use_
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks.answer_logits import answer_loss
 from tunesmith.tasks.base import Evaluation, Task
+from tunesmith.tasks.linear_cross_entropy import summed_token_cross_entropy
 
 EXAMPLES_SHOWN = 5
 """Example outputs kept in an evaluation report (base and tuned side by side)."""
@@ -368,20 +368,12 @@ class GenerativeTask(Task):
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         if not self.encoder_decoder:
             return answer_loss(model, batch)
-        targets = batch["labels"]
         logits = model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             decoder_input_ids=batch["decoder_input_ids"],
         ).logits
-        count = int((targets != IGNORE).sum())
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            targets.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="sum",
-        )
-        return loss, count
+        return summed_token_cross_entropy(logits, batch["labels"], IGNORE)
 
     # --- evaluation ---
     def summed_loss(

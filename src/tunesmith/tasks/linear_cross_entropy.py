@@ -75,3 +75,17 @@ def summed_cross_entropy(hidden: torch.Tensor, head: torch.nn.Module, targets: t
     weight, bias = weights_in(head, torch.get_autocast_dtype(device) if autocast else head.weight.dtype)
     with torch.autocast(device, enabled=False):
         return _LinearCrossEntropy.apply(hidden, weight, bias, targets)
+
+
+def summed_token_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, int]:
+    """The summed cross-entropy of (..., vocabulary) logits against (...) targets in float32, positions whose
+    target is `ignore_index` left out, and how many positions count."""
+    loss = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=ignore_index,
+        reduction="sum",
+    )
+    return loss, int((targets != ignore_index).sum())

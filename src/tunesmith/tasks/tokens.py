@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from tunesmith.data.checks.view import ExampleView, TokenCount
@@ -56,6 +55,7 @@ from tunesmith.models.running import evaluating, move
 from tunesmith.plugin import PluginParams
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import Correction, Evaluation, Task
+from tunesmith.tasks.linear_cross_entropy import summed_token_cross_entropy
 
 WORD = re.compile(r"\w+|[^\w\s]")
 """A word of a text given with character spans: letters and digits together, any other non-space character
@@ -304,14 +304,7 @@ class Tokens(Task):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"]
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
-            ignore_index=IGNORED,
-            reduction="sum",
-        )
-        return loss, int((labels != IGNORED).sum())
+        return summed_token_cross_entropy(logits, batch["labels"], IGNORED)
 
     def export_scores(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
