@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tunesmith.hardware import CpuFeatures, cpu_features
-from tunesmith.training.setup import mixed_precision
+from tunesmith.training.setup import mixed_precision, precision_warning
 
 
 def proc_flags() -> set[str]:
@@ -35,6 +35,17 @@ def test_auto_is_bf16_on_a_cpu_exactly_where_it_is_native():
     cpu = torch.device("cpu")
     assert mixed_precision("auto", cpu) == ("bf16" if cpu_features().native_bf16 else "no")
     assert mixed_precision("fp32", cpu) == "no" and mixed_precision("bf16", cpu) == "bf16"
+
+
+def test_asking_for_bf16_on_a_cpu_that_emulates_it_is_warned_about_and_nothing_else_is():
+    cpu = torch.device("cpu")
+    warning = precision_warning("bf16", cpu)
+    if cpu_features().native_bf16:
+        assert warning is None
+    else:
+        assert warning is not None and "emulated" in warning and "precision auto" in warning
+    assert precision_warning("auto", cpu) is None and precision_warning("fp32", cpu) is None
+    assert precision_warning("bf16", torch.device("meta")) is None  # not a CPU: its own rules
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ from tunesmith.training.checkpoint import latest_checkpoint
 from tunesmith.training.distributed import check_strategy, is_main_process
 from tunesmith.training.interrupt import StopSignals
 from tunesmith.training.loop import LoopResult, TrainLoop, total_steps
-from tunesmith.training.setup import build_model, mixed_precision, training_device
+from tunesmith.training.setup import build_model, mixed_precision, precision_warning, training_device
 from tunesmith.units import human
 
 
@@ -99,6 +99,8 @@ def finetune(
             run.check_creatable(overwrite)
         print_report(console, p.report)
         accelerator = start_accelerator(config)
+        if (warning := precision_warning(config.train.precision, accelerator.device)) is not None:
+            console.print(f"tunesmith: {warning}", style="yellow", markup=False, highlight=False)
         probe = fit_base(p, run, resume, console)
         built = build(p, run, accelerator, resume, probe, console)
         refuse_over_budget(p, built, probe)

@@ -35,6 +35,19 @@ def mixed_precision(name: str, device: torch.device) -> str:
     return {"fp32": "no"}.get(name, name)
 
 
+def precision_warning(name: str, device: torch.device) -> str | None:
+    """What to tell a user who asked for bf16 on a CPU without native bf16, where torch emulates it (no
+    oneDNN bf16 kernels): measured on an AVX2 EPYC, a 512x576x576 linear runs at 7 GFLOP/s in bf16 against
+    39 in fp32, a 2048x2048 matmul at 0.27 against 89. None where the choice is sound."""
+    if device.type != "cpu" or name != "bf16" or cpu_features().native_bf16:
+        return None
+    return (
+        f"train.precision is bf16, but this CPU ({cpu_features().describe()}) has no bf16 instructions: "
+        "its bf16 matrix products are emulated, 5 to 300 times slower than fp32; precision auto (the default) "
+        "picks fp32 here"
+    )
+
+
 def build_model(
     task: Task,
     resolved: Any,
