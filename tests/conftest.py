@@ -32,26 +32,32 @@ needs_llama_cpp = pytest.mark.skipif(
 """For tests that load GGUF files in llama.cpp (export --format gguf, serve --engine llama.cpp)."""
 
 
-def tiny_llama(
-    vocab_size: int = 64, hidden_size: int = 32, intermediate_size: int = 48, seed: int | None = 0
-):
-    """A randomly initialised two-layer Llama (4 query heads, 2 key/value heads): the SmolLM2 architecture at
-    toy size, for tests of what is done to a decoder's layers. `seed` None keeps the global RNG as it is."""
+def _tiny_decoder(kind: str, seed: int | None, **config: object):
+    """A randomly initialised two-layer transformers decoder of `kind` ("Llama", "Mistral") with 4 query heads
+    and 2 key/value heads (the SmolLM2 architecture at toy size); `config` sets the rest. `seed` None keeps the
+    global RNG as it is."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
     if seed is not None:
         torch.manual_seed(seed)
-    config = LlamaConfig(
+    settings = {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, **config}
+    config_class = getattr(transformers, f"{kind}Config")
+    return getattr(transformers, f"{kind}ForCausalLM")(config_class(**settings))
+
+
+def tiny_llama(
+    vocab_size: int = 64, hidden_size: int = 32, intermediate_size: int = 48, seed: int | None = 0
+):
+    """A two-layer Llama at toy size, for tests of what is done to a decoder's layers."""
+    return _tiny_decoder(
+        "Llama",
+        seed,
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=64,
     )
-    return LlamaForCausalLM(config)
 
 
 def tiny_mistral(
@@ -62,24 +68,18 @@ def tiny_mistral(
     max_positions: int = 64,
     seed: int = 0,
 ):
-    """A randomly initialised two-layer Mistral (4 query heads, 2 key/value heads) whose attention sees only the
-    last `window` tokens: for tests of sliding-window attention (SDPA, transformers' own sliding mask)."""
-    import torch
-    from transformers import MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(seed)
-    config = MistralConfig(
+    """A two-layer Mistral at toy size whose attention sees only the last `window` tokens: for tests of
+    sliding-window attention (SDPA, transformers' own sliding mask)."""
+    return _tiny_decoder(
+        "Mistral",
+        seed,
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=max_positions,
         sliding_window=window,
         attn_implementation="sdpa",
     )
-    return MistralForCausalLM(config)
 
 
 @pytest.fixture(scope="session", autouse=True)
